@@ -1,0 +1,121 @@
+"""The metric catalogue: the single source of truth for every metric Wattprint exposes.
+
+Exposition (``exporter.exposition``), the README's metric table (``wattprint catalogue``) and,
+later, dashboards and alert rules are generated from or checked against this table. Names and
+label keys, once released, do not change (see DESIGN.md, "Metric catalogue").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PREFIX = "wattprint_"
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    type: str  # "counter" | "gauge" | "info"
+    labels: tuple[str, ...]
+    unit: str
+    help: str
+
+    @property
+    def family(self) -> str:
+        """The family name prometheus_client expects (counters without ``_total``)."""
+        if self.type == "counter" and self.name.endswith("_total"):
+            return self.name[: -len("_total")]
+        if self.type == "info" and self.name.endswith("_info"):
+            return self.name[: -len("_info")]
+        return self.name
+
+
+def _m(name: str, type_: str, labels: str, unit: str, help_: str) -> Metric:
+    return Metric(PREFIX + name, type_, tuple(labels.split()) if labels else (), unit, help_)
+
+
+ENDPOINT_LABELS = "namespace endpoint model"
+
+METRICS: tuple[Metric, ...] = (
+    # --- the contract (DESIGN.md) -----------------------------------------------------------
+    _m("gpu_energy_joules_total", "counter", "gpu uuid name", "joules",
+       "Energy used by each GPU since the exporter started (NVML total-energy counter, or power "
+       "integrated over time where the counter is unsupported: see wattprint_gpu_info{energy_method})."),
+    _m("cpu_energy_joules_total", "counter", "socket domain method", "joules",
+       "CPU/DRAM energy per RAPL zone (method=rapl) or from the utilisation model "
+       "(method=estimate). Zones overlap (package contains core/uncore, psys contains package): "
+       "never sum this metric; use wattprint_node_energy_joules_total for node totals."),
+    _m("endpoint_energy_joules_total", "counter", ENDPOINT_LABELS + " component mode", "joules",
+       "Energy attributed to each model endpoint. The sum over all series equals the node's "
+       "measured energy (wattprint_node_energy_joules_total). endpoint=\"unallocated\" is GPU "
+       "energy with no resident process; endpoint=\"system\" is CPU energy of no endpoint."),
+    _m("endpoint_co2e_grams_total", "counter", ENDPOINT_LABELS + " scope", "grams",
+       "Emissions attributed to each endpoint, integrated sample by sample with the intensity "
+       "of that moment (scope=operational) or amortised manufacturing emissions (scope=embodied)."),
+    _m("endpoint_requests_total", "counter", ENDPOINT_LABELS, "",
+       "Successful requests, normalised from the inference server's own metrics."),
+    _m("endpoint_tokens_total", "counter", ENDPOINT_LABELS + " kind", "",
+       "Tokens (kind=prompt|generation), normalised from the inference server's own metrics."),
+    _m("grid_intensity_grams_per_kwh", "gauge", "region zone provider signal", "grams_per_kwh",
+       "Grid carbon intensity in use (gCO2e/kWh); signal=average feeds the totals, "
+       "signal=marginal is advice only."),
+    # --- node and device detail ---------------------------------------------------------------
+    _m("node_energy_joules_total", "counter", "component", "joules",
+       "Node energy by non-overlapping component (gpu, cpu, dram): what attribution splits."),
+    _m("gpu_power_watts", "gauge", "gpu uuid name", "watts",
+       "GPU power draw at the last sample (NVML power usage; convenience gauge, use the counter)."),
+    _m("gpu_memory_used_bytes", "gauge", "gpu uuid name", "bytes", "GPU memory in use."),
+    _m("gpu_memory_total_bytes", "gauge", "gpu uuid name", "bytes", "GPU memory in total."),
+    _m("gpu_processes", "gauge", "gpu uuid name", "",
+       "Compute processes resident on the GPU at the last sample."),
+    _m("gpu_info", "info", "gpu uuid name energy_method mig_mode backend driver", "",
+       "One series per GPU: energy_method=counter (nvmlDeviceGetTotalEnergyConsumption) or "
+       "power_integration; mig_mode=enabled|disabled|unsupported; backend=nvml|simulated."),
+    _m("gpu_energy_counter_resets_total", "counter", "gpu uuid name", "",
+       "Times the NVML energy counter went backwards (driver reload); that interval was "
+       "integrated from power instead."),
+    _m("gpu_idle_power_watts", "gauge", "gpu uuid name source", "watts",
+       "Idle baseline used to split GPU energy into idle and active "
+       "(source=configured|learned|table)."),
+    _m("cpu_zone_info", "info", "zone socket domain method used_in_total readable", "",
+       "One series per CPU energy zone: whether it is readable and whether it counts in the "
+       "node totals (overlapping zones never do)."),
+    _m("cpu_busy_ratio", "gauge", "", "ratio", "Node CPU busy fraction over the last interval."),
+    # --- attribution detail ----------------------------------------------------------------
+    _m("attribution_info", "info", "gpu_idle_policy cpu_idle_policy level", "",
+       "The attribution policies in use (see README, 'How energy is attributed')."),
+    _m("attribution_folded_series_total", "counter", "metric", "",
+       "Label sets folded into the overflow series because the cardinality cap was reached."),
+    _m("pod_energy_joules_total", "counter", ENDPOINT_LABELS + " pod component mode", "joules",
+       "Per-pod attributed energy (opt-in: --attribution.level=pod or process)."),
+    _m("process_energy_joules_total", "counter", ENDPOINT_LABELS + " pid comm component mode",
+       "joules", "Per-process attributed energy (opt-in: --attribution.level=process)."),
+    # --- self-metrics ----------------------------------------------------------------------
+    _m("build_info", "info", "version python", "", "Build information."),
+    _m("collector_up", "gauge", "collector", "",
+       "1 when the collector's last read succeeded, 0 when it failed or is unavailable."),
+    _m("collector_errors_total", "counter", "collector kind", "",
+       "Collector read errors by kind; a failing collector never stops the sampling loop."),
+    _m("sample_duration_seconds", "gauge", "", "seconds", "Wall time of the last sample."),
+    _m("samples_total", "counter", "", "", "Samples taken since start."),
+    _m("sample_interval_seconds", "gauge", "", "seconds", "Configured sample interval."),
+    _m("last_sample_timestamp_seconds", "gauge", "", "seconds",
+       "Unix time of the last completed sample."),
+    _m("processes_tracked", "gauge", "", "", "Processes seen in procfs at the last sample."),
+)
+
+BY_NAME: dict[str, Metric] = {m.name: m for m in METRICS}
+
+
+def get(short_name: str) -> Metric:
+    """Look up a metric by its name without the ``wattprint_`` prefix."""
+    return BY_NAME[PREFIX + short_name]
+
+
+def markdown_table() -> str:
+    """The README's metric table, generated from the catalogue."""
+    rows = ["| name | type | labels | meaning |", "|---|---|---|---|"]
+    for m in METRICS:
+        labels = ", ".join(m.labels)
+        rows.append(f"| `{m.name}` | {m.type} | {labels} | {m.help} |")
+    return "\n".join(rows) + "\n"

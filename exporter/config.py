@@ -1,0 +1,280 @@
+"""One typed, validated configuration: YAML file, ``WATTPRINT_*`` environment, flags.
+
+Precedence (lowest to highest): built-in defaults < ``--config.file`` YAML < environment
+variables < command-line flags. Every scalar key ``section.key_name`` has the flag
+``--section.key-name`` and the variable ``WATTPRINT_SECTION_KEY_NAME``; structured keys (lists,
+maps) are set in the file. Flags and variables are generated from this module, so they cannot
+drift from it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "WATTPRINT_"
+DEFAULT_PORT = 9977  # see README "Port": free in the Prometheus default port allocations list
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+class ConfigError(Exception):
+    """A configuration problem, worded for the person who has to fix it."""
+
+
+def parse_duration(value: Any) -> float:
+    """``5``, ``5s``, ``500ms``, ``2m``, ``1h`` → seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    m = _DURATION.match(str(value))
+    if not m:
+        raise ValueError(f"not a duration: {value!r} (use e.g. 5s, 500ms, 2m)")
+    return float(m.group(1)) * _UNIT_S[m.group(2)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class WebConfig(_Section):
+    listen_address: str = Field(
+        f":{DEFAULT_PORT}", description="Address to serve /metrics on: host:port, :port or [v6]:port.")
+    telemetry_path: str = Field("/metrics", description="Path under which metrics are served.")
+
+    @field_validator("listen_address")
+    @classmethod
+    def _addr(cls, v: str) -> str:
+        split_listen_address(v)
+        return v
+
+    @field_validator("telemetry_path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if not v.startswith("/") or v in ("/", "/healthz", "/readyz"):
+            raise ValueError("must start with '/' and not be /, /healthz or /readyz")
+        return v
+
+
+class PathConfig(_Section):
+    sysfs: str = Field("/sys", description="sysfs mount point (RAPL is read under class/powercap).")
+    procfs: str = Field("/proc", description="procfs mount point (CPU time, cgroups, command lines).")
+
+
+class SampleConfig(_Section):
+    interval: float = Field(
+        5.0, description="Time between samples (e.g. 1s, 5s). Energy counters are exact at any "
+        "interval; shorter intervals follow load changes more closely and cost more CPU.")
+
+    @field_validator("interval", mode="before")
+    @classmethod
+    def _dur(cls, v: Any) -> float:
+        return parse_duration(v)
+
+    @field_validator("interval")
+    @classmethod
+    def _range(cls, v: float) -> float:
+        if not 0.1 <= v <= 300:
+            raise ValueError("must be between 100ms and 5m")
+        return v
+
+
+class LogConfig(_Section):
+    level: Literal["debug", "info", "warn", "error"] = Field("info", description="Log level.")
+    format: Literal["logfmt", "json"] = Field("logfmt", description="Log line format.")
+
+    @field_validator("level", "format", mode="before")
+    @classmethod
+    def _lower(cls, v: Any) -> Any:
+        return v.lower() if isinstance(v, str) else v
+
+
+class GpuConfig(_Section):
+    backend: Literal["auto", "nvml", "simulated", "none"] = Field(
+        "auto", description="GPU meter: auto (NVML when the library is present, else no GPU), "
+        "nvml (required), simulated (a test double driven by --gpu.simulation-file; its metrics "
+        "say backend=\"simulated\"), none.")
+    simulation_file: str | None = Field(
+        None, description="Scenario YAML for --gpu.backend=simulated (see tests/fixtures/sim).")
+    idle_power_watts: dict[str, float] = Field(
+        default_factory=dict, description="Idle baseline per GPU index or UUID (file only), "
+        "overriding the learned and table values.")
+
+    @field_validator("idle_power_watts")
+    @classmethod
+    def _idle(cls, v: dict[str, float]) -> dict[str, float]:
+        for k, w in v.items():
+            if not 0 <= w <= 2000:
+                raise ValueError(f"idle power for GPU {k!r} must be within 0..2000 W, got {w}")
+        return v
+
+
+class CpuConfig(_Section):
+    rapl: Literal["auto", "off"] = Field(
+        "auto", description="Read RAPL powercap zones when present and readable (auto) or never (off).")
+    estimate_min_watts_per_vcpu: float = Field(
+        0.74, ge=0, le=50, description="CPU estimate: watts per vCPU at idle (Cloud Carbon "
+        "Footprint AWS fallback average, ccf-coefficients 2024).")
+    estimate_max_watts_per_vcpu: float = Field(
+        3.5, ge=0, le=100, description="CPU estimate: watts per vCPU at 100%% utilisation "
+        "(Cloud Carbon Footprint AWS fallback average).")
+    estimate_vcpus: int | None = Field(
+        None, ge=1, le=4096, description="vCPUs for the estimate (default: the CPUs the host reports).")
+
+
+class AttributionConfig(_Section):
+    level: Literal["endpoint", "pod", "process"] = Field(
+        "endpoint", description="Series detail: endpoint (default), pod (adds per-pod series), "
+        "process (adds per-process series; high cardinality, for debugging).")
+    gpu_idle_policy: Literal["memory", "equal"] = Field(
+        "memory", description="How a GPU's idle energy is split over its resident endpoints: "
+        "by GPU memory held (memory) or equally (equal).")
+    cpu_idle_policy: Literal["system", "gpu_share"] = Field(
+        "system", description="Where idle CPU energy goes: the endpoint=\"system\" series "
+        "(system) or spread over endpoints by their GPU energy share (gpu_share).")
+    rules: list[dict[str, str]] = Field(
+        default_factory=list, description="Extra identity rules (file only): a list of "
+        "{name: <endpoint>, cmdline: <regex>, model: <served name>} tried after Kubernetes and "
+        "the known inference servers.")
+    max_series: int = Field(
+        2000, ge=10, le=1_000_000, description="Cardinality cap per attributed metric; label "
+        "sets beyond it fold into endpoint=\"overflow\" and are counted.")
+
+
+    @field_validator("rules")
+    @classmethod
+    def _rules(cls, v: list[dict[str, str]]) -> list[dict[str, str]]:
+        from .identity.resolver import Rule
+
+        for i, raw in enumerate(v):
+            Rule.parse(raw, f"rules[{i}]")
+        return v
+
+
+class Config(_Section):
+    web: WebConfig = Field(default_factory=WebConfig)
+    path: PathConfig = Field(default_factory=PathConfig)
+    sample: SampleConfig = Field(default_factory=SampleConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+    gpu: GpuConfig = Field(default_factory=GpuConfig)
+    cpu: CpuConfig = Field(default_factory=CpuConfig)
+    attribution: AttributionConfig = Field(default_factory=AttributionConfig)
+
+
+def split_listen_address(addr: str) -> tuple[str, int]:
+    """``:9977`` → ('0.0.0.0', 9977); ``127.0.0.1:80``; ``[::1]:80``."""
+    m = re.fullmatch(r"(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<host>[^:\[\]]*)):(?P<port>\d{1,5})", addr)
+    if not m or not 0 < int(m.group("port")) < 65536:
+        raise ValueError(f"not a listen address: {addr!r} (use host:port, :port or [::1]:port)")
+    host = m.group("v6") or m.group("host") or "0.0.0.0"
+    return host, int(m.group("port"))
+
+
+# --- the scalar keys, their flags and variables, derived from the models --------------------
+
+def scalar_keys() -> list[tuple[str, str, Any]]:
+    """(section, key, FieldInfo) for every key settable by flag and environment."""
+    out = []
+    for section, sfield in Config.model_fields.items():
+        model = sfield.default_factory  # each section's class
+        for key, f in model.model_fields.items():  # type: ignore[union-attr]
+            if f.default_factory is not None:  # maps and lists: file only
+                continue
+            out.append((section, key, f))
+    return out
+
+
+def flag_name(section: str, key: str) -> str:
+    return f"--{section}.{key.replace('_', '-')}"
+
+
+def env_name(section: str, key: str) -> str:
+    return f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _read_file(path: str) -> dict:
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ConfigError(f"--config.file {path!r}: cannot read: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--config.file {path!r}: not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config.file {path!r}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def _layer(pairs: dict[tuple[str, str], Any]) -> dict:
+    out: dict[str, dict] = {}
+    for (section, key), v in pairs.items():
+        out.setdefault(section, {})[key] = v
+    return out
+
+
+def load(config_file: str | None = None, flags: dict[tuple[str, str], Any] | None = None,
+         environ: dict[str, str] | None = None) -> Config:
+    """Build the config from its layers; raise ConfigError naming key, value and what is allowed."""
+    environ = os.environ if environ is None else environ
+    config_file = config_file or environ.get(ENV_PREFIX + "CONFIG_FILE")
+    layers = [_read_file(config_file) if config_file else {}]
+    env_pairs = {(s, k): environ[env_name(s, k)] for s, k, _ in scalar_keys() if env_name(s, k) in environ}
+    layers.append(_layer(env_pairs))
+    layers.append(_layer({k: v for k, v in (flags or {}).items() if v is not None}))
+    merged: dict = {}
+    for layer in layers:
+        merged = _deep_merge(merged, layer)
+    origin = {**{k: f"environment {env_name(*k)}" for k in env_pairs},
+              **{k: f"flag {flag_name(*k)}" for k, v in (flags or {}).items() if v is not None}}
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as e:
+        raise ConfigError(_explain(e, origin, config_file)) from None
+
+
+def _explain(e: ValidationError, origin: dict[tuple[str, str], str], config_file: str | None) -> str:
+    lines = []
+    for err in e.errors():
+        loc = tuple(str(p) for p in err["loc"])
+        key = ".".join(loc)
+        where = origin.get(loc[:2]) if len(loc) >= 2 else None
+        where = where or (f"config file {config_file!r}" if config_file else "defaults")
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{key}: unknown key (from {where}); allowed here: "
+                         + ", ".join(_allowed_keys(loc[:-1])))
+            continue
+        allowed = err.get("ctx", {}).get("expected")
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{key}={err.get('input')!r} (from {where}): {msg}"
+                     + (f"; allowed: {allowed}" if allowed else ""))
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def _allowed_keys(loc: tuple[str, ...]) -> list[str]:
+    model: Any = Config
+    for part in loc:
+        f = model.model_fields.get(part)
+        if f is None or f.default_factory is None:
+            return []
+        model = f.default_factory
+    return sorted(model.model_fields)
+
+
+def redacted_dict(cfg: Config) -> dict:
+    """The effective config, for `check` and the landing page (no secrets in it yet: none exist)."""
+    return cfg.model_dump()

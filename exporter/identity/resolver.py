@@ -1,0 +1,99 @@
+"""Process → workload (namespace, endpoint, model), in order of trust:
+
+1. Kubernetes pod metadata, when a pod cache is attached (container ID from the cgroup);
+2. the inference server's own command line (vLLM, SGLang, TGI, Triton, llama.cpp, TRT-LLM, Ollama),
+   walking up to the ancestor that carries the flags for renamed workers;
+3. configured rules (regex on the command line);
+4. a GPU-resident process nobody recognised: endpoint = its command name;
+5. everything else: the ``system`` workload.
+
+Results are cached per (pid, starttime): resolution is O(1) per process per sample.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping, Protocol, Sequence
+
+from . import cgroup as cgroup_mod
+from . import cmdline as cmdline_mod
+
+
+@dataclass(frozen=True)
+class Workload:
+    namespace: str
+    endpoint: str
+    model: str
+    pod: str = ""
+
+
+SYSTEM = Workload("", "system", "")
+UNALLOCATED = Workload("", "unallocated", "")
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str                 # becomes the endpoint
+    cmdline: re.Pattern[str]  # searched in the space-joined command line
+    model: str = ""
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any], where: str) -> "Rule":
+        try:
+            return cls(str(raw["name"]), re.compile(str(raw["cmdline"])), str(raw.get("model", "")))
+        except KeyError as e:
+            raise ValueError(f"{where}: missing key {e.args[0]!r} (need name and cmdline)") from None
+        except re.error as e:
+            raise ValueError(f"{where}.cmdline: invalid regular expression: {e}") from None
+
+
+class PodLookup(Protocol):
+    def by_container_id(self, cid: str) -> Any: ...
+
+
+class Resolver:
+    def __init__(self, rules: Sequence[Rule] = (), pods: PodLookup | None = None) -> None:
+        self.rules = list(rules)
+        self.pods = pods
+        self._cache: dict[tuple[int, int], Workload | None] = {}
+
+    def resolve(self, pid: int, procs: Mapping[int, Any], on_gpu: bool = False) -> Workload:
+        p = procs.get(pid)
+        if p is None:
+            return Workload("", "unidentified", "") if on_gpu else SYSTEM
+        key = (pid, p.starttime)
+        if key not in self._cache:
+            self._cache[key] = self._identify(p, procs)
+        w = self._cache[key]
+        if w is not None:
+            return w
+        return Workload("", p.comm or "unidentified", "") if on_gpu else SYSTEM
+
+    def _identify(self, p: Any, procs: Mapping[int, Any]) -> Workload | None:
+        if self.pods is not None and p.cgroup:
+            ref = cgroup_mod.parse_cgroup(p.cgroup)
+            meta = self.pods.by_container_id(ref.container_id) if ref else None
+            if meta is not None:
+                model = meta.model or _engine_model(p.pid, procs)
+                return Workload(meta.namespace, meta.endpoint, model, meta.name)
+        found = cmdline_mod.resolve(p.pid, procs)
+        if found is not None:
+            ident, _carrier = found
+            return Workload("", ident.endpoint, ident.model)
+        line = " ".join(p.cmdline)
+        for rule in self.rules:
+            if rule.cmdline.search(line):
+                return Workload("", rule.name, rule.model)
+        return None
+
+    def forget(self, live: Mapping[int, Any]) -> None:
+        """Drop cache entries of processes that are gone (called once per sample)."""
+        if len(self._cache) > 2 * len(live) + 64:
+            self._cache = {k: v for k, v in self._cache.items()
+                           if k[0] in live and live[k[0]].starttime == k[1]}
+
+
+def _engine_model(pid: int, procs: Mapping[int, Any]) -> str:
+    found = cmdline_mod.resolve(pid, procs)
+    return found[0].model if found else ""

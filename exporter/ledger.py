@@ -1,0 +1,67 @@
+"""Monotonic counters per label set, with a cardinality cap.
+
+Every joule the sampler measures is added here exactly once. Counters only ever grow: a negative
+increment is a bug and raises. Series are kept for the exporter's lifetime (energy of processes
+and pods that ended stays), and label sets beyond ``max_series`` per metric fold into one
+overflow series whose fold count is itself exposed, so sums stay whole.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+from . import catalogue
+
+OVERFLOW = "overflow"
+
+
+class Ledger:
+    def __init__(self, max_series: int = 2000) -> None:
+        self.max_series = max_series
+        self.counters: dict[str, dict[tuple[str, ...], float]] = defaultdict(dict)
+        self.folded: dict[str, int] = defaultdict(int)
+        self._pending: list[tuple[str, tuple[str, ...], float]] | None = None
+
+    def begin(self) -> None:
+        """Stage increments until commit(): a sample lands whole or not at all."""
+        self._pending = []
+
+    def commit(self) -> None:
+        pending, self._pending = self._pending or [], None
+        for metric, labels, value in pending:
+            self.add(metric, labels, value)
+
+    def rollback(self) -> None:
+        self._pending = None
+
+    def add(self, metric: str, labels: tuple[str, ...], value: float) -> None:
+        """Add ``value`` (≥ 0, finite) to ``metric{labels}`` (labels in catalogue order)."""
+        if not value:
+            return
+        if value < 0 or not math.isfinite(value):
+            raise ValueError(f"{metric}{labels}: counter increment must be finite and >= 0, got {value}")
+        if self._pending is not None:
+            self._pending.append((metric, labels, value))
+            return
+        series = self.counters[metric]
+        if labels not in series and len(series) >= self.max_series:
+            self.folded[metric] += 1
+            labels = self._overflow_labels(metric, labels)
+        series[labels] = series.get(labels, 0.0) + value
+
+    def ensure(self, metric: str, labels: tuple[str, ...]) -> None:
+        """Create a series at 0 so it is visible before its first increment."""
+        self.counters[metric].setdefault(labels, 0.0)
+
+    @staticmethod
+    def _overflow_labels(metric: str, labels: tuple[str, ...]) -> tuple[str, ...]:
+        names = catalogue.get(metric).labels
+        return tuple(OVERFLOW if n == "endpoint" else ("" if n in ("namespace", "model", "pod", "pid", "comm")
+                                                        else v) for n, v in zip(names, labels))
+
+    def total(self, metric: str) -> float:
+        return math.fsum(self.counters.get(metric, {}).values())
+
+    def snapshot(self) -> dict[str, dict[tuple[str, ...], float]]:
+        return {m: dict(s) for m, s in self.counters.items()}

@@ -1,0 +1,34 @@
+"""Default GPU idle power by model, used until a baseline is learned or configured.
+
+Values are typical board power at idle (P0/P8, no process, persistence mode on) as reported by
+`nvidia-smi` on public systems; they vary by ±30% with clocks, temperature and firmware, so
+Wattprint prefers a configured value (``gpu.idle_power_watts``) or one learned from the lowest
+power seen while no process was active. Matched by substring of the NVML name, first hit wins.
+"""
+
+from __future__ import annotations
+
+# (substring of nvmlDeviceGetName, watts) — most specific first
+IDLE_W: tuple[tuple[str, float], ...] = (
+    ("H200", 75.0),
+    ("H100 PCIe", 50.0),
+    ("H100", 70.0),
+    ("GH200", 90.0),
+    ("B200", 140.0),
+    ("A100-PCIE", 35.0),
+    ("A100", 55.0),
+    ("L40S", 35.0),
+    ("L40", 35.0),
+    ("L4", 16.0),
+    ("A10G", 18.0),
+    ("A10", 18.0),
+    ("T4", 10.0),
+    ("V100", 40.0),
+)
+
+
+def lookup(name: str) -> float | None:
+    for key, watts in IDLE_W:
+        if key in name:
+            return watts
+    return None

@@ -1,0 +1,177 @@
+"""GPU meter over NVML (``nvidia-ml-py``, imported as ``pynvml``), or the simulated NVML.
+
+Per GPU: index, UUID, name, the total-energy counter (mJ) where supported — else the power gauge
+(mW), integrated by the sampler — memory, compute processes (pid, bytes) and per-process SM
+utilisation samples. A GPU that errors is reported and skipped; the others go on. No NVML library
+on the host is a normal state (``state="no_library"``), reported once, not an error storm.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import pynvml
+from pynvml import NVMLError
+
+log = logging.getLogger(__name__)
+
+# NVML errors and what a person should do about them (used by `check` and the logs)
+_ADVICE = {
+    pynvml.NVML_ERROR_LIBRARY_NOT_FOUND:
+        "libnvidia-ml.so.1 not found: no NVIDIA driver on this host, or the container was started "
+        "without the NVIDIA runtime (docker --gpus all / runtimeClassName: nvidia / the GPU operator).",
+    pynvml.NVML_ERROR_DRIVER_NOT_LOADED:
+        "the NVIDIA kernel driver is not loaded: check `nvidia-smi` and `lsmod | grep nvidia`.",
+    pynvml.NVML_ERROR_NO_PERMISSION:
+        "no permission to open /dev/nvidia*: run with access to the GPU device files.",
+    pynvml.NVML_ERROR_GPU_IS_LOST:
+        "the GPU fell off the bus (Xid 79): it needs a reset or a reboot; other GPUs go on.",
+    pynvml.NVML_ERROR_LIB_RM_VERSION_MISMATCH:
+        "NVML library and kernel driver versions differ: reboot after a driver upgrade.",
+}
+
+
+def error_kind(e: NVMLError) -> str:
+    """A stable, low-cardinality name for an NVML error (``GpuIsLost`` → ``gpu_is_lost``)."""
+    name = type(e).__name__.removeprefix("NVMLError_") or "unknown"
+    out = "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
+    return out if out != "nvml_error" else f"code_{getattr(e, 'value', 'unknown')}"
+
+
+def advice(e: NVMLError) -> str:
+    return _ADVICE.get(getattr(e, "value", None), str(e))
+
+
+@dataclass
+class GpuDevice:
+    index: int
+    uuid: str
+    name: str
+    handle: Any
+    energy_method: str          # "counter" | "power_integration"
+    mig_mode: str               # "enabled" | "disabled" | "unsupported"
+    memory_total: int = 0
+
+
+@dataclass
+class GpuReading:
+    device: GpuDevice
+    energy_mj: int | None = None       # raw NVML counter (counter method)
+    power_mw: int | None = None
+    memory_used: int | None = None
+    processes: dict[int, int] = field(default_factory=dict)      # pid -> bytes (0 if unknown)
+    sm_util: dict[int, float] = field(default_factory=dict)      # pid -> mean SM % over the samples
+    util_available: bool = False
+    error: str | None = None           # error kind when this GPU failed this sample
+
+
+@dataclass
+class NvmlStatus:
+    state: str                         # "ok" | "no_library" | "driver_not_loaded" | "error" | "disabled"
+    detail: str = ""
+    driver: str = ""
+    backend: str = "nvml"
+
+
+class GpuMeter:
+    """Reads every GPU once per sample. ``lib`` is ``pynvml`` or a ``SimulatedNVML``."""
+
+    def __init__(self, lib: Any = pynvml, backend: str = "nvml") -> None:
+        self.lib = lib
+        self.backend = backend
+        self.devices: list[GpuDevice] = []
+        self.status = NvmlStatus("error", "not opened", backend=backend)
+        self._util_ts: dict[int, int] = {}
+
+    def open(self) -> NvmlStatus:
+        lib = self.lib
+        try:
+            lib.nvmlInit()
+        except NVMLError as e:
+            code = getattr(e, "value", None)
+            state = {pynvml.NVML_ERROR_LIBRARY_NOT_FOUND: "no_library",
+                     pynvml.NVML_ERROR_DRIVER_NOT_LOADED: "driver_not_loaded"}.get(code, "error")
+            self.status = NvmlStatus(state, advice(e), backend=self.backend)
+            return self.status
+        driver = _text(_try(lib.nvmlSystemGetDriverVersion) or "")
+        self.devices = []
+        for i in range(lib.nvmlDeviceGetCount()):
+            try:
+                self.devices.append(self._discover(i))
+            except NVMLError as e:
+                log.warning("GPU %d skipped at discovery: %s", i, advice(e))
+        self.status = NvmlStatus("ok", f"{len(self.devices)} GPU(s)", driver, self.backend)
+        return self.status
+
+    def _discover(self, i: int) -> GpuDevice:
+        lib = self.lib
+        h = lib.nvmlDeviceGetHandleByIndex(i)
+        method = "counter"
+        try:
+            lib.nvmlDeviceGetTotalEnergyConsumption(h)
+        except NVMLError as e:
+            if getattr(e, "value", None) != pynvml.NVML_ERROR_NOT_SUPPORTED:
+                raise
+            method = "power_integration"
+        try:
+            cur, _pending = lib.nvmlDeviceGetMigMode(h)
+            mig = "enabled" if cur == pynvml.NVML_DEVICE_MIG_ENABLE else "disabled"
+        except NVMLError:
+            mig = "unsupported"
+        mem = _try(lambda: lib.nvmlDeviceGetMemoryInfo(h))
+        return GpuDevice(i, _text(lib.nvmlDeviceGetUUID(h)), _text(lib.nvmlDeviceGetName(h)), h,
+                         method, mig, getattr(mem, "total", 0) or 0)
+
+    def read(self) -> list[GpuReading]:
+        return [self._read_one(d) for d in self.devices]
+
+    def _read_one(self, d: GpuDevice) -> GpuReading:
+        lib, h = self.lib, d.handle
+        r = GpuReading(d)
+        try:
+            if d.energy_method == "counter":
+                r.energy_mj = int(lib.nvmlDeviceGetTotalEnergyConsumption(h))
+            r.power_mw = int(lib.nvmlDeviceGetPowerUsage(h))
+            r.memory_used = int(lib.nvmlDeviceGetMemoryInfo(h).used)
+            for p in lib.nvmlDeviceGetComputeRunningProcesses(h):
+                used = p.usedGpuMemory
+                r.processes[int(p.pid)] = r.processes.get(int(p.pid), 0) + (int(used) if used else 0)
+        except NVMLError as e:
+            r.error = error_kind(e)
+            return r
+        self._read_util(d, r)
+        return r
+
+    def _read_util(self, d: GpuDevice, r: GpuReading) -> None:
+        """Mean SM utilisation per pid over the samples since the last read (NOT_FOUND = none)."""
+        try:
+            samples = self.lib.nvmlDeviceGetProcessUtilization(d.handle, self._util_ts.get(d.index, 0))
+        except NVMLError as e:
+            # NOT_FOUND: no sample since last time (idle); SUCCESS(0) is pynvml's "empty list" quirk
+            r.util_available = getattr(e, "value", None) in (pynvml.NVML_ERROR_NOT_FOUND, 0)
+            return
+        sums: dict[int, list[float]] = {}
+        newest = self._util_ts.get(d.index, 0)
+        for s in samples:
+            sums.setdefault(int(s.pid), []).append(float(s.smUtil))
+            newest = max(newest, int(s.timeStamp))
+        self._util_ts[d.index] = newest
+        r.sm_util = {pid: sum(v) / len(v) for pid, v in sums.items()}
+        r.util_available = True
+
+    def close(self) -> None:
+        if self.status.state == "ok":
+            _try(self.lib.nvmlShutdown)
+
+
+def _try(fn: Any) -> Any:
+    try:
+        return fn()
+    except NVMLError:
+        return None
+
+
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)

@@ -1,0 +1,142 @@
+"""CPU/DRAM energy from RAPL through the powercap sysfs tree (``<sysfs>/class/powercap``).
+
+Zones are directories such as ``intel-rapl:0`` (package-0), ``intel-rapl:0:0`` (core),
+``intel-rapl:0:1`` (dram), ``intel-rapl:1`` (psys); AMD's driver uses the same layout, and some
+hosts add ``intel-rapl-mmio:N`` (a second interface to the same package domain, skipped when the
+MSR zone exists). Each zone's ``energy_uj`` counter wraps at its own ``max_energy_range_uj``.
+
+Overlaps are never summed: package ⊃ core/uncore, psys ⊃ package. Node totals use
+package + dram where packages exist, else psys. ``energy_uj`` is root-only since CVE-2020-8694.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from dataclasses import dataclass
+
+_ZONE_DIR = re.compile(r"^(?P<type>[a-z][a-z-]*rapl[a-z-]*):(?P<ids>\d+(?::\d+)*)$")
+_NAME = re.compile(r"^(?P<domain>[a-z]+)(?:-(?P<n>\d+))?$")
+
+
+@dataclass
+class RaplZone:
+    zone: str           # directory name, e.g. "intel-rapl:0:1"
+    path: str
+    domain: str         # package | core | uncore | dram | psys | other name
+    socket: str         # "0", "1", … ; "platform" for psys
+    max_range_uj: int
+    readable: bool
+    problem: str = ""   # why it is not readable
+    used_in_total: bool = False
+
+    @property
+    def component(self) -> str:
+        """The non-overlapping node component this zone counts toward (if used in totals)."""
+        return "dram" if self.domain == "dram" else "cpu"
+
+
+def _read_int(path: str) -> int:
+    with open(path, "rb") as fh:
+        return int(fh.read().strip())
+
+
+def _why(e: OSError) -> str:
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return ("permission denied: energy_uj is readable by root only since CVE-2020-8694 "
+                "(Linux 5.10+); run as root, or grant read access with a udev rule")
+    if e.errno == errno.ENOENT:
+        return "energy_uj is missing"
+    return f"{e.strerror or e}"
+
+
+def discover(sysfs: str) -> tuple[list[RaplZone], str]:
+    """The zones under ``<sysfs>/class/powercap`` and, if there are none, why."""
+    base = os.path.join(sysfs, "class", "powercap")
+    try:
+        entries = sorted(os.listdir(base))
+    except FileNotFoundError:
+        return [], (f"{base} does not exist: the kernel has no powercap/intel_rapl driver loaded, "
+                    "or this is a virtual machine (hypervisors do not pass RAPL to guests)")
+    except OSError as e:
+        return [], f"{base}: {e.strerror}"
+    zones: list[RaplZone] = []
+    for entry in entries:
+        m = _ZONE_DIR.match(entry)
+        if not m:
+            continue
+        zdir = os.path.join(base, entry)
+        try:
+            with open(os.path.join(zdir, "name")) as fh:
+                name = fh.read().strip()
+        except OSError:
+            continue
+        nm = _NAME.match(name)
+        domain = nm.group("domain") if nm else name
+        ids = m.group("ids").split(":")
+        socket = "platform" if domain == "psys" else (nm.group("n") if nm and nm.group("n") else ids[0])
+        zone = RaplZone(entry, zdir, domain, socket, 0, True)
+        try:
+            zone.max_range_uj = _read_int(os.path.join(zdir, "max_energy_range_uj"))
+            _read_int(os.path.join(zdir, "energy_uj"))
+        except (OSError, ValueError) as e:
+            zone.readable = False
+            zone.problem = _why(e) if isinstance(e, OSError) else f"unparseable counter: {e}"
+        zones.append(zone)
+    # drop MMIO duplicates of an MSR package zone
+    msr = {(z.domain, z.socket) for z in zones if z.zone.startswith("intel-rapl:")}
+    zones = [z for z in zones if not ("mmio" in z.zone and (z.domain, z.socket) in msr)]
+    _select_totals(zones)
+    if not zones:
+        return [], f"{base} has no RAPL zones (no intel-rapl/amd rapl driver on this kernel)"
+    return zones, ""
+
+
+def _select_totals(zones: list[RaplZone]) -> None:
+    readable = [z for z in zones if z.readable]
+    packages = [z for z in readable if z.domain == "package"]
+    chosen = packages + [z for z in readable if z.domain == "dram"] if packages else \
+        [z for z in readable if z.domain == "psys"]
+    for z in zones:
+        z.used_in_total = z in chosen
+
+
+def wrap_delta(prev: int, cur: int, max_range: int) -> int:
+    """Counter delta with wrap-around at ``max_range`` (one wrap at most between reads)."""
+    if cur >= prev:
+        return cur - prev
+    return (max_range - prev) + cur if max_range > 0 else 0
+
+
+class RaplMeter:
+    """Per-zone energy deltas in joules, wrap-aware; a zone that fails keeps its last value, so
+    the next good read carries the energy of the gap (nothing is lost unless it wrapped twice)."""
+
+    def __init__(self, sysfs: str) -> None:
+        self.zones, self.problem = discover(sysfs)
+        self._last: dict[str, int] = {}
+
+    @property
+    def usable(self) -> bool:
+        return any(z.used_in_total for z in self.zones)
+
+    def read(self) -> tuple[dict[str, float], dict[str, str]]:
+        """({zone: joules since last read}, {zone: error kind}) — first read primes, yields 0."""
+        deltas: dict[str, float] = {}
+        errors: dict[str, str] = {}
+        for z in self.zones:
+            if not z.readable:
+                continue
+            try:
+                cur = _read_int(os.path.join(z.path, "energy_uj"))
+            except OSError as e:
+                errors[z.zone] = "permission" if e.errno in (errno.EACCES, errno.EPERM) else "read"
+                continue
+            except ValueError:
+                errors[z.zone] = "parse"
+                continue
+            prev = self._last.get(z.zone)
+            self._last[z.zone] = cur
+            deltas[z.zone] = 0.0 if prev is None else wrap_delta(prev, cur, z.max_range_uj) / 1e6
+        return deltas, errors

@@ -1,0 +1,317 @@
+"""A simulated NVML: a test double at the NVML boundary, selected only by ``--gpu.backend=simulated``.
+
+It exposes the subset of ``pynvml`` that Wattprint calls, with NVML's own shapes and units:
+energy in millijoules (an unsigned counter since "driver load"), power in milliwatts, memory in
+bytes, process samples with ``pid/timeStamp(µs)/smUtil``, and errors raised as pynvml's own
+``NVMLError`` subclasses (``NVMLError(NVML_ERROR_GPU_IS_LOST)`` becomes ``NVMLError_GpuIsLost``).
+Power follows a scenario: ``idle_w + (max_w - idle_w) * min(1, Σ sm_util / 100)``, piecewise
+constant per phase, so the true energy of any interval is known exactly.
+
+Scenario YAML (see ``tests/fixtures/sim/``)::
+
+    library: present            # or: missing (NVMLError_LibraryNotFound), driver_not_loaded
+    driver_version: "550.54.15"
+    gpus:
+      - name: NVIDIA H100 80GB HBM3
+        idle_w: 70
+        max_w: 700
+        memory_total_gib: 80
+        energy_counter: true    # false: TotalEnergyConsumption raises NotSupported
+        mig: false
+        phases:                 # or a single `processes:` list for the whole run
+          - at_s: 0
+            processes: [{pid: 1234, memory_gib: 20, sm_util: 75}]
+        faults:                 # errors injected on a time window since nvmlInit
+          - {call: energy, error: GPU_IS_LOST, after_s: 5, for_s: 10}
+        energy_resets_at_s: [30]   # driver reload: the counter restarts from 0
+"""
+
+from __future__ import annotations
+
+import time
+import uuid as _uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import pynvml
+import yaml
+
+from pynvml import NVMLError
+
+GIB = 1024**3
+_CALLS = {
+    "energy": "nvmlDeviceGetTotalEnergyConsumption",
+    "power": "nvmlDeviceGetPowerUsage",
+    "memory": "nvmlDeviceGetMemoryInfo",
+    "processes": "nvmlDeviceGetComputeRunningProcesses",
+    "utilization": "nvmlDeviceGetProcessUtilization",
+    "name": "nvmlDeviceGetName",
+    "handle": "nvmlDeviceGetHandleByIndex",
+}
+
+
+class ScenarioError(ValueError):
+    pass
+
+
+@dataclass
+class _Proc:
+    pid: int
+    memory_bytes: int
+    sm_util: float
+
+
+@dataclass
+class _Phase:
+    at_s: float
+    procs: list[_Proc]
+
+
+@dataclass
+class _Fault:
+    call: str
+    code: int
+    after_s: float
+    for_s: float
+
+    def active(self, t: float) -> bool:
+        return self.after_s <= t < self.after_s + self.for_s
+
+
+@dataclass
+class _Gpu:
+    index: int
+    name: str
+    uuid: str
+    idle_w: float
+    max_w: float
+    memory_total: int
+    energy_counter: bool
+    mig: bool
+    phases: list[_Phase]
+    faults: list[_Fault]
+    resets: list[float]
+    base_mj: int = 0
+
+    def power_w(self, procs: list[_Proc]) -> float:
+        util = min(1.0, sum(p.sm_util for p in procs) / 100.0)
+        return self.idle_w + (self.max_w - self.idle_w) * util
+
+    def phase_at(self, t: float) -> _Phase:
+        cur = self.phases[0]
+        for ph in self.phases:
+            if ph.at_s <= t:
+                cur = ph
+        return cur
+
+    def energy_j(self, t0: float, t1: float) -> float:
+        """Exact energy between two times since init (piecewise constant power)."""
+        total = 0.0
+        bounds = [ph.at_s for ph in self.phases] + [float("inf")]
+        for ph, end in zip(self.phases, bounds[1:]):
+            lo, hi = max(t0, ph.at_s), min(t1, end)
+            if hi > lo:
+                total += self.power_w(ph.procs) * (hi - lo)
+        return total
+
+
+def _num(d: dict, key: str, default: Any, where: str) -> float:
+    v = d.get(key, default)
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+        raise ScenarioError(f"{where}.{key}: expected a non-negative number, got {v!r}")
+    return float(v)
+
+
+def _procs(items: Any, where: str) -> list[_Proc]:
+    if not isinstance(items, list):
+        raise ScenarioError(f"{where}: expected a list of processes")
+    return [_Proc(int(_num(p, "pid", None, f"{where}[{i}]")),
+                  int(_num(p, "memory_gib", 1, f"{where}[{i}]") * GIB),
+                  _num(p, "sm_util", 0, f"{where}[{i}]")) for i, p in enumerate(items)]
+
+
+def _error_code(name: str, where: str) -> int:
+    code = getattr(pynvml, f"NVML_ERROR_{str(name).upper()}", None)
+    if code is None:
+        raise ScenarioError(f"{where}.error: unknown NVML error {name!r} (e.g. GPU_IS_LOST, UNKNOWN, TIMEOUT)")
+    return code
+
+
+def parse_scenario(data: dict) -> tuple[str, str, list[_Gpu]]:
+    if not isinstance(data, dict):
+        raise ScenarioError("scenario: top level must be a mapping")
+    library = str(data.get("library", "present"))
+    if library not in ("present", "missing", "driver_not_loaded"):
+        raise ScenarioError(f"library: {library!r} is not one of present, missing, driver_not_loaded")
+    gpus = []
+    for i, g in enumerate(data.get("gpus") or []):
+        where = f"gpus[{i}]"
+        if "phases" in g:
+            phases = [_Phase(_num(ph, "at_s", 0, f"{where}.phases[{j}]"),
+                             _procs(ph.get("processes", []), f"{where}.phases[{j}].processes"))
+                      for j, ph in enumerate(g["phases"])]
+            phases.sort(key=lambda ph: ph.at_s)
+            if phases[0].at_s > 0:
+                phases.insert(0, _Phase(0.0, []))
+        else:
+            phases = [_Phase(0.0, _procs(g.get("processes", []), f"{where}.processes"))]
+        faults = []
+        for j, f in enumerate(g.get("faults") or []):
+            call = f.get("call", "all")
+            if call != "all" and call not in _CALLS:
+                raise ScenarioError(f"{where}.faults[{j}].call: {call!r} not in {sorted(_CALLS)} or 'all'")
+            faults.append(_Fault(call, _error_code(f.get("error", "UNKNOWN"), f"{where}.faults[{j}]"),
+                                 _num(f, "after_s", 0, f"{where}.faults[{j}]"),
+                                 _num(f, "for_s", float("inf"), f"{where}.faults[{j}]")))
+        idle, mx = _num(g, "idle_w", 60, where), _num(g, "max_w", 700, where)
+        if mx < idle:
+            raise ScenarioError(f"{where}: max_w ({mx}) is below idle_w ({idle})")
+        gpus.append(_Gpu(
+            index=i, name=str(g.get("name", "NVIDIA H100 80GB HBM3")),
+            uuid=str(g.get("uuid") or f"GPU-{_uuid.uuid5(_uuid.NAMESPACE_OID, f'wattprint-sim-{i}')}"),
+            idle_w=idle, max_w=mx, memory_total=int(_num(g, "memory_total_gib", 80, where) * GIB),
+            energy_counter=bool(g.get("energy_counter", True)), mig=bool(g.get("mig", False)),
+            phases=phases, faults=faults, resets=sorted(float(x) for x in g.get("energy_resets_at_s", [])),
+            base_mj=int(_num(g, "initial_energy_mj", 1_000_000_000 + 7_919 * i, where))))
+    return library, str(data.get("driver_version", "550.54.15")), gpus
+
+
+@dataclass
+class _MemInfo:
+    total: int
+    free: int
+    used: int
+
+
+@dataclass
+class _ProcInfo:  # shape of pynvml's c_nvmlProcessInfo_v3_t as the Python wrapper returns it
+    pid: int
+    usedGpuMemory: int | None
+    gpuInstanceId: int = 0xFFFFFFFF
+    computeInstanceId: int = 0xFFFFFFFF
+
+
+@dataclass
+class _UtilSample:  # shape of c_nvmlProcessUtilizationSample_t
+    pid: int
+    timeStamp: int
+    smUtil: int
+    memUtil: int = 0
+    encUtil: int = 0
+    decUtil: int = 0
+
+
+@dataclass
+class SimulatedNVML:
+    """Duck-typed stand-in for the ``pynvml`` module."""
+
+    scenario_path: str
+    clock: Callable[[], float] = time.monotonic
+    _t0: float | None = field(default=None, init=False)
+    _gpus: list[_Gpu] = field(default_factory=list, init=False)
+    _library: str = field(default="present", init=False)
+    _driver: str = field(default="", init=False)
+
+    # constants and errors the meter uses, re-exported from pynvml
+    NVMLError = NVMLError
+
+    @classmethod
+    def from_file(cls, path: str, clock: Callable[[], float] = time.monotonic) -> "SimulatedNVML":
+        sim = cls(path, clock)
+        try:
+            with open(path) as fh:
+                data = yaml.safe_load(fh)
+        except OSError as e:
+            raise ScenarioError(f"--gpu.simulation-file {path!r}: cannot read: {e.strerror}") from None
+        sim._library, sim._driver, sim._gpus = parse_scenario(data)
+        return sim
+
+    # --- helpers ---------------------------------------------------------------------------
+    def elapsed(self) -> float:
+        if self._t0 is None:
+            raise NVMLError(pynvml.NVML_ERROR_UNINITIALIZED)
+        return self.clock() - self._t0
+
+    def _gpu(self, handle: Any, call: str) -> tuple[_Gpu, float]:
+        t = self.elapsed()
+        gpu: _Gpu = handle
+        for f in gpu.faults:
+            if f.active(t) and (f.call == "all" or _CALLS[f.call] == call):
+                raise NVMLError(f.code)
+        return gpu, t
+
+    def true_energy_j(self, index: int, t0: float, t1: float) -> float:
+        """Ground truth for tests: the energy GPU ``index`` used between two elapsed times."""
+        return self._gpus[index].energy_j(t0, t1)
+
+    # --- the pynvml surface ----------------------------------------------------------------
+    def nvmlInit(self) -> None:
+        if self._library == "missing":
+            raise NVMLError(pynvml.NVML_ERROR_LIBRARY_NOT_FOUND)
+        if self._library == "driver_not_loaded":
+            raise NVMLError(pynvml.NVML_ERROR_DRIVER_NOT_LOADED)
+        if self._t0 is None:
+            self._t0 = self.clock()
+
+    def nvmlShutdown(self) -> None:
+        self.elapsed()
+
+    def nvmlSystemGetDriverVersion(self) -> str:
+        self.elapsed()
+        return self._driver
+
+    def nvmlDeviceGetCount(self) -> int:
+        self.elapsed()
+        return len(self._gpus)
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> _Gpu:
+        self.elapsed()
+        if not 0 <= index < len(self._gpus):
+            raise NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        return self._gpu(self._gpus[index], _CALLS["handle"])[0]
+
+    def nvmlDeviceGetName(self, handle: Any) -> str:
+        return self._gpu(handle, _CALLS["name"])[0].name
+
+    def nvmlDeviceGetUUID(self, handle: Any) -> str:
+        return self._gpu(handle, "nvmlDeviceGetUUID")[0].uuid
+
+    def nvmlDeviceGetIndex(self, handle: Any) -> int:
+        return self._gpu(handle, "nvmlDeviceGetIndex")[0].index
+
+    def nvmlDeviceGetMigMode(self, handle: Any) -> list[int]:
+        gpu, _ = self._gpu(handle, "nvmlDeviceGetMigMode")
+        if "H100" not in gpu.name and "A100" not in gpu.name and "H200" not in gpu.name and not gpu.mig:
+            raise NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        mode = pynvml.NVML_DEVICE_MIG_ENABLE if gpu.mig else pynvml.NVML_DEVICE_MIG_DISABLE
+        return [mode, mode]
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: Any) -> int:
+        gpu, t = self._gpu(handle, _CALLS["energy"])
+        if not gpu.energy_counter:
+            raise NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        since = max([r for r in gpu.resets if r <= t], default=None)
+        base = 0 if since is not None else gpu.base_mj
+        return base + int(gpu.energy_j(since or 0.0, t) * 1000)
+
+    def nvmlDeviceGetPowerUsage(self, handle: Any) -> int:
+        gpu, t = self._gpu(handle, _CALLS["power"])
+        return int(round(gpu.power_w(gpu.phase_at(t).procs) * 1000))
+
+    def nvmlDeviceGetMemoryInfo(self, handle: Any) -> _MemInfo:
+        gpu, t = self._gpu(handle, _CALLS["memory"])
+        used = min(gpu.memory_total, 600 * 1024**2 + sum(p.memory_bytes for p in gpu.phase_at(t).procs))
+        return _MemInfo(gpu.memory_total, gpu.memory_total - used, used)
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: Any) -> list[_ProcInfo]:
+        gpu, t = self._gpu(handle, _CALLS["processes"])
+        return [_ProcInfo(p.pid, p.memory_bytes) for p in gpu.phase_at(t).procs]
+
+    def nvmlDeviceGetProcessUtilization(self, handle: Any, timeStamp: int) -> list[_UtilSample]:
+        """Samples newer than ``timeStamp`` (µs); NVML_ERROR_NOT_FOUND when there are none."""
+        gpu, t = self._gpu(handle, _CALLS["utilization"])
+        now_us = int((self._t0 or 0) * 1e6 + t * 1e6)
+        procs = [p for p in gpu.phase_at(t).procs if p.sm_util > 0]
+        if not procs or now_us <= timeStamp:
+            raise NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
+        return [_UtilSample(p.pid, now_us, int(round(p.sm_util))) for p in procs]
