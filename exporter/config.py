@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 ENV_PREFIX = "WATTPRINT_"
-DEFAULT_PORT = 9977  # see README "Port": free in the Prometheus default port allocations list
+DEFAULT_PORT = 10066  # see README "Port": not in the Prometheus default port allocations list
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}

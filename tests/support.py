@@ -1,0 +1,214 @@
+"""Shared helpers for tests: fixture sysfs/procfs trees, a real `wattprint serve` process, and a
+real Prometheus (Debian package `prometheus`) scraping it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SIM = ROOT / "tests" / "fixtures" / "sim"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- fixture trees -------------------------------------------------------------------------
+
+def make_powercap(root: Path, zones: dict[str, dict]) -> Path:
+    """Build ``<root>/class/powercap/<zone>/{name,energy_uj,max_energy_range_uj}``.
+
+    ``zones`` maps a directory name (``intel-rapl:0``) to {name, energy_uj, max_energy_range_uj}.
+    """
+    base = root / "class" / "powercap"
+    for zone, z in zones.items():
+        d = base / zone
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "name").write_text(z["name"] + "\n")
+        (d / "max_energy_range_uj").write_text(f"{z.get('max_energy_range_uj', 262143328850)}\n")
+        (d / "energy_uj").write_text(f"{z.get('energy_uj', 0)}\n")
+    return root
+
+
+def set_energy(root: Path, zone: str, uj: int) -> None:
+    path = root / "class" / "powercap" / zone / "energy_uj"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(f"{uj}\n")
+    os.replace(tmp, path)  # atomic, like a sysfs read never sees half a number
+
+
+def stat_line(pid: int, comm: str, ppid: int, ticks: int, start: int = 100) -> str:
+    """A /proc/<pid>/stat line with utime=ticks, stime=0 and the given starttime."""
+    fields = ["S", str(ppid)] + ["0"] * 9 + [str(ticks), "0"] + ["0"] * 6 + [str(start)] + ["0"] * 30
+    return f"{pid} ({comm}) " + " ".join(fields) + "\n"
+
+
+def make_procfs(root: Path, procs: dict[int, dict], cpu_busy: int, cpu_idle: int, ncpu: int = 4) -> Path:
+    """A procfs tree: ``stat`` (aggregate and per-CPU lines) and per-pid stat/cmdline/cgroup.
+
+    ``procs``: pid -> {comm, ppid, ticks, cmdline: list, cgroup: str, start}.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    per = [f"cpu{i} 0 0 0 0 0 0 0 0 0 0" for i in range(ncpu)]
+    (root / "stat").write_text(f"cpu  {cpu_busy} 0 0 {cpu_idle} 0 0 0 0 0 0\n" + "\n".join(per) + "\n")
+    for pid, p in procs.items():
+        d = root / str(pid)
+        d.mkdir(exist_ok=True)
+        (d / "stat").write_text(stat_line(pid, p.get("comm", "proc"), p.get("ppid", 1), p.get("ticks", 0),
+                                          p.get("start", 100)))
+        (d / "cmdline").write_bytes(b"\0".join(a.encode() for a in p.get("cmdline", [])) + b"\0")
+        (d / "cgroup").write_text(p.get("cgroup", "0::/user.slice\n"))
+    return root
+
+
+def write_scenario(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+# --- a real wattprint serve ------------------------------------------------------------------
+
+@dataclass
+class Daemon:
+    proc: subprocess.Popen
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def get(self, path: str = "/metrics", timeout: float = 5) -> str:
+        with urllib.request.urlopen(self.url + path, timeout=timeout) as r:
+            return r.read().decode()
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        return self.log.read_text()
+
+
+def start_daemon(tmp: Path, *args: str, env: dict | None = None, ready_timeout: float = 20) -> Daemon:
+    port = free_port()
+    log = tmp / f"wattprint-{port}.log"
+    cmd = [sys.executable, "-m", "exporter", "serve", f"--web.listen-address=127.0.0.1:{port}", *args]
+    fh = open(log, "w")
+    proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT,
+                            env={**os.environ, **(env or {})})
+    d = Daemon(proc, port, log)
+    deadline = time.time() + ready_timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"wattprint exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            d.get("/readyz", timeout=1)
+            return d
+        except OSError:
+            time.sleep(0.1)
+    d.stop()
+    raise RuntimeError(f"wattprint not ready in {ready_timeout}s:\n{log.read_text()}")
+
+
+def parse_metrics(text: str) -> dict[str, dict[frozenset, float]]:
+    """Exposition text → {name: {frozenset(labels): value}} with prometheus_client's parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, dict[frozenset, float]] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out.setdefault(s.name, {})[frozenset(s.labels.items())] = s.value
+    return out
+
+
+def value(metrics: dict, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels``."""
+    want = set(labels.items())
+    return sum(v for k, v in metrics.get(name, {}).items() if want <= k)
+
+
+# --- a real Prometheus -----------------------------------------------------------------------
+
+PROMETHEUS = shutil.which("prometheus")
+PROMTOOL = shutil.which("promtool")
+
+
+@dataclass
+class Prometheus:
+    proc: subprocess.Popen
+    port: int
+    dir: Path
+
+    def query(self, expr: str, at: float | None = None) -> list[dict]:
+        q = {"query": expr}
+        if at is not None:
+            q["time"] = f"{at:.3f}"
+        url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode(q)
+        with urllib.request.urlopen(url, timeout=10) as r:
+            body = json.load(r)
+        assert body["status"] == "success", body
+        return body["data"]["result"]
+
+    def wait_for(self, expr: str, timeout: float = 60, min_results: int = 1) -> list[dict]:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            res = self.query(expr)
+            if len(res) >= min_results:
+                return res
+            time.sleep(0.5)
+        raise AssertionError(f"Prometheus: no result for {expr!r} in {timeout}s")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def start_prometheus(tmp: Path, targets: list[str], scrape_interval: str = "1s",
+                     rule_files: list[str] | None = None) -> Prometheus:
+    assert PROMETHEUS, "Debian package 'prometheus' is not installed (scripts/test.sh installs it)"
+    port = free_port()
+    d = tmp / f"prom-{port}"
+    d.mkdir()
+    cfg = {"global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
+           "scrape_configs": [{"job_name": "wattprint", "static_configs": [{"targets": targets}]}]}
+    if rule_files:
+        cfg["rule_files"] = rule_files
+    (d / "prometheus.yml").write_text(yaml.safe_dump(cfg))
+    check = subprocess.run([PROMTOOL, "check", "config", str(d / "prometheus.yml")],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    log = open(d / "prometheus.log", "w")
+    proc = subprocess.Popen([PROMETHEUS, f"--config.file={d / 'prometheus.yml'}",
+                             f"--storage.tsdb.path={d / 'tsdb'}",
+                             f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
+    p = Prometheus(proc, port, d)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=1)
+            return p
+        except OSError:
+            time.sleep(0.2)
+    p.stop()
+    raise RuntimeError("Prometheus did not become ready:\n" + (d / "prometheus.log").read_text())
