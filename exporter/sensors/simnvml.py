@@ -24,6 +24,10 @@ Scenario YAML (see ``tests/fixtures/sim/``)::
         faults:                 # errors injected on a time window since nvmlInit
           - {call: energy, error: GPU_IS_LOST, after_s: 5, for_s: 10}
         energy_resets_at_s: [30]   # driver reload: the counter restarts from 0
+    start_unix: 1790000000.0    # optional: time zero as a Unix time, so several processes
+                                # (the daemon and a validation script) see the same counters
+
+A process may give ``pid_file: PATH`` instead of ``pid``: it is present once the file holds a pid.
 """
 
 from __future__ import annotations
@@ -59,6 +63,16 @@ class _Proc:
     pid: int
     memory_bytes: int
     sm_util: float
+    pid_file: str = ""  # when set, the pid is read from this file at query time (absent: no process)
+
+    def live_pid(self) -> int | None:
+        if not self.pid_file:
+            return self.pid
+        try:
+            with open(self.pid_file) as fh:
+                return int(fh.read().strip())
+        except (OSError, ValueError):
+            return None
 
 
 @dataclass
@@ -97,6 +111,10 @@ class _Gpu:
         util = min(1.0, sum(p.sm_util for p in procs) / 100.0)
         return self.idle_w + (self.max_w - self.idle_w) * util
 
+    def procs_at(self, t: float) -> list[tuple[int, _Proc]]:
+        """(pid, process) of the processes present at ``t`` (pid-file processes once their file exists)."""
+        return [(pid, p) for p in self.phase_at(t).procs if (pid := p.live_pid()) is not None]
+
     def phase_at(self, t: float) -> _Phase:
         cur = self.phases[0]
         for ph in self.phases:
@@ -125,9 +143,10 @@ def _num(d: dict, key: str, default: Any, where: str) -> float:
 def _procs(items: Any, where: str) -> list[_Proc]:
     if not isinstance(items, list):
         raise ScenarioError(f"{where}: expected a list of processes")
-    return [_Proc(int(_num(p, "pid", None, f"{where}[{i}]")),
+    return [_Proc(int(_num(p, "pid", 0 if "pid_file" in p else None, f"{where}[{i}]")),
                   int(_num(p, "memory_gib", 1, f"{where}[{i}]") * GIB),
-                  _num(p, "sm_util", 0, f"{where}[{i}]")) for i, p in enumerate(items)]
+                  _num(p, "sm_util", 0, f"{where}[{i}]"), str(p.get("pid_file", "")))
+            for i, p in enumerate(items)]
 
 
 def _error_code(name: str, where: str) -> int:
@@ -224,6 +243,8 @@ class SimulatedNVML:
         except OSError as e:
             raise ScenarioError(f"--gpu.simulation-file {path!r}: cannot read: {e.strerror}") from None
         sim._library, sim._driver, sim._gpus = parse_scenario(data)
+        if data.get("start_unix") is not None:  # a timebase shared by several processes
+            sim.clock, sim._t0 = time.time, float(data["start_unix"])
         return sim
 
     # --- helpers ---------------------------------------------------------------------------
@@ -300,18 +321,18 @@ class SimulatedNVML:
 
     def nvmlDeviceGetMemoryInfo(self, handle: Any) -> _MemInfo:
         gpu, t = self._gpu(handle, _CALLS["memory"])
-        used = min(gpu.memory_total, 600 * 1024**2 + sum(p.memory_bytes for p in gpu.phase_at(t).procs))
+        used = min(gpu.memory_total, 600 * 1024**2 + sum(p.memory_bytes for _, p in gpu.procs_at(t)))
         return _MemInfo(gpu.memory_total, gpu.memory_total - used, used)
 
     def nvmlDeviceGetComputeRunningProcesses(self, handle: Any) -> list[_ProcInfo]:
         gpu, t = self._gpu(handle, _CALLS["processes"])
-        return [_ProcInfo(p.pid, p.memory_bytes) for p in gpu.phase_at(t).procs]
+        return [_ProcInfo(pid, p.memory_bytes) for pid, p in gpu.procs_at(t)]
 
     def nvmlDeviceGetProcessUtilization(self, handle: Any, timeStamp: int) -> list[_UtilSample]:
         """Samples newer than ``timeStamp`` (µs); NVML_ERROR_NOT_FOUND when there are none."""
         gpu, t = self._gpu(handle, _CALLS["utilization"])
         now_us = int((self._t0 or 0) * 1e6 + t * 1e6)
-        procs = [p for p in gpu.phase_at(t).procs if p.sm_util > 0]
+        procs = [(pid, p) for pid, p in gpu.procs_at(t) if p.sm_util > 0]
         if not procs or now_us <= timeStamp:
             raise NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
-        return [_UtilSample(p.pid, now_us, int(round(p.sm_util))) for p in procs]
+        return [_UtilSample(pid, now_us, int(round(p.sm_util))) for pid, p in procs]

@@ -1,0 +1,395 @@
+#!/usr/bin/env python3
+"""Validate Wattprint on a real NVIDIA GPU (or, with --simulated, rehearse on the simulated one).
+
+One run (≈ 2–3 minutes) that anyone with a GPU can repeat:
+  1. `wattprint check --output json`: the GPU, driver and the energy method NVML supports;
+  2. `wattprint serve` at 1 s sampling; an idle phase with no workload (idle power measured
+     directly through NVML, and what Wattprint learned);
+  3. two workloads as separate processes whose command lines identify two endpoints: a
+     vLLM-format server (`benchmarks/workloads/vllm serve tiny-llm`, a tiny random transformer in a
+     renamed `VLLM::EngineCore` worker) driven by a request generator, and a bf16 matmul loop at
+     25 % duty matched by a config rule (endpoint `batch-matmul`);
+  4. a steady-state window (≥ 60 s) bracketed on Wattprint's own sample boundaries: NVML's
+     total-energy counter read directly at both ends, Wattprint scraped at both ends, each
+     process's SM utilisation sampled directly through NVML throughout;
+  5. a JSON and a Markdown report: Wattprint GPU energy vs the NVML delta, Σ attributed vs GPU
+     energy (conservation), each endpoint's share vs its SM-utilisation share, idle learned vs
+     measured, J/request and J/token of the served endpoint, and the daemon's CPU and RSS.
+
+    python3 benchmarks/gpu_validation.py [--window 60] [--out benchmarks/results]
+    python3 benchmarks/gpu_validation.py --simulated   # dry run, no GPU needed
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKLOADS = ROOT / "benchmarks" / "workloads"
+sys.path.insert(0, str(ROOT))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(url: str, timeout: float = 5) -> str:
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.read().decode()
+
+
+def parse(text: str) -> dict[str, list[tuple[dict, float]]]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, list[tuple[dict, float]]] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out.setdefault(s.name, []).append((s.labels, s.value))
+    return out
+
+
+def total(m: dict, name: str, **want: str) -> float:
+    return sum(v for labels, v in m.get(name, []) if all(labels.get(k) == x for k, x in want.items()))
+
+
+def by_label(m: dict, name: str, key: str, **want: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for labels, v in m.get(name, []):
+        if all(labels.get(k) == x for k, x in want.items()):
+            out[labels[key]] = out.get(labels[key], 0.0) + v
+    return out
+
+
+class Nvml:
+    """Direct NVML reads (the reference), real or simulated with the daemon's timebase."""
+
+    def __init__(self, scenario: str | None) -> None:
+        if scenario:
+            from exporter.sensors.simnvml import SimulatedNVML
+
+            self.lib = SimulatedNVML.from_file(scenario)
+        else:
+            import pynvml
+
+            self.lib = pynvml
+        self.lib.nvmlInit()
+        self.h = self.lib.nvmlDeviceGetHandleByIndex(0)
+        self._ts = 0
+
+    def energy_mj(self) -> int:
+        return int(self.lib.nvmlDeviceGetTotalEnergyConsumption(self.h))
+
+    def power_w(self) -> float:
+        return self.lib.nvmlDeviceGetPowerUsage(self.h) / 1000
+
+    def util_samples(self) -> dict[int, list[float]]:
+        try:
+            samples = self.lib.nvmlDeviceGetProcessUtilization(self.h, self._ts)
+        except Exception:  # NVML_ERROR_NOT_FOUND: no new sample
+            return {}
+        out: dict[int, list[float]] = {}
+        for s in samples:
+            if s.timeStamp > self._ts:
+                out.setdefault(int(s.pid), []).append(float(s.smUtil))
+        self._ts = max([self._ts] + [int(s.timeStamp) for s in samples])
+        return out
+
+
+class Daemon:
+    def __init__(self, args: list[str], workdir: Path) -> None:
+        self.port = free_port()
+        self.log = workdir / "wattprint.log"
+        env = {**os.environ, "PYTHONPATH": f"{ROOT}:{os.environ.get('PYTHONPATH', '')}"}
+        self.proc = subprocess.Popen([sys.executable, "-m", "exporter", "serve",
+                                      f"--web.listen-address=127.0.0.1:{self.port}", "--sample.interval=1s",
+                                      *args], stdout=open(self.log, "w"), stderr=subprocess.STDOUT, env=env)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit("wattprint serve exited:\n" + self.log.read_text())
+            try:
+                http_get(f"http://127.0.0.1:{self.port}/readyz", 1)
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise SystemExit("wattprint serve not ready:\n" + self.log.read_text())
+
+    def metrics(self) -> dict:
+        return parse(http_get(f"http://127.0.0.1:{self.port}/metrics"))
+
+    def next_sample(self) -> dict:
+        """Wait for a new sample and return its metrics right away (≈ 20 ms after it was taken)."""
+        n = total(self.metrics(), "wattprint_samples_total")
+        while True:
+            m = self.metrics()
+            if total(m, "wattprint_samples_total") > n:
+                return m
+            time.sleep(0.02)
+
+    def cpu_s(self) -> float:
+        f = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / CLK_TCK
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+async def drive(url: str, stop_at: float, concurrency: int) -> int:
+    import aiohttp
+
+    done = 0
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal done
+        while time.time() < stop_at:
+            try:
+                async with session.post(url, json={"prompt": "the quick brown fox " * 16, "max_tokens": 32}) as r:
+                    await r.read()
+                    done += r.status == 200
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.2)
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+    return done
+
+
+def run_check(extra: list[str]) -> dict:
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}:{os.environ.get('PYTHONPATH', '')}"}
+    out = subprocess.run([sys.executable, "-m", "exporter", "check", "--output", "json", *extra],
+                         capture_output=True, text=True, env=env, timeout=60)
+    if out.returncode != 0:
+        raise SystemExit("wattprint check failed:\n" + out.stderr)
+    return json.loads(out.stdout)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--window", type=float, default=60, help="steady-state window in seconds (default 60)")
+    ap.add_argument("--idle", type=float, default=12, help="idle phase in seconds (default 12)")
+    ap.add_argument("--warmup", type=float, default=15, help="workload warm-up in seconds (default 15)")
+    ap.add_argument("--concurrency", type=int, default=8, help="request generator concurrency")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="report folder")
+    ap.add_argument("--simulated", action="store_true", help="dry run on the simulated GPU (no GPU needed)")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="wattprint-validation-"))
+    pid_llm, pid_mm = work / "llm.pid", work / "matmul.pid"
+    device = "cpu" if args.simulated else "cuda"
+    scenario = None
+    daemon_args = []
+    sim_t0 = time.time()
+    t_load = args.idle + 15  # simulated load starts after check + daemon start (≤ 15 s) + idle phase
+    if args.simulated:
+        scenario = str(work / "sim.yaml")
+        import yaml
+
+        Path(scenario).write_text(yaml.safe_dump({"start_unix": sim_t0, "gpus": [{
+            "name": "NVIDIA H100 80GB HBM3", "idle_w": 72, "max_w": 700, "phases": [
+                {"at_s": 0, "processes": []},
+                {"at_s": t_load, "processes": [
+                    {"pid_file": str(pid_llm), "memory_gib": 20, "sm_util": 45},
+                    {"pid_file": str(pid_mm), "memory_gib": 4, "sm_util": 15}]}]}]}))
+        daemon_args = ["--gpu.backend=simulated", f"--gpu.simulation-file={scenario}"]
+    else:
+        daemon_args = ["--gpu.backend=nvml"]
+    cfg = work / "wattprint.yaml"
+    cfg.write_text("attribution:\n  rules:\n    - {name: batch-matmul, cmdline: 'matmul_burn\\.py', model: matmul-bf16}\n")
+    daemon_args.append(f"--config.file={cfg}")
+
+    log("1/5 wattprint check")
+    check = run_check(daemon_args)
+    gpu0 = (check["gpu"].get("gpus") or [{}])[0]
+    log(f"    {gpu0.get('name')} driver {check['gpu'].get('driver')} energy via {gpu0.get('energy_method')}")
+
+    log("2/5 wattprint serve + idle phase")
+    daemon = Daemon(daemon_args, work)
+    nvml = Nvml(scenario)
+    idle_w = []
+    t_end = time.time() + args.idle
+    while time.time() < t_end:
+        idle_w.append(nvml.power_w())
+        time.sleep(0.25)
+    idle_measured = sorted(idle_w)[len(idle_w) // 2]
+    learned = daemon.metrics()
+    if args.simulated:  # the simulated load begins at t_load: start the workloads then
+        time.sleep(max(0.0, sim_t0 + t_load - time.time()))
+
+    log("3/5 starting workloads")
+    llm_port = free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    llm = subprocess.Popen([sys.executable, str(WORKLOADS / "vllm"), "serve", "tiny-llm", "--port", str(llm_port),
+                            "--device", device, "--pid-file", str(pid_llm)], env=env,
+                           stdout=open(work / "llm.log", "w"), stderr=subprocess.STDOUT)
+    mm = subprocess.Popen([sys.executable, str(WORKLOADS / "matmul_burn.py"), "--duty", "0.25", "--device", device,
+                           "--pid-file", str(pid_mm)], env=env, stdout=open(work / "mm.log", "w"),
+                          stderr=subprocess.STDOUT)
+    procs = [llm, mm]
+    report: dict = {}
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                http_get(f"http://127.0.0.1:{llm_port}/metrics", 1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        stop_at = time.time() + args.warmup + args.window + 5
+        gen = subprocess.Popen([sys.executable, __file__, "--_drive", f"http://127.0.0.1:{llm_port}/v1/completions",
+                                str(stop_at), str(args.concurrency)], env=env)
+        procs.append(gen)
+        time.sleep(args.warmup)
+
+        log(f"4/5 steady-state window of {args.window:g} s")
+        m0 = daemon.next_sample()
+        e0 = nvml.energy_mj()
+        t0, c0 = time.time(), daemon.cpu_s()
+        v0 = parse(http_get(f"http://127.0.0.1:{llm_port}/metrics"))
+        util: dict[int, float] = {}
+        while time.time() - t0 < args.window:
+            for pid, xs in nvml.util_samples().items():
+                util[pid] = util.get(pid, 0.0) + sum(xs)
+            time.sleep(0.5)
+        m1 = daemon.next_sample()
+        e1 = nvml.energy_mj()
+        t1, c1 = time.time(), daemon.cpu_s()
+        v1 = parse(http_get(f"http://127.0.0.1:{llm_port}/metrics"))
+        rss = daemon.rss_mb()
+        pids = {"tiny-llm": int(pid_llm.read_text()), "batch-matmul": int(pid_mm.read_text())}
+        report = build_report(args, check, idle_measured, learned, m0, m1, e0, e1, t0, t1, c1 - c0, rss,
+                              v0, v1, util, pids)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        daemon.stop()
+    log("5/5 writing the report")
+    write_report(report, Path(args.out), args.simulated)
+    return 0
+
+
+def build_report(args, check, idle_measured, learned, m0, m1, e0, e1, t0, t1, cpu_s, rss, v0, v1, util, pids) -> dict:
+    nvml_j = (e1 - e0) / 1000
+    gpu_j = total(m1, "wattprint_gpu_energy_joules_total", gpu="0") - total(m0, "wattprint_gpu_energy_joules_total", gpu="0")
+
+    def endpoint_delta(**want: str) -> dict[str, float]:
+        a = by_label(m0, "wattprint_endpoint_energy_joules_total", "endpoint", **want)
+        b = by_label(m1, "wattprint_endpoint_energy_joules_total", "endpoint", **want)
+        return {k: b.get(k, 0.0) - a.get(k, 0.0) for k in b}
+
+    gpu_by_ep = endpoint_delta(component="gpu")
+    active_by_ep = endpoint_delta(component="gpu", mode="active")
+    all_by_ep = endpoint_delta()
+    llm_ep = next((k for k in gpu_by_ep if k.startswith("vllm-")), None)
+    mm_ep = "batch-matmul"
+    util_total = sum(util.values()) or 1.0
+    util_share = {"tiny-llm": util.get(pids["tiny-llm"], 0.0) / util_total,
+                  "batch-matmul": util.get(pids["batch-matmul"], 0.0) / util_total}
+    active_total = sum(active_by_ep.get(k, 0.0) for k in (llm_ep, mm_ep) if k) or 1.0
+    share = {"tiny-llm": active_by_ep.get(llm_ep, 0.0) / active_total if llm_ep else 0.0,
+             "batch-matmul": active_by_ep.get(mm_ep, 0.0) / active_total}
+    reqs = total(v1, "vllm:request_success_total") - total(v0, "vllm:request_success_total")
+    toks = total(v1, "vllm:generation_tokens_total") - total(v0, "vllm:generation_tokens_total")
+    llm_j = all_by_ep.get(llm_ep, 0.0) if llm_ep else 0.0
+    idle_rows = [(labels.get("source"), v) for labels, v in learned.get("wattprint_gpu_idle_power_watts", [])]
+    gpu0 = (check["gpu"].get("gpus") or [{}])[0]
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "simulated": args.simulated,
+        "host": {"cpus": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release()},
+        "gpu": {"name": gpu0.get("name"), "uuid": gpu0.get("uuid"), "driver": check["gpu"].get("driver"),
+                "energy_method": gpu0.get("energy_method"), "mig_mode": gpu0.get("mig_mode"),
+                "backend": check["gpu"].get("backend")},
+        "window_s": t1 - t0,
+        "energy": {"nvml_delta_j": nvml_j, "wattprint_gpu_j": gpu_j,
+                   "error_pct": 100 * (gpu_j - nvml_j) / nvml_j if nvml_j else None,
+                   "mean_power_w": nvml_j / (t1 - t0)},
+        "conservation": {"sum_attributed_gpu_j": sum(gpu_by_ep.values()), "gpu_j": gpu_j,
+                         "error_pct": 100 * (sum(gpu_by_ep.values()) - gpu_j) / gpu_j if gpu_j else None,
+                         "by_endpoint_j": gpu_by_ep},
+        "shares": {"attributed_active": share, "sm_util_measured": util_share,
+                   "sm_util_pids": {str(k): v for k, v in util.items()}, "workload_pids": pids,
+                   "llm_endpoint": llm_ep},
+        "idle": {"measured_w": idle_measured, "wattprint": dict(idle_rows)},
+        "served": {"endpoint": llm_ep, "requests": reqs, "generation_tokens": toks, "energy_j": llm_j,
+                   "j_per_request": llm_j / reqs if reqs else None, "j_per_token": llm_j / toks if toks else None},
+        "daemon": {"cpu_percent_of_one_core": 100 * cpu_s / (t1 - t0), "rss_mb": rss, "sample_interval_s": 1.0},
+    }
+
+
+def write_report(r: dict, out: Path, simulated: bool) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    gpu = re.sub(r"[^A-Za-z0-9]+", "-", r["gpu"]["name"] or "gpu").strip("-").lower()
+    stem = f"gpu-validation-{r['date'][:10]}-{gpu}" + ("-simulated" if simulated else "")
+    (out / f"{stem}.json").write_text(json.dumps(r, indent=2) + "\n")
+    e, c, s, i, sv, d = r["energy"], r["conservation"], r["shares"], r["idle"], r["served"], r["daemon"]
+
+    def f(x, nd=2):
+        return "n/a" if x is None else f"{x:.{nd}f}"
+
+    md = [f"# GPU validation: {r['gpu']['name']} ({'SIMULATED' if simulated else 'real GPU'})", "",
+          f"- Date: {r['date']}; driver {r['gpu']['driver']}; NVML energy method: {r['gpu']['energy_method']}; "
+          f"MIG: {r['gpu']['mig_mode']}",
+          f"- Host: {r['host']['cpus']} CPUs, Python {r['host']['python']}, kernel {r['host']['kernel']}",
+          f"- Window: {r['window_s']:.1f} s of steady state, 1 s sampling; reproduce with "
+          "`python3 benchmarks/gpu_validation.py`", "",
+          "| check | figure |", "|---|---|",
+          f"| Wattprint GPU energy vs NVML total-energy delta | {e['wattprint_gpu_j']:.1f} J vs {e['nvml_delta_j']:.1f} J "
+          f"(error {f(e['error_pct'], 3)} %, target ±1 %); mean power {e['mean_power_w']:.1f} W |",
+          f"| Σ attributed endpoint GPU energy vs GPU energy | {c['sum_attributed_gpu_j']:.3f} J vs {c['gpu_j']:.3f} J "
+          f"(error {f(c['error_pct'], 6)} %) |"]
+    for name in ("tiny-llm", "batch-matmul"):
+        md.append(f"| {name}: attributed active-GPU share vs measured SM-util share | "
+                  f"{100 * s['attributed_active'][name]:.1f} % vs {100 * s['sm_util_measured'][name]:.1f} % |")
+    md += [f"| Idle power: learned by Wattprint vs measured (no workload) | "
+           + ", ".join(f"{v:.1f} W ({k})" for k, v in i["wattprint"].items()) + f" vs {i['measured_w']:.1f} W |",
+           f"| Served endpoint `{sv['endpoint']}` | {sv['requests']:.0f} requests, {sv['generation_tokens']:.0f} tokens: "
+           f"{f(sv['j_per_request'])} J/request, {f(sv['j_per_token'], 3)} J/token |",
+           f"| Daemon overhead | {d['cpu_percent_of_one_core']:.2f} % of one core, RSS {d['rss_mb']:.1f} MB |", "",
+           "Energy by endpoint in the window (GPU, J): "
+           + ", ".join(f"`{k}` {v:.1f}" for k, v in sorted(c["by_endpoint_j"].items(), key=lambda kv: -kv[1]))]
+    (out / f"{stem}.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    log(f"report: {out / stem}.json and .md")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "--_drive":  # the request generator, as its own process
+        n = asyncio.run(drive(sys.argv[2], float(sys.argv[3]), int(sys.argv[4])))
+        sys.exit(0)
+    sys.exit(main())

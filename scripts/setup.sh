@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Shared by run.sh and test.sh: a virtual environment in .venv with Wattprint installed.
+# Usage: scripts/setup.sh [extra]   (extra = "test" adds the test dependencies)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+apt_need=()
+python3 -c "import ensurepip, venv" 2>/dev/null || apt_need+=(python3-venv)
+if [ "${1:-}" = "test" ]; then
+  # real Prometheus, promtool and node exporter for the integration tests and benchmarks
+  command -v prometheus >/dev/null || apt_need+=(prometheus)
+  command -v prometheus-node-exporter >/dev/null || apt_need+=(prometheus-node-exporter)
+fi
+if [ ${#apt_need[@]} -gt 0 ]; then
+  echo "== installing Debian packages: ${apt_need[*]}"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${apt_need[@]}"
+fi
+[ -x .venv/bin/python ] || python3 -m venv .venv
+spec="."
+[ "${1:-}" = "test" ] && spec=".[test]"
+echo "== installing wattprint${1:+[$1]} into .venv"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e "$spec"
