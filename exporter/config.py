@@ -278,3 +278,17 @@ def _allowed_keys(loc: tuple[str, ...]) -> list[str]:
 def redacted_dict(cfg: Config) -> dict:
     """The effective config, for `check` and the landing page (no secrets in it yet: none exist)."""
     return cfg.model_dump()
+
+
+def markdown_flags() -> str:
+    """The README's flag table, generated from the models."""
+    rows = ["| flag | environment | default | meaning |", "|---|---|---|---|",
+            "| `--config.file` | `WATTPRINT_CONFIG_FILE` | | YAML configuration file |"]
+    for section, key, f in scalar_keys():
+        default = f.default
+        if section == "sample" and key == "interval":
+            default = f"{default:g}s"
+        default = "" if default is None else f"`{default}`"
+        desc = (f.description or "").replace("%%", "%").replace("|", "\\|")
+        rows.append(f"| `{flag_name(section, key)}` | `{env_name(section, key)}` | {default} | {desc} |")
+    return "\n".join(rows) + "\n"
