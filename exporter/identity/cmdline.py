@@ -1,0 +1,345 @@
+"""Which inference server a process is, and which model it serves, from its command line.
+
+Pure functions over argv (and, where given, the process environment). One table, ``_PROGRAMS``,
+says for each server program where its model name and ports come from; adding an engine is one
+more row. ``resolve`` walks a process tree upwards, because vLLM and SGLang rename their GPU
+workers (``VLLM::EngineCore``, ``sglang::scheduler_TP0``) and leave no flags in their argv.
+
+Facts used (see shared/reference/inference-servers.md, section 2):
+- vLLM ``vllm serve MODEL`` / ``python -m vllm.entrypoints.openai.api_server --model M``; the first
+  ``--served-model-name`` is the metrics label; API port 8000.
+- SGLang ``python -m sglang.launch_server --model-path M [--served-model-name N]``; port 30000.
+- TGI ``text-generation-launcher --model-id M`` (env MODEL_ID, default bigscience/bloom-560m),
+  ``--port``/``-p`` (env PORT, default 3000), ``--prometheus-port`` (v3.3+); children
+  ``text-generation-router --tokenizer-name M --port P`` and shards
+  ``text-generation-server serve M``.
+- Triton ``tritonserver`` HTTP 8000 (``--http-port``), metrics 8002 (``--metrics-port``); Python
+  backend stubs ``triton_python_backend_stub <repo>/<model>/<version>/model.py ...``.
+- llama.cpp ``llama-server -m FILE.gguf [-a ALIAS] [--port 8080]`` (env ``LLAMA_ARG_*``).
+- ``trtllm-serve [serve] MODEL [--port 8000]``: label = basename of a local directory, or the HF id.
+- Ollama ``ollama serve`` (OLLAMA_HOST, default port 11434) and its per-model runners
+  (``ollama runner --model .../blobs/sha256-…``, ``ollama_llama_server``, and from v0.30 a
+  ``llama-server`` on a blob), whose model is only a content hash: model "".
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from typing import Protocol
+from urllib.parse import urlsplit
+
+ENGINES = ("vllm", "sglang", "tgi", "triton", "llamacpp", "trtllm", "ollama")
+
+
+@dataclass(frozen=True)
+class EngineIdentity:
+    engine: str  # one of ENGINES
+    model: str  # served model name; "" when it cannot be known from the process
+    port: int | None  # HTTP (API) port: from flags/env, else the engine's documented default
+    metrics_port: int | None  # where its Prometheus /metrics listens (= port unless separate)
+    endpoint: str  # workload name outside Kubernetes: "<engine>-<port>"
+
+
+class ProcLike(Protocol):
+    """What ``resolve`` needs of a process. An optional ``environ`` mapping attribute, when a
+    process object has one, is used as well (TGI's docker image sets its port only by env)."""
+
+    pid: int
+    ppid: int
+    comm: str
+    cmdline: tuple[str, ...]
+
+
+# --- the table -----------------------------------------------------------------------------------
+
+
+def _verbatim(value: str) -> str:
+    return value
+
+
+def _basename(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _gguf_name(path: str) -> str:
+    """llama.cpp names a model after its file: ``/m/Qwen2-7B-Q4_K_M-00001-of-00002.gguf`` →
+    ``Qwen2-7B-Q4_K_M`` (split-file suffix and extension dropped)."""
+    name = re.sub(r"\.gguf$", "", _basename(path), flags=re.IGNORECASE)
+    return re.sub(r"-\d{5}-of-\d{5}$", "", name)
+
+
+def _trtllm_name(model: str) -> str:
+    """trtllm-serve labels a local checkpoint directory by its basename, an HF id verbatim."""
+    return _basename(model) if model.startswith(("/", ".", "~")) else model
+
+
+def _triton_stub_model(path: str) -> str:
+    """``<repository>/<model>/<version>/model.py`` → ``<model>``; "" for any other shape."""
+    parts = path.split("/")
+    if len(parts) >= 3 and parts[-2].isdigit() and parts[-3] not in ("", ".", ".."):
+        return parts[-3]
+    return ""
+
+
+def _ollama_port(host: str) -> str:
+    """OLLAMA_HOST is ``[scheme://]host[:port]``; an absent port defaults as in Ollama's
+    envconfig: 11434, or 80/443 when the scheme http/https is spelled out."""
+    scheme, sep, rest = host.strip().partition("://")
+    default = {"http": "80", "https": "443"}.get(scheme, "11434") if sep else "11434"
+    try:
+        port = urlsplit("//" + (rest if sep else scheme)).port
+    except ValueError:
+        port = None
+    return str(port) if port else default
+
+
+@dataclass(frozen=True)
+class _Source:
+    """One place a value may come from; the first of a program's sources with a value wins."""
+
+    flags: tuple[str, ...] = ()  # last occurrence wins, as with argparse/clap
+    env: str | None = None
+    positional: bool = False  # the first argument after the program (and subcommand)
+    convert: Callable[[str], str] = _verbatim
+
+
+@dataclass(frozen=True)
+class _Program:
+    engine: str
+    default_port: int
+    model: tuple[_Source, ...] = ()
+    default_model: str = ""
+    port: tuple[_Source, ...] = (_Source(("--port",)),)
+    metrics: tuple[_Source, ...] = ()  # a separate /metrics listener
+    default_metrics_port: int | None = None  # None: same as the HTTP port
+    # A helper process of a server (shard, backend stub, runner): it has no public port of its
+    # own, so resolve() takes port and endpoint from the nearest server ancestor of its engine.
+    helper: bool = False
+
+
+_VLLM = _Program(
+    "vllm", 8000, (_Source(("--served-model-name",)), _Source(("--model",), positional=True))
+)
+_SGLANG = _Program(
+    "sglang", 30000, (_Source(("--served-model-name",)), _Source(("--model-path", "--model")))
+)
+_TGI_PORTS = dict(
+    port=(_Source(("--port", "-p"), env="PORT"),),
+    metrics=(_Source(("--prometheus-port",), env="PROMETHEUS_PORT"),),
+)
+_TGI = _Program(
+    "tgi", 3000, (_Source(("--model-id",), env="MODEL_ID"),), "bigscience/bloom-560m", **_TGI_PORTS
+)
+_TGI_ROUTER = _Program("tgi", 3000, (_Source(("--tokenizer-name",)),), **_TGI_PORTS)
+_TGI_SHARD = _Program("tgi", 3000, (_Source(positional=True),), helper=True)
+_TRITON_PORTS = dict(
+    port=(_Source(("--http-port",)),),
+    metrics=(_Source(("--metrics-port",)),),
+    default_metrics_port=8002,
+)
+_TRITON = _Program("triton", 8000, **_TRITON_PORTS)
+_TRITON_STUB = _Program(
+    "triton", 8000, (_Source(positional=True, convert=_triton_stub_model),), helper=True,
+    **_TRITON_PORTS,
+)
+_LLAMACPP = _Program(
+    "llamacpp",
+    8080,
+    (
+        _Source(("--alias", "-a"), env="LLAMA_ARG_ALIAS"),
+        _Source(("--model", "-m"), env="LLAMA_ARG_MODEL", convert=_gguf_name),
+        _Source(("--hf-repo", "-hf", "-hfr"), env="LLAMA_ARG_HF_REPO"),
+    ),
+    port=(_Source(("--port",), env="LLAMA_ARG_PORT"),),
+)
+_TRTLLM = _Program("trtllm", 8000, (_Source(positional=True, convert=_trtllm_name),))
+_OLLAMA_PORT = (_Source(env="OLLAMA_HOST", convert=_ollama_port),)
+_OLLAMA = _Program("ollama", 11434, port=_OLLAMA_PORT)
+_OLLAMA_RUNNER = _Program("ollama", 11434, port=_OLLAMA_PORT, helper=True)
+
+# (program, subcommand or None) → how to read it. The program is argv[0]'s basename, or for a
+# Python interpreter the ``-m`` module or the script's basename (console scripts run as
+# ``python3 /usr/local/bin/vllm serve …``).
+_PROGRAMS: dict[tuple[str, str | None], _Program] = {
+    ("vllm", "serve"): _VLLM,
+    ("vllm.entrypoints.cli.main", "serve"): _VLLM,
+    ("vllm.entrypoints.openai.api_server", None): _VLLM,
+    ("sglang.launch_server", None): _SGLANG,
+    ("sglang", "serve"): _SGLANG,
+    ("text-generation-launcher", None): _TGI,
+    ("text-generation-router", None): _TGI_ROUTER,
+    ("text-generation-server", "serve"): _TGI_SHARD,
+    ("tritonserver", None): _TRITON,
+    ("triton_python_backend_stub", None): _TRITON_STUB,
+    ("llama-server", None): _LLAMACPP,
+    ("trtllm-serve", "serve"): _TRTLLM,
+    ("trtllm-serve", None): _TRTLLM,
+    ("ollama", "serve"): _OLLAMA,
+    ("ollama", "runner"): _OLLAMA_RUNNER,
+    ("ollama_llama_server", None): _OLLAMA_RUNNER,
+}
+_ENV_KEYS = tuple(
+    sorted({s.env for p in _PROGRAMS.values() for s in (*p.model, *p.port, *p.metrics) if s.env})
+)
+_OLLAMA_BLOB = re.compile(r"/blobs/sha256[-:][0-9a-f]+$")
+
+# --- argv reading --------------------------------------------------------------------------------
+
+_PYTHON = re.compile(r"python\d*(\.\d+)?$")
+_PY_OPTS_WITH_ARG = frozenset(("-X", "-W", "-Q"))
+
+
+def _program(argv: Sequence[str]) -> tuple[str, list[str]] | None:
+    """(program name, its arguments), looking through a Python interpreter."""
+    name, args = _basename(argv[0]), list(argv[1:])
+    if not _PYTHON.match(name):
+        return name, args
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "-m":
+            return (args[i + 1], args[i + 2 :]) if i + 1 < len(args) else None
+        if arg.startswith("-m"):
+            return arg[2:], args[i + 1 :]
+        if arg.startswith("-c") or arg == "-":
+            return None
+        if not arg.startswith("-"):
+            return _basename(arg), args[i + 1 :]
+        i += 2 if arg in _PY_OPTS_WITH_ARG else 1
+    return None
+
+
+def _norm(flag: str) -> str:
+    return flag.replace("_", "-") if flag.startswith("--") else flag
+
+
+def _flag(args: Sequence[str], names: tuple[str, ...]) -> str | None:
+    """Value of the last ``--x=y`` or ``--x y`` among ``names`` (``_`` and ``-`` alike in long
+    flags, as vLLM and trtllm-serve accept both)."""
+    value = None
+    for i, arg in enumerate(args):
+        key, eq, attached = arg.partition("=")
+        if _norm(key) not in names:
+            continue
+        if eq:
+            value = attached
+        elif i + 1 < len(args) and not args[i + 1].startswith("-"):
+            value = args[i + 1]
+    return value or None
+
+
+def _lookup(
+    sources: tuple[_Source, ...], args: Sequence[str], env: Mapping[str, str]
+) -> str | None:
+    for src in sources:
+        value = (
+            (args[0] if src.positional and args and not args[0].startswith("-") else None)
+            or _flag(args, src.flags)
+            or (env.get(src.env) if src.env else None)
+        )
+        if value:
+            return src.convert(value)
+    return None
+
+
+def _port(value: str | None) -> int | None:
+    if value and value.isascii() and value.isdigit() and 0 < int(value) < 65536:
+        return int(value)
+    return None
+
+
+@lru_cache(maxsize=4096)
+def _detect(
+    argv: tuple[str, ...], env_items: tuple[tuple[str, str], ...]
+) -> tuple[EngineIdentity, bool] | None:
+    """(identity with defaults filled in, whether it is a helper process) or None."""
+    if len(argv) == 1 and " " in argv[0]:  # a title set over argv, e.g. by setproctitle
+        argv = tuple(argv[0].split())
+    if not argv or not argv[0]:
+        return None
+    found = _program(argv)
+    if found is None:
+        return None
+    name, args = found
+    program, args = (
+        (_PROGRAMS[(name, args[0])], args[1:])
+        if args and (name, args[0]) in _PROGRAMS
+        else (_PROGRAMS.get((name, None)), args)
+    )
+    if program is None:
+        return None
+    env = dict(env_items)
+    if program is _LLAMACPP and _OLLAMA_BLOB.search(_flag(args, ("--model", "-m")) or ""):
+        program = _OLLAMA_RUNNER  # Ollama ≥ 0.30 runs upstream llama-server on its blobs
+    model = _lookup(program.model, args, env) or program.default_model
+    port = _port(_lookup(program.port, args, env)) or program.default_port
+    metrics_port = (
+        _port(_lookup(program.metrics, args, env)) or program.default_metrics_port or port
+    )
+    identity = EngineIdentity(program.engine, model, port, metrics_port, f"{program.engine}-{port}")
+    return identity, program.helper
+
+
+def _identify(
+    argv: Sequence[str], environ: Mapping[str, str] | None
+) -> tuple[EngineIdentity, bool] | None:
+    """``_detect`` on untrusted input: what is not text gives None, never an error."""
+    try:
+        env = tuple((k, v) for k in _ENV_KEYS if environ and isinstance(v := environ.get(k), str))
+        return _detect(tuple(argv), env)
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
+def detect(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> EngineIdentity | None:
+    """The inference server that ``argv`` (and ``environ``) describe, or None.
+
+    Flags beat environment variables, which beat documented defaults. Helper processes (TGI
+    shards, Triton Python stubs, Ollama runners) get their engine's default port here; ``resolve``
+    replaces it with the port of the server they belong to.
+    """
+    hit = _identify(argv, environ)
+    return hit[0] if hit else None
+
+
+# --- process tree ---------------------------------------------------------------------------------
+
+
+def _ancestry(pid: int, procs: Mapping[int, ProcLike], max_depth: int) -> Iterator[ProcLike]:
+    """The process and its ancestors, at most ``max_depth`` in all; stops at a missing parent or
+    a cycle."""
+    seen: set[int] = set()
+    while len(seen) < max_depth and pid not in seen and (proc := procs.get(pid)) is not None:
+        seen.add(pid)
+        yield proc
+        pid = proc.ppid
+
+
+def resolve(
+    pid: int, procs: Mapping[int, ProcLike], max_depth: int = 8
+) -> tuple[EngineIdentity, int] | None:
+    """The identity of ``pid``: its own, or its nearest identifiable ancestor's, with the pid that
+    carried it. O(depth): each step is a cached parse of that process's argv.
+
+    A helper process (TGI shard, Triton stub, Ollama runner) keeps its own model (or inherits the
+    server's when it has none) and takes port and endpoint from the nearest server ancestor of
+    the same engine, so every process of one server lands on one endpoint.
+    """
+    helper: tuple[EngineIdentity, int] | None = None
+    for proc in _ancestry(pid, procs, max_depth):
+        hit = _identify(proc.cmdline, getattr(proc, "environ", None))
+        if hit is None:
+            continue
+        identity, is_helper = hit
+        if helper is None:
+            if not is_helper:
+                return identity, proc.pid
+            helper = identity, proc.pid
+        elif identity.engine == helper[0].engine and not is_helper:
+            own, own_pid = helper
+            server = replace(identity, model=own.model or identity.model)
+            return server, own_pid
+    return helper
