@@ -298,6 +298,13 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 p.kill()
         daemon.stop()
+        logs = Path(args.out) / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        for f in work.glob("*.log"):
+            (logs / f.name).write_text(f.read_text()[-200_000:])
+    if not report:
+        raise SystemExit(f"no report: see the logs in {logs}")
+    report["check"] = check
     log("5/5 writing the report")
     write_report(report, Path(args.out), args.simulated)
     return 0
