@@ -96,7 +96,8 @@ class Nvml:
             self.lib = pynvml
         self.lib.nvmlInit()
         self.h = self.lib.nvmlDeviceGetHandleByIndex(0)
-        self._ts = 0
+        self._ts: dict[int, int] = {}
+        self.raw: list[list[tuple[int, int, int]]] = []  # the first calls' raw samples, for the report
 
     def energy_mj(self) -> int:
         return int(self.lib.nvmlDeviceGetTotalEnergyConsumption(self.h))
@@ -105,15 +106,20 @@ class Nvml:
         return self.lib.nvmlDeviceGetPowerUsage(self.h) / 1000
 
     def util_samples(self) -> dict[int, list[float]]:
+        """New samples per pid since the last call (the whole buffer, de-duplicated per pid)."""
         try:
-            samples = self.lib.nvmlDeviceGetProcessUtilization(self.h, self._ts)
-        except Exception:  # NVML_ERROR_NOT_FOUND: no new sample
+            samples = self.lib.nvmlDeviceGetProcessUtilization(self.h, 0)
+        except Exception:  # NVML_ERROR_NOT_FOUND: no sample
             return {}
+        if len(self.raw) < 5:
+            self.raw.append([(int(s.pid), int(s.timeStamp), int(s.smUtil)) for s in samples])
         out: dict[int, list[float]] = {}
         for s in samples:
-            if s.timeStamp > self._ts:
-                out.setdefault(int(s.pid), []).append(float(s.smUtil))
-        self._ts = max([self._ts] + [int(s.timeStamp) for s in samples])
+            pid, ts = int(s.pid), int(s.timeStamp)
+            if ts > self._ts.get(pid, 0):
+                out.setdefault(pid, []).append(float(s.smUtil))
+        for s in samples:
+            self._ts[int(s.pid)] = max(self._ts.get(int(s.pid), 0), int(s.timeStamp))
         return out
 
 
@@ -280,7 +286,7 @@ def main() -> int:
         while time.time() - t0 < args.window:
             for pid, xs in nvml.util_samples().items():
                 util[pid] = util.get(pid, 0.0) + sum(xs)
-            time.sleep(0.5)
+            time.sleep(0.2)
         m1 = daemon.next_sample()
         e1 = nvml.energy_mj()
         t1, c1 = time.time(), daemon.cpu_s()
@@ -289,6 +295,7 @@ def main() -> int:
         pids = {"tiny-llm": int(pid_llm.read_text()), "batch-matmul": int(pid_mm.read_text())}
         report = build_report(args, check, idle_measured, learned, m0, m1, e0, e1, t0, t1, c1 - c0, rss,
                               v0, v1, util, pids)
+        report["shares"]["raw_first_samples"] = nvml.raw
     finally:
         for p in procs:
             p.terminate()

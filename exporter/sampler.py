@@ -202,7 +202,10 @@ class Sampler:
     def _learn_idle(self, r: GpuReading, st: _GpuState) -> None:
         p = st.power_w
         st.min_power_w = p if st.min_power_w is None else min(st.min_power_w, p)
-        if r.util_available and not any(v > 0 for v in r.sm_util.values()):
+        # Quiet = no compute process at all, or samples that all say 0 % SM. "No new sample" is
+        # not quiet: a read soon after the previous one can find none while the GPU is busy.
+        quiet = not r.processes or (bool(r.sm_util) and not any(v > 0 for v in r.sm_util.values()))
+        if quiet:
             st.min_idle_power_w = p if st.min_idle_power_w is None else min(st.min_idle_power_w, p)
 
     def _idle_baseline(self, index: int, uuid: str, name: str, st: _GpuState) -> tuple[float, str]:

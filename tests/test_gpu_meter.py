@@ -34,7 +34,8 @@ def test_units_and_processes(tmp_path):
     assert r1.power_mw == 400_000                          # 100 + 600 × 0.5 W, in mW
     assert r1.energy_mj - r0.energy_mj == 4_000_000        # 400 W × 10 s, in mJ
     assert r1.processes == {11: 10 * 1024**3}
-    assert r1.sm_util == {11: 50.0} and r1.util_available
+    # six samples a second in a one-second buffer, each 50 %: Σ = 300 (time-weighted)
+    assert r1.sm_util == {11: 300.0} and r1.util_available
     d = meter.devices[0]
     assert (d.energy_method, d.mig_mode, d.name) == ("counter", "disabled", "NVIDIA H100 80GB HBM3")
 
@@ -93,3 +94,19 @@ def test_bad_scenario_names_the_key(tmp_path):
         sim(tmp_path, {"gpus": [{**GPU, "faults": [{"error": "EXPLODED"}]}]}, Clock())
     with pytest.raises(ScenarioError, match=r"gpus\[0\]: max_w"):
         sim(tmp_path, {"gpus": [{**GPU, "max_w": 10}]}, Clock())
+
+
+def test_util_samples_of_every_process_counted_once(tmp_path):
+    """Processes are sampled at different moments; each new sample counts once, none is lost."""
+    clock = Clock()
+    gpu = {**GPU, "processes": [{"pid": 11, "sm_util": 60}, {"pid": 12, "sm_util": 20}, {"pid": 13, "sm_util": 5}]}
+    meter = GpuMeter(sim(tmp_path, {"gpus": [gpu]}, clock))
+    meter.open()
+    totals: dict[int, float] = {}
+    for step in [1.0, 0.05, 0.5, 1.0, 0.3] * 8:   # irregular reads, some with no new sample
+        clock.t += step
+        for pid, u in meter.read()[0].sm_util.items():
+            totals[pid] = totals.get(pid, 0.0) + u
+    elapsed = sum([1.0, 0.05, 0.5, 1.0, 0.3] * 8)
+    for pid, util in ((11, 60), (12, 20), (13, 5)):
+        assert totals[pid] == pytest.approx(util * 6 * elapsed, rel=0.03), pid

@@ -194,3 +194,13 @@ def test_counters_never_go_backwards(tmp_path):
                 for k, v in series.items():
                     assert v >= last.get((name, k), 0.0) and math.isfinite(v), (name, k)
                     last[(name, k)] = v
+
+
+def test_busy_gpu_read_twice_quickly_does_not_learn_busy_power_as_idle(tmp_path):
+    node = Node(tmp_path, [{**GPU, "processes": [{"pid": 10, "sm_util": 80}]}], {10: {"comm": "x", "cmdline": ["x"]}})
+    for dt in (1.0, 0.01, 1.0, 0.01, 1.0):
+        node.step(dt=dt)
+    m = node.metrics()
+    idle = m["wattprint_gpu_idle_power_watts"]
+    assert [dict(k)["source"] for k in idle] == ["table"] and list(idle.values()) == [70.0]
+    assert value(m, "wattprint_endpoint_energy_joules_total", mode="active") > 0

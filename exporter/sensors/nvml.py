@@ -62,7 +62,7 @@ class GpuReading:
     power_mw: int | None = None
     memory_used: int | None = None
     processes: dict[int, int] = field(default_factory=dict)      # pid -> bytes (0 if unknown)
-    sm_util: dict[int, float] = field(default_factory=dict)      # pid -> mean SM % over the samples
+    sm_util: dict[int, float] = field(default_factory=dict)      # pid -> Σ SM % over its new samples
     util_available: bool = False
     error: str | None = None           # error kind when this GPU failed this sample
 
@@ -83,7 +83,7 @@ class GpuMeter:
         self.backend = backend
         self.devices: list[GpuDevice] = []
         self.status = NvmlStatus("error", "not opened", backend=backend)
-        self._util_ts: dict[int, int] = {}
+        self._util_ts: dict[int, dict[int, int]] = {}  # gpu -> pid -> newest sample timestamp (µs)
 
     def open(self) -> NvmlStatus:
         lib = self.lib
@@ -145,20 +145,33 @@ class GpuMeter:
         return r
 
     def _read_util(self, d: GpuDevice, r: GpuReading) -> None:
-        """Mean SM utilisation per pid over the samples since the last read (NOT_FOUND = none)."""
+        """SM utilisation per pid over the samples taken since the last read.
+
+        NVML keeps a short buffer of samples, each with its own timestamp, and processes are sampled
+        at different moments: filtering with one "last seen" timestamp per GPU (the newest of any
+        process) would drop a process whose samples lag another's. So ask for the whole buffer
+        (``lastSeenTimeStamp=0``) and keep, per (GPU, pid), only samples newer than that pid's last
+        one. Each pid's value is the *sum* of its new samples' smUtil (utilisation × sampling
+        periods), so shares are time-weighted. NOT_FOUND means no sample at all (idle).
+        """
         try:
-            samples = self.lib.nvmlDeviceGetProcessUtilization(d.handle, self._util_ts.get(d.index, 0))
+            samples = self.lib.nvmlDeviceGetProcessUtilization(d.handle, 0)
         except NVMLError as e:
-            # NOT_FOUND: no sample since last time (idle); SUCCESS(0) is pynvml's "empty list" quirk
+            # NOT_FOUND: no sample in the buffer; SUCCESS(0) is pynvml's "empty list" quirk
             r.util_available = getattr(e, "value", None) in (pynvml.NVML_ERROR_NOT_FOUND, 0)
             return
-        sums: dict[int, list[float]] = {}
-        newest = self._util_ts.get(d.index, 0)
+        seen = self._util_ts.setdefault(d.index, {})
+        fresh: dict[int, float] = {}
+        newest: dict[int, int] = {}
         for s in samples:
-            sums.setdefault(int(s.pid), []).append(float(s.smUtil))
-            newest = max(newest, int(s.timeStamp))
-        self._util_ts[d.index] = newest
-        r.sm_util = {pid: sum(v) / len(v) for pid, v in sums.items()}
+            pid, ts = int(s.pid), int(s.timeStamp)
+            if ts > seen.get(pid, 0):
+                fresh[pid] = fresh.get(pid, 0.0) + float(s.smUtil)
+                newest[pid] = max(newest.get(pid, 0), ts)
+        seen.update(newest)
+        if len(seen) > 4 * len(newest) + 64:  # forget pids that are long gone
+            self._util_ts[d.index] = {pid: ts for pid, ts in seen.items() if pid in newest}
+        r.sm_util = fresh
         r.util_available = True
 
     def close(self) -> None:

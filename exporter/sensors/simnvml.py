@@ -32,6 +32,7 @@ A process may give ``pid_file: PATH`` instead of ``pid``: it is present once the
 
 from __future__ import annotations
 
+import math
 import time
 import uuid as _uuid
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ import yaml
 from pynvml import NVMLError
 
 GIB = 1024**3
+UTIL_PERIOD_S = 1 / 6   # NVML samples process utilisation about six times a second [unverified]
+UTIL_BUFFER_S = 1.0     # and keeps about a second of them
 _CALLS = {
     "energy": "nvmlDeviceGetTotalEnergyConsumption",
     "power": "nvmlDeviceGetPowerUsage",
@@ -329,10 +332,22 @@ class SimulatedNVML:
         return [_ProcInfo(pid, p.memory_bytes) for pid, p in gpu.procs_at(t)]
 
     def nvmlDeviceGetProcessUtilization(self, handle: Any, timeStamp: int) -> list[_UtilSample]:
-        """Samples newer than ``timeStamp`` (µs); NVML_ERROR_NOT_FOUND when there are none."""
+        """Like NVML: a buffer of the last ``UTIL_BUFFER_S`` of samples, one per active process
+        every ``UTIL_PERIOD_S``, each process sampled at its own phase (so processes' newest
+        timestamps differ); only samples newer than ``timeStamp`` (µs). NOT_FOUND when none."""
         gpu, t = self._gpu(handle, _CALLS["utilization"])
-        now_us = int((self._t0 or 0) * 1e6 + t * 1e6)
-        procs = [(pid, p) for pid, p in gpu.procs_at(t) if p.sm_util > 0]
-        if not procs or now_us <= timeStamp:
+        base_us = (self._t0 or 0.0) * 1e6
+        out = []
+        for i, (pid, p) in enumerate(gpu.procs_at(t)):
+            if p.sm_util <= 0:
+                continue
+            offset = (i * 0.037) % UTIL_PERIOD_S
+            k = math.floor((t - offset) / UTIL_PERIOD_S)
+            while k * UTIL_PERIOD_S + offset > max(0.0, t - UTIL_BUFFER_S):
+                ts = int(base_us + (k * UTIL_PERIOD_S + offset) * 1e6)
+                if ts > timeStamp:
+                    out.append(_UtilSample(pid, ts, int(round(p.sm_util))))
+                k -= 1
+        if not out:
             raise NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
-        return [_UtilSample(pid, now_us, int(round(p.sm_util))) for pid, p in procs]
+        return out
