@@ -47,7 +47,7 @@ class Sampler:
                  procs: ProcessTable, resolver: Resolver, interval_s: float,
                  idle_power_config: dict[str, float] | None = None,
                  gpu_idle_policy: str = "memory", cpu_idle_policy: str = "system",
-                 level: str = "endpoint", max_series: int = 2000,
+                 level: str = "endpoint", max_series: int = 2000, util_poll_s: float = 0.2,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.gpu, self.rapl, self.cpu_model, self.procs = gpu, rapl, cpu_model, procs
         self.resolver = resolver
@@ -55,6 +55,7 @@ class Sampler:
         self.idle_cfg = idle_power_config or {}
         self.gpu_idle_policy, self.cpu_idle_policy, self.level = gpu_idle_policy, cpu_idle_policy, level
         self.clock = clock
+        self.util_poll_s = util_poll_s
         self.ledger = Ledger(max_series)
         self.renderer = Renderer()
         self.collectors: dict[str, CollectorState] = {}
@@ -92,7 +93,20 @@ class Sampler:
             now = self.clock()
             if deadline < now:  # overran: skip missed ticks instead of bursting
                 deadline = now + self.interval_s - ((now - deadline) % self.interval_s)
-            self._stop.wait(deadline - now)
+            self._wait_until(deadline)
+
+    def _wait_until(self, deadline: float) -> None:
+        """Sleep to the next sample, polling GPU process utilisation every ``util_poll_s``."""
+        while not self._stop.is_set():
+            now = self.clock()
+            if now >= deadline:
+                return
+            self._stop.wait(min(deadline - now, self.util_poll_s))
+            if self.gpu is not None and self.gpu.status.state == "ok" and self.clock() < deadline - 0.01:
+                try:
+                    self.gpu.poll_util()
+                except Exception:  # a polling hiccup must not stop the loop; read() retries
+                    log.debug("utilisation poll failed", exc_info=True)
 
     def _fail(self, name: str, kind: str, detail: str = "") -> None:
         """Count a collector error; log only when the collector changes state."""

@@ -34,8 +34,7 @@ def test_units_and_processes(tmp_path):
     assert r1.power_mw == 400_000                          # 100 + 600 × 0.5 W, in mW
     assert r1.energy_mj - r0.energy_mj == 4_000_000        # 400 W × 10 s, in mJ
     assert r1.processes == {11: 10 * 1024**3}
-    # six samples a second in a one-second buffer, each 50 %: Σ = 300 (time-weighted)
-    assert r1.sm_util == {11: 300.0} and r1.util_available
+    assert r1.sm_util == {11: 50.0} and r1.util_available   # NVML returns each pid's newest sample
     d = meter.devices[0]
     assert (d.energy_method, d.mig_mode, d.name) == ("counter", "disabled", "NVIDIA H100 80GB HBM3")
 
@@ -97,16 +96,20 @@ def test_bad_scenario_names_the_key(tmp_path):
 
 
 def test_util_samples_of_every_process_counted_once(tmp_path):
-    """Processes are sampled at different moments; each new sample counts once, none is lost."""
+    """Each process is sampled at its own moment (every 200 ms, newest only); polling between
+    reads collects every sample once, whatever the read times."""
     clock = Clock()
     gpu = {**GPU, "processes": [{"pid": 11, "sm_util": 60}, {"pid": 12, "sm_util": 20}, {"pid": 13, "sm_util": 5}]}
     meter = GpuMeter(sim(tmp_path, {"gpus": [gpu]}, clock))
     meter.open()
     totals: dict[int, float] = {}
-    for step in [1.0, 0.05, 0.5, 1.0, 0.3] * 8:   # irregular reads, some with no new sample
-        clock.t += step
-        for pid, u in meter.read()[0].sm_util.items():
-            totals[pid] = totals.get(pid, 0.0) + u
-    elapsed = sum([1.0, 0.05, 0.5, 1.0, 0.3] * 8)
+    start = clock.t
+    for i in range(400):                       # 40 s in 100 ms polls, reads at irregular times
+        clock.t = start + 0.1 * (i + 1)
+        if i % 7 == 3 or i % 11 == 0:
+            for pid, u in meter.read()[0].sm_util.items():
+                totals[pid] = totals.get(pid, 0.0) + u
+        else:
+            meter.poll_util()
     for pid, util in ((11, 60), (12, 20), (13, 5)):
-        assert totals[pid] == pytest.approx(util * 6 * elapsed, rel=0.03), pid
+        assert totals[pid] == pytest.approx(util * 40 / 0.2, rel=0.02), pid

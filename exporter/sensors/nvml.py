@@ -84,6 +84,7 @@ class GpuMeter:
         self.devices: list[GpuDevice] = []
         self.status = NvmlStatus("error", "not opened", backend=backend)
         self._util_ts: dict[int, dict[int, int]] = {}  # gpu -> pid -> newest sample timestamp (µs)
+        self._util_sum: dict[int, dict[int, float]] = {}  # gpu -> pid -> Σ smUtil not yet read
 
     def open(self) -> NvmlStatus:
         lib = self.lib
@@ -144,35 +145,43 @@ class GpuMeter:
         self._read_util(d, r)
         return r
 
-    def _read_util(self, d: GpuDevice, r: GpuReading) -> None:
-        """SM utilisation per pid over the samples taken since the last read.
+    def poll_util(self) -> None:
+        """Collect new per-process utilisation samples between samples (cheap: one NVML call per
+        GPU). NVML returns only each process's newest sample, refreshed about every 200 ms, so
+        one read per sample interval would see one sample in five; the sampler calls this every
+        ``util_poll_s`` and ``read()`` hands over the sum."""
+        for d in self.devices:
+            self._collect_util(d)
 
-        NVML keeps a short buffer of samples, each with its own timestamp, and processes are sampled
-        at different moments: filtering with one "last seen" timestamp per GPU (the newest of any
-        process) would drop a process whose samples lag another's. So ask for the whole buffer
-        (``lastSeenTimeStamp=0``) and keep, per (GPU, pid), only samples newer than that pid's last
-        one. Each pid's value is the *sum* of its new samples' smUtil (utilisation × sampling
-        periods), so shares are time-weighted. NOT_FOUND means no sample at all (idle).
-        """
+    def _collect_util(self, d: GpuDevice) -> bool:
+        """Add samples newer than each pid's last one to the pending sums; False on an error
+        other than NOT_FOUND (no sample: idle)."""
         try:
             samples = self.lib.nvmlDeviceGetProcessUtilization(d.handle, 0)
         except NVMLError as e:
-            # NOT_FOUND: no sample in the buffer; SUCCESS(0) is pynvml's "empty list" quirk
-            r.util_available = getattr(e, "value", None) in (pynvml.NVML_ERROR_NOT_FOUND, 0)
-            return
+            # NOT_FOUND: no sample; SUCCESS(0) is pynvml's "empty list" quirk
+            return getattr(e, "value", None) in (pynvml.NVML_ERROR_NOT_FOUND, 0)
         seen = self._util_ts.setdefault(d.index, {})
-        fresh: dict[int, float] = {}
-        newest: dict[int, int] = {}
+        pending = self._util_sum.setdefault(d.index, {})
         for s in samples:
             pid, ts = int(s.pid), int(s.timeStamp)
             if ts > seen.get(pid, 0):
-                fresh[pid] = fresh.get(pid, 0.0) + float(s.smUtil)
-                newest[pid] = max(newest.get(pid, 0), ts)
-        seen.update(newest)
-        if len(seen) > 4 * len(newest) + 64:  # forget pids that are long gone
-            self._util_ts[d.index] = {pid: ts for pid, ts in seen.items() if pid in newest}
-        r.sm_util = fresh
-        r.util_available = True
+                pending[pid] = pending.get(pid, 0.0) + float(s.smUtil)
+                seen[pid] = ts
+        if len(seen) > 4 * len(samples) + 64:  # forget pids that are long gone
+            live = {int(s.pid) for s in samples}
+            self._util_ts[d.index] = {pid: ts for pid, ts in seen.items() if pid in live}
+        return True
+
+    def _read_util(self, d: GpuDevice, r: GpuReading) -> None:
+        """SM utilisation per pid since the last read: the sum of each pid's new samples.
+
+        Each process is sampled at its own moment, so samples are de-duplicated per (GPU, pid)
+        by timestamp, never with one "last seen" for the whole GPU (that would drop a process
+        whose samples lag another's). Sums weight each sample equally: time-weighted shares.
+        """
+        r.util_available = self._collect_util(d)
+        r.sm_util = self._util_sum.pop(d.index, {})
 
     def close(self) -> None:
         if self.status.state == "ok":

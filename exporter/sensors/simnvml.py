@@ -44,8 +44,7 @@ import yaml
 from pynvml import NVMLError
 
 GIB = 1024**3
-UTIL_PERIOD_S = 1 / 6   # NVML samples process utilisation about six times a second [unverified]
-UTIL_BUFFER_S = 1.0     # and keeps about a second of them
+UTIL_PERIOD_S = 0.2  # an H200 (driver 580) refreshed each process's sample about every 200 ms
 _CALLS = {
     "energy": "nvmlDeviceGetTotalEnergyConsumption",
     "power": "nvmlDeviceGetPowerUsage",
@@ -332,9 +331,9 @@ class SimulatedNVML:
         return [_ProcInfo(pid, p.memory_bytes) for pid, p in gpu.procs_at(t)]
 
     def nvmlDeviceGetProcessUtilization(self, handle: Any, timeStamp: int) -> list[_UtilSample]:
-        """Like NVML: a buffer of the last ``UTIL_BUFFER_S`` of samples, one per active process
-        every ``UTIL_PERIOD_S``, each process sampled at its own phase (so processes' newest
-        timestamps differ); only samples newer than ``timeStamp`` (µs). NOT_FOUND when none."""
+        """Like NVML on an H200 (driver 580): one entry per active process, its *newest* sample,
+        refreshed every ``UTIL_PERIOD_S`` at a phase of its own (so processes' timestamps differ),
+        returned only if newer than ``timeStamp`` (µs). NOT_FOUND when none."""
         gpu, t = self._gpu(handle, _CALLS["utilization"])
         base_us = (self._t0 or 0.0) * 1e6
         out = []
@@ -342,12 +341,10 @@ class SimulatedNVML:
             if p.sm_util <= 0:
                 continue
             offset = (i * 0.037) % UTIL_PERIOD_S
-            k = math.floor((t - offset) / UTIL_PERIOD_S)
-            while k * UTIL_PERIOD_S + offset > max(0.0, t - UTIL_BUFFER_S):
-                ts = int(base_us + (k * UTIL_PERIOD_S + offset) * 1e6)
-                if ts > timeStamp:
-                    out.append(_UtilSample(pid, ts, int(round(p.sm_util))))
-                k -= 1
+            newest = math.floor((t - offset) / UTIL_PERIOD_S) * UTIL_PERIOD_S + offset
+            ts = int(base_us + newest * 1e6)
+            if newest >= 0 and ts > timeStamp:
+                out.append(_UtilSample(pid, ts, int(round(p.sm_util))))
         if not out:
             raise NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
         return out
