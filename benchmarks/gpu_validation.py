@@ -282,11 +282,21 @@ def main() -> int:
         e0 = nvml.energy_mj()
         t0, c0 = time.time(), daemon.cpu_s()
         v0 = parse(http_get(f"http://127.0.0.1:{llm_port}/metrics"))
-        util: dict[int, float] = {}
-        while time.time() - t0 < args.window:
+        util: dict[int, float] = {}      # Σ SM % per pid over every sample (time share)
+        weighted: dict[int, float] = {}  # ∫ (P − P_idle) × util_pid / Σutil dt at 100 ms (energy share)
+        latest: dict[int, float] = {}
+        last_t = time.time()
+        while last_t - t0 < args.window:
+            time.sleep(0.1)
             for pid, xs in nvml.util_samples().items():
                 util[pid] = util.get(pid, 0.0) + sum(xs)
-            time.sleep(0.2)
+                latest[pid] = xs[-1]
+            now, active_w = time.time(), max(0.0, nvml.power_w() - idle_measured)
+            norm = sum(latest.values())
+            for pid, u in latest.items():
+                if norm > 0:
+                    weighted[pid] = weighted.get(pid, 0.0) + active_w * (now - last_t) * u / norm
+            last_t = now
         m1 = daemon.next_sample()
         e1 = nvml.energy_mj()
         t1, c1 = time.time(), daemon.cpu_s()
@@ -295,6 +305,8 @@ def main() -> int:
         pids = {"tiny-llm": int(pid_llm.read_text()), "batch-matmul": int(pid_mm.read_text())}
         report = build_report(args, check, idle_measured, learned, m0, m1, e0, e1, t0, t1, c1 - c0, rss,
                               v0, v1, util, pids)
+        wsum = sum(weighted.values()) or 1.0
+        report["shares"]["energy_weighted_sm_util"] = {name: weighted.get(pid, 0.0) / wsum for name, pid in pids.items()}
         report["shares"]["raw_first_samples"] = nvml.raw
     finally:
         for p in procs:
@@ -387,14 +399,20 @@ def write_report(r: dict, out: Path, simulated: bool) -> None:
           f"(error {f(e['error_pct'], 3)} %, target ±1 %); mean power {e['mean_power_w']:.1f} W |",
           f"| Σ attributed endpoint GPU energy vs GPU energy | {c['sum_attributed_gpu_j']:.3f} J vs {c['gpu_j']:.3f} J "
           f"(error {f(c['error_pct'], 6)} %) |"]
+    ew = s.get("energy_weighted_sm_util", {})
     for name in ("tiny-llm", "batch-matmul"):
-        md.append(f"| {name}: attributed active-GPU share vs measured SM-util share | "
-                  f"{100 * s['attributed_active'][name]:.1f} % vs {100 * s['sm_util_measured'][name]:.1f} % |")
+        md.append(f"| {name}: attributed active-GPU share vs SM-util share (time average; energy-weighted at "
+                  f"100 ms) | {100 * s['attributed_active'][name]:.1f} % vs {100 * s['sm_util_measured'][name]:.1f} % "
+                  f"({100 * ew.get(name, 0.0):.1f} % energy-weighted) |")
     md += [f"| Idle power: learned by Wattprint vs measured (no workload) | "
            + ", ".join(f"{v:.1f} W ({k})" for k, v in i["wattprint"].items()) + f" vs {i['measured_w']:.1f} W |",
            f"| Served endpoint `{sv['endpoint']}` | {sv['requests']:.0f} requests, {sv['generation_tokens']:.0f} tokens: "
            f"{f(sv['j_per_request'])} J/request, {f(sv['j_per_token'], 3)} J/token |",
            f"| Daemon overhead | {d['cpu_percent_of_one_core']:.2f} % of one core, RSS {d['rss_mb']:.1f} MB |", "",
+           "The attributed share splits each 1 s interval's active energy by that interval's SM-utilisation "
+           "samples, so it is energy-weighted: it follows the energy-weighted reference (power above idle × each "
+           "process's latest SM share, integrated every 100 ms by this script) more than the plain time average "
+           "when power and the process mix move together.", "",
            "Energy by endpoint in the window (GPU, J): "
            + ", ".join(f"`{k}` {v:.1f}" for k, v in sorted(c["by_endpoint_j"].items(), key=lambda kv: -kv[1]))]
     (out / f"{stem}.md").write_text("\n".join(md) + "\n")
