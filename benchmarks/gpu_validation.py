@@ -29,6 +29,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -285,13 +286,21 @@ def main() -> int:
         util: dict[int, float] = {}      # Σ SM % per pid over every sample (time share)
         weighted: dict[int, float] = {}  # ∫ (P − P_idle) × util_pid / Σutil dt at 100 ms (energy share)
         latest: dict[int, float] = {}
+        fresh_at: dict[int, float] = {}
+        pmon: list[str] = []  # nvidia-smi's own per-process view, three times in the window
         last_t = time.time()
         while last_t - t0 < args.window:
             time.sleep(0.1)
+            now = time.time()
             for pid, xs in nvml.util_samples().items():
                 util[pid] = util.get(pid, 0.0) + sum(xs)
                 latest[pid] = xs[-1]
-            now, active_w = time.time(), max(0.0, nvml.power_w() - idle_measured)
+                fresh_at[pid] = now
+            latest = {pid: u for pid, u in latest.items() if now - fresh_at[pid] < 0.6}  # no new sample: idle
+            active_w = max(0.0, nvml.power_w() - idle_measured)
+            if len(pmon) < 3 and now - t0 > 20 * (len(pmon) + 1) and shutil.which("nvidia-smi"):
+                pmon.append(subprocess.run(["nvidia-smi", "pmon", "-c", "1", "-s", "u"], capture_output=True,
+                                           text=True, timeout=10).stdout)
             norm = sum(latest.values())
             for pid, u in latest.items():
                 if norm > 0:
@@ -308,6 +317,7 @@ def main() -> int:
         wsum = sum(weighted.values()) or 1.0
         report["shares"]["energy_weighted_sm_util"] = {name: weighted.get(pid, 0.0) / wsum for name, pid in pids.items()}
         report["shares"]["raw_first_samples"] = nvml.raw
+        report["shares"]["nvidia_smi_pmon"] = pmon
     finally:
         for p in procs:
             p.terminate()
