@@ -59,6 +59,22 @@ METRICS: tuple[Metric, ...] = (
     _m("grid_intensity_grams_per_kwh", "gauge", "region zone provider signal", "grams_per_kwh",
        "Grid carbon intensity in use (gCO2e/kWh); signal=average feeds the totals, "
        "signal=marginal is advice only."),
+    # --- carbon ------------------------------------------------------------------------------
+    _m("node_co2e_grams_total", "counter", "scope", "grams",
+       "Node emissions (scope=operational|embodied); equals the sum over the endpoint series."),
+    _m("counterfactual_co2e_grams_total", "counter", ENDPOINT_LABELS + " region", "grams",
+       "The same attributed energy priced at a candidate region's bundled intensity (same PUE): "
+       "what serving it there would have emitted."),
+    _m("grid_intensity_age_seconds", "gauge", "provider zone signal", "seconds",
+       "Age of the intensity reading (now minus the data point's own time); 0 for the static value."),
+    _m("carbon_info", "info", "region provider zone source how", "",
+       "The intensity in use for the totals: region, provider (a live provider or static), zone, "
+       "where the value comes from, and how the region was chosen."),
+    _m("pue_ratio", "gauge", "source", "ratio", "Power usage effectiveness applied to the energy."),
+    _m("embodied_grams_per_gpu_second", "gauge", "", "grams",
+       "Amortised manufacturing emissions charged per GPU-second of residency."),
+    _m("model_training_co2e_grams", "gauge", "model", "grams",
+       "Training footprint per served model, from configuration (e.g. model cards)."),
     # --- node and device detail ---------------------------------------------------------------
     _m("node_energy_joules_total", "counter", "component", "joules",
        "Node energy by non-overlapping component (gpu, cpu, dram): what attribution splits."),

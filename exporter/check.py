@@ -69,12 +69,39 @@ def diagnose(cfg: Config) -> dict[str, Any]:
     report["cpu_estimate"] = {"used": not report["rapl"]["usable"], "vcpus": model.vcpus,
                               "min_watts_per_vcpu": model.min_w, "max_watts_per_vcpu": model.max_w,
                               "model": model.describe(), "source": ESTIMATE_SOURCE}
+    report["carbon"] = _carbon(cfg)
     try:
         pids = [n for n in os.listdir(cfg.path.procfs) if n.isdigit()]
         report["procfs"] = {"readable": True, "processes": len(pids)}
     except OSError as e:
         report["procfs"] = {"readable": False, "detail": f"{cfg.path.procfs}: {e.strerror}"}
     return report
+
+
+def _carbon(cfg: Config) -> dict[str, Any]:
+    """Region, provider, intensity and its source; live providers are polled once (short timeout)."""
+    import asyncio
+
+    from .cli import build_carbon, resolve_region
+
+    async def run() -> Any:
+        carbon = build_carbon(cfg, await resolve_region(cfg))
+        if cfg.carbon.providers:
+            try:
+                await asyncio.wait_for(carbon.service.poll_once(), timeout=10)
+            except TimeoutError:
+                pass
+        return carbon
+
+    carbon = asyncio.run(run())
+    cur = carbon.current()
+    return {"region": carbon.region.key, "region_from": carbon.region.how,
+            "provider": cur.provider, "zone": cur.zone, "grams_per_kwh": cur.grams_per_kwh,
+            "age_s": cur.age_s, "source": cur.source, "static_grams_per_kwh": carbon.region.grams_per_kwh,
+            "static_source": carbon.region.source, "pue": carbon.pue, "pue_source": carbon.pue_source,
+            "providers": {name: {"up": st["up"], "last_error": st["last_error"]}
+                          for name, st in carbon.service.stats().items()},
+            "counterfactual_regions": carbon.counterfactual}
 
 
 def _advice(report: dict[str, Any]) -> list[str]:
@@ -93,6 +120,9 @@ def _advice(report: dict[str, Any]) -> list[str]:
         else:
             out.append("CPU: no RAPL here, so CPU energy is an estimate (method=\"estimate\"); tune it with "
                        "--cpu.estimate-min-watts-per-vcpu / --cpu.estimate-max-watts-per-vcpu.")
+    if report["carbon"]["region"] == "unknown":
+        out.append("Carbon: set --carbon.region (e.g. aws:us-east-1, europe-west4, FR; `wattprint regions` "
+                   "lists them) — until then the world average intensity is used.")
     return out
 
 
@@ -119,6 +149,13 @@ def render_text(report: dict[str, Any]) -> str:
     p = report["procfs"]
     lines.append(f"{ok if p['readable'] else no} procfs: " + (f"{p['processes']} processes visible"
                  if p["readable"] else p["detail"]))
+    c = report["carbon"]
+    mark = ok if c["region"] != "unknown" else no
+    live = f", live from {c['provider']} (zone {c['zone']}, {c['age_s']:.0f} s old)" if c["provider"] != "static" else ""
+    lines.append(f"{mark} Carbon: region {c['region']} (from {c['region_from']}): {c['grams_per_kwh']:.1f} gCO2e/kWh"
+                 f"{live}; source: {c['source']}; PUE {c['pue']:g} ({c['pue_source']})")
+    for name, st in c["providers"].items():
+        lines.append(f"    provider {name}: {'up' if st['up'] else 'DOWN: ' + str(st['last_error'])}")
     if report["vm"]:
         lines.append(f"ℹ virtual machine detected: {report['vm']}")
     advice = _advice(report)

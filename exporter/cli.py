@@ -88,7 +88,63 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_sampler(cfg: config.Config) -> Any:
+def build_carbon(cfg: config.Config, region: Any) -> Any:
+    """The carbon accounting for this node (``region``: an accounting.Region)."""
+    from .carbon import accounting, providers
+
+    live = []
+    for raw in cfg.carbon.providers:
+        opts = dict(raw)
+        live.append(providers.build(opts.pop("type"), **opts))
+    c = cfg.carbon
+    return accounting.build(
+        region=region, pue=c.pue, providers=live, max_age_s=c.max_age,
+        counterfactual_regions=c.counterfactual_regions,
+        embodied_cfg={"per_gpu_kg": c.embodied_gpu_kg, "server_kg": c.embodied_server_kg,
+                      "gpus_per_server": c.embodied_gpus_per_server, "lifetime_years": c.embodied_lifetime_years},
+        training_tonnes=c.training_co2e_tonnes)
+
+
+async def resolve_region(cfg: config.Config) -> Any:
+    """carbon.region, else cloud instance metadata (when allowed), else the world average."""
+    from .carbon import accounting
+
+    if cfg.carbon.region:
+        return accounting.resolve_static(cfg.carbon.region, "config")
+    try:
+        from .carbon import region as detect
+    except ImportError:
+        detect = None  # type: ignore[assignment]
+    if detect is not None and _may_ask_metadata(cfg):
+        guess = await detect.detect_cloud_region(timeout_s=1.0)
+        if guess is not None:
+            try:
+                return accounting.resolve_static(guess.key, guess.source)
+            except KeyError:
+                log.warning("region %s from %s is not in the bundled dataset", guess.key, guess.source)
+    log.warning("carbon.region is not set and no region was detected: using the world average "
+                "intensity; set --carbon.region (see `wattprint regions`)")
+    return accounting.resolve_static(None, "")
+
+
+def _may_ask_metadata(cfg: config.Config) -> bool:
+    """detect_region=auto asks cloud metadata only where the firmware names a cloud vendor."""
+    if cfg.carbon.detect_region != "auto":
+        return cfg.carbon.detect_region == "on"
+    import os
+
+    for name in ("sys_vendor", "bios_vendor", "board_vendor"):
+        try:
+            with open(os.path.join(cfg.path.sysfs, "class/dmi/id", name)) as fh:
+                vendor = fh.read().strip()
+        except OSError:
+            continue
+        if vendor.startswith(("Amazon", "Google", "Microsoft")):
+            return True
+    return False
+
+
+def build_sampler(cfg: config.Config, carbon: Any = None) -> Any:
     from .identity.resolver import Resolver, Rule
     from .sampler import Sampler
     from .sensors import cpu_model, open_gpu, open_rapl
@@ -100,7 +156,7 @@ def build_sampler(cfg: config.Config) -> Any:
                    interval_s=cfg.sample.interval, idle_power_config=cfg.gpu.idle_power_watts,
                    gpu_idle_policy=cfg.attribution.gpu_idle_policy,
                    cpu_idle_policy=cfg.attribution.cpu_idle_policy, level=cfg.attribution.level,
-                   max_series=cfg.attribution.max_series)
+                   max_series=cfg.attribution.max_series, carbon=carbon)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -111,26 +167,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     cfg = load_config(args)
     logs.setup(cfg.log.level, cfg.log.format)
-    try:
-        sampler = build_sampler(cfg)
-    except MeterError as e:
-        log.error("%s", e)
-        return 2
-    gpu = sampler.gpu.status if sampler.gpu is not None else None
-    if gpu is not None and gpu.state != "ok":
-        log.info("no GPU metering: %s", gpu.detail)
-    elif gpu is not None:
-        log.info("GPU metering via %s: %s, driver %s", gpu.backend, gpu.detail, gpu.driver)
-        if gpu.backend == "simulated":
-            log.warning("SIMULATED GPUs in use (--gpu.backend=simulated): numbers are a test double")
-    log.info("CPU energy via %s", sampler.cpu_method)
     host, port = config.split_listen_address(cfg.web.listen_address)
     # The sampler thread holds the GIL while it reads procfs and renders; a short switch interval
     # lets the HTTP thread answer a scrape within ~1 ms instead of waiting up to 5 ms per hand-off.
     sys.setswitchinterval(0.0005)
-    sampler.start()
 
-    async def main() -> None:
+    async def main() -> int:
+        carbon = build_carbon(cfg, await resolve_region(cfg))
+        log.info("carbon: region %s (%s), %g gCO2e/kWh static (%s), PUE %g (%s)", carbon.region.key,
+                 carbon.region.how, carbon.region.grams_per_kwh, carbon.region.source, carbon.pue,
+                 carbon.pue_source)
+        try:
+            sampler = build_sampler(cfg, carbon)
+        except MeterError as e:
+            log.error("%s", e)
+            return 2
+        gpu = sampler.gpu.status if sampler.gpu is not None else None
+        if gpu is not None and gpu.state != "ok":
+            log.info("no GPU metering: %s", gpu.detail)
+        elif gpu is not None:
+            log.info("GPU metering via %s: %s, driver %s", gpu.backend, gpu.detail, gpu.driver)
+            if gpu.backend == "simulated":
+                log.warning("SIMULATED GPUs in use (--gpu.backend=simulated): numbers are a test double")
+        log.info("CPU energy via %s", sampler.cpu_method)
         runner = web.AppRunner(make_app(sampler, cfg.web.telemetry_path), access_log=None,
                                handle_signals=False)
         await runner.setup()
@@ -139,22 +198,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
             await site.start()
         except OSError as e:
             raise SystemExit(f"cannot listen on {cfg.web.listen_address}: {e.strerror}") from None
+        sampler.start()
+        intensity = asyncio.create_task(carbon.service.run())
         log.info("listening on %s (metrics at %s)", cfg.web.listen_address, cfg.web.telemetry_path)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        log.info("shutting down")
-        await runner.cleanup()
+        try:
+            await stop.wait()
+        finally:
+            log.info("shutting down")
+            intensity.cancel()
+            await runner.cleanup()
+            sampler.stop()
+            if sampler.gpu is not None:
+                sampler.gpu.close()
+        return 0
 
-    try:
-        asyncio.run(main())
-    finally:
-        sampler.stop()
-        if sampler.gpu is not None:
-            sampler.gpu.close()
-    return 0
+    return asyncio.run(main())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -156,6 +156,81 @@ class AttributionConfig(_Section):
         return v
 
 
+class CarbonConfig(_Section):
+    region: str | None = Field(
+        None, description="Where this node's grid is: a dataset key or name (aws:us-east-1, "
+        "europe-west4, westeurope, FR; list them with `wattprint regions`). Unset: the node's "
+        "Kubernetes region label or cloud instance metadata, else the world average.")
+    detect_region: Literal["auto", "on", "off"] = Field(
+        "auto", description="Ask cloud instance metadata (AWS IMDSv2, GCP, Azure; 1 s timeout) "
+        "for the region when carbon.region is unset: auto = only on hosts whose firmware names a "
+        "cloud vendor.")
+    pue: float | None = Field(
+        None, ge=1.0, le=3.0, description="Power usage effectiveness of the facility. Default: "
+        "the cloud's published constant (AWS 1.135, GCP 1.1, Azure 1.185; Cloud Carbon "
+        "Footprint), else 1.0 (IT energy only, as CodeCarbon).")
+    max_age: float = Field(
+        7200.0, description="A live reading older than this falls back to the bundled value.")
+    embodied_gpu_kg: float = Field(150.0, ge=0, le=5000, description="Manufacturing emissions "
+                                   "per GPU, kgCO2e (BLOOM; published range ~15-575).")
+    embodied_server_kg: float = Field(2500.0, ge=0, le=50000, description="Manufacturing emissions "
+                                      "per server excluding GPUs, kgCO2e (BLOOM, HPE Apollo 6500).")
+    embodied_gpus_per_server: int = Field(8, ge=1, le=64, description="GPUs sharing one server's "
+                                          "embodied emissions.")
+    embodied_lifetime_years: float = Field(4.0, gt=0, le=20, description="Amortisation period "
+                                           "(Cloud Carbon Footprint 4 y; BLOOM 6 y).")
+    providers: list[dict[str, Any]] = Field(
+        default_factory=list, description="Live intensity providers (file only), tried in order: "
+        "[{type: electricitymaps|watttime|ukgrid|file, ...options}]; secrets as <name>_file or "
+        "<name>_env, never inline.")
+    counterfactual_regions: list[str] = Field(
+        default_factory=list, description="Candidate regions (file only) whose bundled intensity "
+        "prices the same energy in wattprint_counterfactual_co2e_grams_total.")
+    training_co2e_tonnes: dict[str, float] = Field(
+        default_factory=dict, description="Training footprint per served model name (file only), "
+        "tCO2e, e.g. from model cards.")
+
+    @field_validator("max_age", mode="before")
+    @classmethod
+    def _age(cls, v: Any) -> float:
+        return parse_duration(v)
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, v: str | None) -> str | None:
+        if v:
+            from .carbon import regions
+
+            try:
+                regions.lookup(v)
+            except KeyError as e:
+                raise ValueError(str(e.args[0]) if e.args else f"unknown region {v!r}") from None
+        return v
+
+    @field_validator("counterfactual_regions")
+    @classmethod
+    def _cf(cls, v: list[str]) -> list[str]:
+        for name in v:
+            cls._region(name)
+        return v
+
+    @field_validator("providers")
+    @classmethod
+    def _providers(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from .carbon import providers
+
+        for i, raw in enumerate(v):
+            opts = dict(raw)
+            kind = opts.pop("type", None)
+            if kind not in providers.PROVIDERS:
+                raise ValueError(f"providers[{i}].type={kind!r}: use one of {sorted(providers.PROVIDERS)}")
+            try:
+                providers.build(kind, **opts)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"providers[{i}] ({kind}): {e}") from None
+        return v
+
+
 class Config(_Section):
     web: WebConfig = Field(default_factory=WebConfig)
     path: PathConfig = Field(default_factory=PathConfig)
@@ -164,6 +239,7 @@ class Config(_Section):
     gpu: GpuConfig = Field(default_factory=GpuConfig)
     cpu: CpuConfig = Field(default_factory=CpuConfig)
     attribution: AttributionConfig = Field(default_factory=AttributionConfig)
+    carbon: CarbonConfig = Field(default_factory=CarbonConfig)
 
 
 def split_listen_address(addr: str) -> tuple[str, int]:

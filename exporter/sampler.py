@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from . import __version__, attribution
+from .carbon import accounting
+from .carbon.accounting import Carbon
 from .exposition import Renderer, Snapshot
 from .identity.resolver import SYSTEM, UNALLOCATED, Resolver, Workload
 from .ledger import Ledger
@@ -48,6 +50,7 @@ class Sampler:
                  idle_power_config: dict[str, float] | None = None,
                  gpu_idle_policy: str = "memory", cpu_idle_policy: str = "system",
                  level: str = "endpoint", max_series: int = 2000, util_poll_s: float = 0.2,
+                 carbon: Carbon | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.gpu, self.rapl, self.cpu_model, self.procs = gpu, rapl, cpu_model, procs
         self.resolver = resolver
@@ -56,6 +59,7 @@ class Sampler:
         self.gpu_idle_policy, self.cpu_idle_policy, self.level = gpu_idle_policy, cpu_idle_policy, level
         self.clock = clock
         self.util_poll_s = util_poll_s
+        self.carbon = carbon
         self.ledger = Ledger(max_series)
         self.renderer = Renderer()
         self.collectors: dict[str, CollectorState] = {}
@@ -285,6 +289,8 @@ class Sampler:
         except ValueError as e:  # bad input from a meter: keep every joule, visibly unattributed
             self._fail("attribution", "invalid_input", str(e))
             shares = _unattributed(gpu_ivs, cpu_iv)
+        by_workload: dict[Workload, float] = {}
+        residency: dict[tuple[str, str], dict[Workload, float]] = {}  # (GPU, mode|"any") -> joules by workload
         for s in shares:
             if s.key == attribution.UNALLOCATED:
                 w = UNALLOCATED
@@ -292,6 +298,11 @@ class Sampler:
                 w = SYSTEM
             else:
                 w = self.resolver.resolve(s.key, procs, on_gpu=s.key in on_gpu)
+            by_workload[w] = by_workload.get(w, 0.0) + s.joules
+            if s.component == "gpu":  # who holds each GPU: idle (residency) shares, else any share
+                for mode in (s.mode, "any"):
+                    dev = residency.setdefault((s.device, mode), {})
+                    dev[w] = dev.get(w, 0.0) + s.joules
             self.ledger.add("endpoint_energy_joules_total",
                             (w.namespace, w.endpoint, w.model, s.component, s.mode), s.joules)
             if self.level in ("pod", "process") and w.pod:
@@ -303,6 +314,27 @@ class Sampler:
                                 (w.namespace, w.endpoint, w.model, str(s.key), comm, s.component, s.mode),
                                 s.joules)
         self.resolver.forget(procs)
+        if self.carbon is not None:
+            self._account_carbon(by_workload, residency, {iv.device: iv.dt_s for iv in gpu_ivs})
+
+    def _account_carbon(self, by_workload: dict[Workload, float],
+                        residency: dict[tuple[str, str], dict[Workload, float]], gpu_dt: dict[str, float]) -> None:
+        """ΔCO2e = ΔE × PUE × intensity(now), per workload and for the node; embodied per GPU-second;
+        counterfactual regions. The intensity is read from memory (no I/O)."""
+        c = self.carbon
+        assert c is not None
+        k = c.grams_per_joule(c.current())
+        op = accounting.operational(by_workload, k)
+        for w, g in op.items():
+            self.ledger.add("endpoint_co2e_grams_total", (w.namespace, w.endpoint, w.model, "operational"), g)
+        self.ledger.add("node_co2e_grams_total", ("operational",), sum(op.values()))
+        holders = {dev: residency.get((dev, "idle")) or residency.get((dev, "any"), {}) for dev in gpu_dt}
+        emb = accounting.embodied(holders, gpu_dt, c.embodied_g_per_gpu_s, UNALLOCATED)
+        for w, g in emb.items():
+            self.ledger.add("endpoint_co2e_grams_total", (w.namespace, w.endpoint, w.model, "embodied"), g)
+        self.ledger.add("node_co2e_grams_total", ("embodied",), sum(emb.values()))
+        for (w, region), g in accounting.counterfactual(by_workload, c.pue, c.counterfactual).items():
+            self.ledger.add("counterfactual_co2e_grams_total", (w.namespace, w.endpoint, w.model, region), g)
 
     # --- exposition ------------------------------------------------------------------------
     def _render(self, snap: Snapshot) -> None:
@@ -324,6 +356,8 @@ class Sampler:
                                       st.backend, st.driver), 1)
         for name, c in self.collectors.items():
             snap.set("collector_up", (name,), 1.0 if c.up else 0.0)
+        if self.carbon is not None:
+            self._render_carbon(snap)
         snap.set("cpu_busy_ratio", (), self.busy_ratio)
         snap.set("sample_duration_seconds", (), self.last_duration_s)
         snap.set("samples_total", (), float(self.samples))
@@ -332,6 +366,27 @@ class Sampler:
         snap.set("processes_tracked", (), float(len(self.procs.procs)))
         self.renderer.render(snap)
 
+
+    def _render_carbon(self, snap: Snapshot) -> None:
+        c = self.carbon
+        assert c is not None
+        cur = c.current()
+        region = c.region.key
+        snap.set("carbon_info", (region, cur.provider, cur.zone, cur.source, c.region.how), 1)
+        snap.set("grid_intensity_grams_per_kwh", (region, c.region.key, "static", "average"), c.region.grams_per_kwh)
+        snap.set("grid_intensity_age_seconds", ("static", c.region.key, "average"), 0.0)
+        now = time.time()
+        for r in c.service.readings():
+            snap.set("grid_intensity_grams_per_kwh", (region, r.zone, r.provider, r.signal), r.grams_per_kwh)
+            snap.set("grid_intensity_age_seconds", (r.provider, r.zone, r.signal), max(0.0, now - r.observed_at))
+        for name, st in c.service.stats().items():
+            snap.set("collector_up", (f"intensity_{name}",), 1.0 if st["up"] else 0.0)
+            for kind, n in st["errors"].items():
+                snap.set("collector_errors_total", (f"intensity_{name}", kind), float(n))
+        snap.set("pue_ratio", (c.pue_source,), c.pue)
+        snap.set("embodied_grams_per_gpu_second", (), c.embodied_g_per_gpu_s)
+        for model, g in c.training_g.items():
+            snap.set("model_training_co2e_grams", (model,), g)
 
 
 def _unattributed(gpu_ivs: list[attribution.GpuInterval],
