@@ -144,7 +144,7 @@ def _may_ask_metadata(cfg: config.Config) -> bool:
     return False
 
 
-def build_sampler(cfg: config.Config, carbon: Any = None) -> Any:
+def build_sampler(cfg: config.Config, carbon: Any = None, cluster: Any = None) -> Any:
     from .identity.resolver import Resolver, Rule
     from .sampler import Sampler
     from .sensors import cpu_model, open_gpu, open_rapl
@@ -152,11 +152,12 @@ def build_sampler(cfg: config.Config, carbon: Any = None) -> Any:
 
     rules = [Rule.parse(r, f"attribution.rules[{i}]") for i, r in enumerate(cfg.attribution.rules)]
     return Sampler(gpu=open_gpu(cfg), rapl=open_rapl(cfg), cpu_model=cpu_model(cfg),
-                   procs=ProcessTable(cfg.path.procfs), resolver=Resolver(rules),
+                   procs=ProcessTable(cfg.path.procfs), resolver=Resolver(rules, pods=cluster),
                    interval_s=cfg.sample.interval, idle_power_config=cfg.gpu.idle_power_watts,
                    gpu_idle_policy=cfg.attribution.gpu_idle_policy,
                    cpu_idle_policy=cfg.attribution.cpu_idle_policy, level=cfg.attribution.level,
-                   max_series=cfg.attribution.max_series, carbon=carbon)
+                   max_series=cfg.attribution.max_series, carbon=carbon,
+                   gpu_owners=(lambda: cluster.gpu_owners) if cluster is not None else None)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -177,11 +178,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log.info("carbon: region %s (%s), %g gCO2e/kWh static (%s), PUE %g (%s)", carbon.region.key,
                  carbon.region.how, carbon.region.grams_per_kwh, carbon.region.source, carbon.pue,
                  carbon.pue_source)
+        from .identity.cluster import open_cluster
+        from .identity.kubernetes import PodCacheError
+
         try:
-            sampler = build_sampler(cfg, carbon)
-        except MeterError as e:
+            cluster = open_cluster(cfg.kubernetes)
+            sampler = build_sampler(cfg, carbon, cluster)
+        except (MeterError, PodCacheError) as e:
             log.error("%s", e)
             return 2
+        if cluster is not None:
+            log.info("Kubernetes: watching pods of node %s via %s; pod-resources %s", cluster.pods.node_name,
+                     cluster.pods.api_url, cluster.podres_state)
         gpu = sampler.gpu.status if sampler.gpu is not None else None
         if gpu is not None and gpu.state != "ok":
             log.info("no GPU metering: %s", gpu.detail)
@@ -199,7 +207,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except OSError as e:
             raise SystemExit(f"cannot listen on {cfg.web.listen_address}: {e.strerror}") from None
         sampler.start()
-        intensity = asyncio.create_task(carbon.service.run())
+        background = [asyncio.create_task(carbon.service.run())]
+        if cluster is not None:
+            background.append(asyncio.create_task(cluster.run()))
         log.info("listening on %s (metrics at %s)", cfg.web.listen_address, cfg.web.telemetry_path)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -209,7 +219,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             await stop.wait()
         finally:
             log.info("shutting down")
-            intensity.cancel()
+            for task in background:
+                task.cancel()
             await runner.cleanup()
             sampler.stop()
             if sampler.gpu is not None:

@@ -231,6 +231,28 @@ class CarbonConfig(_Section):
         return v
 
 
+class KubernetesConfig(_Section):
+    enabled: Literal["auto", "on", "off"] = Field(
+        "auto", description="Label processes with pod metadata from a node-scoped pod watch: auto "
+        "= when running in a pod (KUBERNETES_SERVICE_HOST is set).")
+    node_name: str | None = Field(
+        None, description="This node's name (default: $NODE_NAME, from the downward API "
+        "spec.nodeName); the pod watch is limited to it.")
+    api_url: str | None = Field(
+        None, description="API server URL (default: in-cluster, https://$KUBERNETES_SERVICE_HOST).")
+    token_file: str | None = Field(None, description="Bearer token file (default: the service "
+                                   "account's, re-read when it rotates).")
+    ca_file: str | None = Field(None, description="CA bundle for the API server (default: the "
+                                "service account's ca.crt).")
+    pod_resources_socket: str = Field(
+        "/var/lib/kubelet/pod-resources/kubelet.sock", description="kubelet pod-resources socket: "
+        "GPU → pod assignments, used when mounted.")
+    model_labels: list[str] = Field(
+        default_factory=lambda: ["serving.kserve.io/inferenceservice", "llm-d.ai/model",
+                                 "app.kubernetes.io/name"],
+        description="Pod labels (file only) whose value is the served model, first match wins.")
+
+
 class Config(_Section):
     web: WebConfig = Field(default_factory=WebConfig)
     path: PathConfig = Field(default_factory=PathConfig)
@@ -240,6 +262,7 @@ class Config(_Section):
     cpu: CpuConfig = Field(default_factory=CpuConfig)
     attribution: AttributionConfig = Field(default_factory=AttributionConfig)
     carbon: CarbonConfig = Field(default_factory=CarbonConfig)
+    kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
 
 
 def split_listen_address(addr: str) -> tuple[str, int]:

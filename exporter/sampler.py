@@ -50,7 +50,7 @@ class Sampler:
                  idle_power_config: dict[str, float] | None = None,
                  gpu_idle_policy: str = "memory", cpu_idle_policy: str = "system",
                  level: str = "endpoint", max_series: int = 2000, util_poll_s: float = 0.2,
-                 carbon: Carbon | None = None,
+                 carbon: Carbon | None = None, gpu_owners: Callable[[], dict[str, Workload]] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.gpu, self.rapl, self.cpu_model, self.procs = gpu, rapl, cpu_model, procs
         self.resolver = resolver
@@ -60,6 +60,7 @@ class Sampler:
         self.clock = clock
         self.util_poll_s = util_poll_s
         self.carbon = carbon
+        self.gpu_owners = gpu_owners or dict   # GPU UUID -> workload that was allocated the GPU
         self.ledger = Ledger(max_series)
         self.renderer = Renderer()
         self.collectors: dict[str, CollectorState] = {}
@@ -291,11 +292,17 @@ class Sampler:
             shares = _unattributed(gpu_ivs, cpu_iv)
         by_workload: dict[Workload, float] = {}
         residency: dict[tuple[str, str], dict[Workload, float]] = {}  # (GPU, mode|"any") -> joules by workload
+        owners = self.gpu_owners()
+        uuid = {f"gpu{d.index}": d.uuid for d in self.gpu.devices} if owners and self.gpu else {}
         for s in shares:
+            # a GPU allocated to a pod belongs to it: idle with no process, or processes we cannot see
+            owner = owners.get(uuid.get(s.device, "")) if owners and s.component == "gpu" else None
             if s.key == attribution.UNALLOCATED:
-                w = UNALLOCATED
+                w = owner or UNALLOCATED
             elif s.key == attribution.SYSTEM:
                 w = SYSTEM
+            elif owner is not None and s.key not in procs:
+                w = owner
             else:
                 w = self.resolver.resolve(s.key, procs, on_gpu=s.key in on_gpu)
             by_workload[w] = by_workload.get(w, 0.0) + s.joules
