@@ -59,6 +59,15 @@ METRICS: tuple[Metric, ...] = (
     _m("grid_intensity_grams_per_kwh", "gauge", "region zone provider signal", "grams_per_kwh",
        "Grid carbon intensity in use (gCO2e/kWh); signal=average feeds the totals, "
        "signal=marginal is advice only."),
+    _m("endpoint_budget_grams_per_request", "gauge", ENDPOINT_LABELS, "grams",
+       "Emissions budget per request from configuration (one alert rule compares every endpoint "
+       "with its own budget)."),
+    _m("engine_scrape_up", "gauge", ENDPOINT_LABELS + " engine", "",
+       "1 when the inference server's /metrics was read and parsed at the last attempt."),
+    _m("engine_scrape_errors_total", "counter", "endpoint engine kind", "",
+       "Failed engine scrapes by kind (timeout, http, parse, too_large)."),
+    _m("engine_counter_resets_total", "counter", "endpoint engine", "",
+       "Engine counters that went backwards (server restart); the normalised counters continue."),
     # --- carbon ------------------------------------------------------------------------------
     _m("node_co2e_grams_total", "counter", "scope", "grams",
        "Node emissions (scope=operational|embodied); equals the sum over the endpoint series."),
