@@ -31,7 +31,8 @@ def _config_parent() -> argparse.ArgumentParser:
             default = f"{f.default:g}s"
         help_ = (f"{f.description} Default: {default}. Env: {config.env_name(section, key)}."
                  ).replace("%", "%%").replace("%%%%", "%%")
-        g.add_argument(config.flag_name(section, key), dest=f"cfg:{section}:{key}", default=None,
+        g.add_argument(config.flag_name(section, key), *config.FLAG_ALIASES.get((section, key), ()),
+                       dest=f"cfg:{section}:{key}", default=None,
                        metavar=key.split("_")[-1].upper(), choices=choices, help=help_)
     return p
 
@@ -160,14 +161,33 @@ def build_sampler(cfg: config.Config, carbon: Any = None, cluster: Any = None) -
                    gpu_owners=(lambda: cluster.gpu_owners) if cluster is not None else None)
 
 
+def start_engines(cfg: config.Config, sampler: Any) -> Any:
+    """Engine scraping: discovered targets plus configured ones; budgets as gauges."""
+    from .engine_scraper import EngineScraper, Target
+    from .identity.resolver import Workload
+
+    e = cfg.engines
+    sampler.static_targets = [Target(Workload(t.get("namespace", ""), t["endpoint"], t.get("model", "")),
+                                     t["engine"], t["url"], t.get("model", "")) for t in e.targets]
+    sampler.budgets = [((b.get("namespace", ""), b["endpoint"], b.get("model", "")), float(b["grams_per_request"]))
+                       for b in e.budgets]
+    scraper = EngineScraper(sampler.engine_targets, e.interval, e.timeout, e.max_bytes)
+    sampler.engines = scraper
+    return scraper
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
+    from . import webconfig
     from .sensors import MeterError
     from .server import make_app
 
     cfg = load_config(args)
     logs.setup(cfg.log.level, cfg.log.format)
+    # A bad web config file is a ConfigError: main() prints it and exits 2 before anything starts.
+    security = (webconfig.WebSecurity(webconfig.load(cfg.web.config_file))
+                if cfg.web.config_file else None)
     host, port = config.split_listen_address(cfg.web.listen_address)
     # The sampler thread holds the GIL while it reads procfs and renders; a short switch interval
     # lets the HTTP thread answer a scrape within ~1 ms instead of waiting up to 5 ms per hand-off.
@@ -198,18 +218,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
             if gpu.backend == "simulated":
                 log.warning("SIMULATED GPUs in use (--gpu.backend=simulated): numbers are a test double")
         log.info("CPU energy via %s", sampler.cpu_method)
-        runner = web.AppRunner(make_app(sampler, cfg.web.telemetry_path), access_log=None,
-                               handle_signals=False)
+        runner = web.AppRunner(make_app(sampler, cfg.web.telemetry_path, security), access_log=None,
+                               handle_signals=False, **webconfig.SERVER_LIMITS)
         await runner.setup()
-        site = web.TCPSite(runner, host, port, backlog=256, reuse_address=True)
+        site = web.TCPSite(runner, host, port, backlog=256, reuse_address=True,
+                           ssl_context=security.ssl if security is not None else None)
         try:
             await site.start()
         except OSError as e:
             raise SystemExit(f"cannot listen on {cfg.web.listen_address}: {e.strerror}") from None
         sampler.start()
         background = [asyncio.create_task(carbon.service.run())]
+        if cfg.engines.enabled:
+            background.append(asyncio.create_task(start_engines(cfg, sampler).run()))
         if cluster is not None:
             background.append(asyncio.create_task(cluster.run()))
+        if security is not None:
+            background.append(webconfig.Reloader(security).start())
+            log.info("web config %s: %s", cfg.web.config_file, webconfig.describe(security.config))
         log.info("listening on %s (metrics at %s)", cfg.web.listen_address, cfg.web.telemetry_path)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -221,6 +247,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             log.info("shutting down")
             for task in background:
                 task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             await runner.cleanup()
             sampler.stop()
             if sampler.gpu is not None:

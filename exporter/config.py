@@ -12,16 +12,20 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 ENV_PREFIX = "WATTPRINT_"
 DEFAULT_PORT = 10066  # see README "Port": not in the Prometheus default port allocations list
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+Duration = Annotated[float, BeforeValidator(lambda v: parse_duration(v))]
+"""Seconds, written as 5, 5s, 500ms, 2m or 1h."""
 
 
 class ConfigError(Exception):
@@ -46,6 +50,10 @@ class WebConfig(_Section):
     listen_address: str = Field(
         f":{DEFAULT_PORT}", description="Address to serve /metrics on: host:port, :port or [v6]:port.")
     telemetry_path: str = Field("/metrics", description="Path under which metrics are served.")
+    config_file: str | None = Field(
+        None, description="Web configuration file in the Prometheus exporter-toolkit format: TLS, "
+        "client certificates, basic auth, response headers, rate limit. Re-read when it or the "
+        "files it names change.")
 
     @field_validator("listen_address")
     @classmethod
@@ -67,14 +75,9 @@ class PathConfig(_Section):
 
 
 class SampleConfig(_Section):
-    interval: float = Field(
+    interval: Duration = Field(
         5.0, description="Time between samples (e.g. 1s, 5s). Energy counters are exact at any "
         "interval; shorter intervals follow load changes more closely and cost more CPU.")
-
-    @field_validator("interval", mode="before")
-    @classmethod
-    def _dur(cls, v: Any) -> float:
-        return parse_duration(v)
 
     @field_validator("interval")
     @classmethod
@@ -169,7 +172,7 @@ class CarbonConfig(_Section):
         None, ge=1.0, le=3.0, description="Power usage effectiveness of the facility. Default: "
         "the cloud's published constant (AWS 1.135, GCP 1.1, Azure 1.185; Cloud Carbon "
         "Footprint), else 1.0 (IT energy only, as CodeCarbon).")
-    max_age: float = Field(
+    max_age: Duration = Field(
         7200.0, description="A live reading older than this falls back to the bundled value.")
     embodied_gpu_kg: float = Field(150.0, ge=0, le=5000, description="Manufacturing emissions "
                                    "per GPU, kgCO2e (BLOOM; published range ~15-575).")
@@ -189,11 +192,6 @@ class CarbonConfig(_Section):
     training_co2e_tonnes: dict[str, float] = Field(
         default_factory=dict, description="Training footprint per served model name (file only), "
         "tCO2e, e.g. from model cards.")
-
-    @field_validator("max_age", mode="before")
-    @classmethod
-    def _age(cls, v: Any) -> float:
-        return parse_duration(v)
 
     @field_validator("region")
     @classmethod
@@ -253,6 +251,44 @@ class KubernetesConfig(_Section):
         description="Pod labels (file only) whose value is the served model, first match wins.")
 
 
+class EnginesConfig(_Section):
+    enabled: bool = Field(True, description="Read request and token counters from the local "
+                          "inference servers' /metrics (vLLM, SGLang, TGI, Triton, llama.cpp, TRT-LLM, NIM).")
+    interval: Duration = Field(5.0, description="Time between engine scrapes.")
+    timeout: Duration = Field(2.0, description="Time limit of one engine scrape.")
+    max_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="Largest /metrics body read from an engine.")
+    targets: list[dict[str, str]] = Field(
+        default_factory=list, description="Extra scrape targets (file only): [{endpoint, engine, url, "
+        "model, namespace}] for servers the exporter cannot discover.")
+    budgets: list[dict[str, Any]] = Field(
+        default_factory=list, description="Emissions budgets (file only): [{endpoint, model, namespace, "
+        "grams_per_request}] exposed as wattprint_endpoint_budget_grams_per_request.")
+
+    @field_validator("budgets")
+    @classmethod
+    def _budgets(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for i, b in enumerate(v):
+            unknown = set(b) - {"endpoint", "model", "namespace", "grams_per_request"}
+            if unknown or "endpoint" not in b or "grams_per_request" not in b:
+                raise ValueError(f"budgets[{i}]: need endpoint and grams_per_request (optional model, "
+                                 f"namespace); unknown keys: {sorted(unknown)}")
+            g = b["grams_per_request"]
+            if not isinstance(g, (int, float)) or isinstance(g, bool) or not 0 < g < 1e6:
+                raise ValueError(f"budgets[{i}].grams_per_request={g!r}: a number of grams > 0")
+        return v
+
+    @field_validator("targets")
+    @classmethod
+    def _targets(cls, v: list[dict[str, str]]) -> list[dict[str, str]]:
+        from .engines import READERS
+
+        for i, t in enumerate(v):
+            if t.get("engine") not in READERS or not str(t.get("url", "")).startswith(("http://", "https://")) \
+                    or not t.get("endpoint"):
+                raise ValueError(f"targets[{i}]: need endpoint, url (http://…) and engine in {sorted(READERS)}")
+        return v
+
+
 class Config(_Section):
     web: WebConfig = Field(default_factory=WebConfig)
     path: PathConfig = Field(default_factory=PathConfig)
@@ -263,6 +299,7 @@ class Config(_Section):
     attribution: AttributionConfig = Field(default_factory=AttributionConfig)
     carbon: CarbonConfig = Field(default_factory=CarbonConfig)
     kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
+    engines: EnginesConfig = Field(default_factory=EnginesConfig)
 
 
 def split_listen_address(addr: str) -> tuple[str, int]:
@@ -286,6 +323,10 @@ def scalar_keys() -> list[tuple[str, str, Any]]:
                 continue
             out.append((section, key, f))
     return out
+
+
+# Extra spellings of a flag: the exporter-toolkit's own name for the web config file.
+FLAG_ALIASES: dict[tuple[str, str], tuple[str, ...]] = {("web", "config_file"): ("--web.config.file",)}
 
 
 def flag_name(section: str, key: str) -> str:
@@ -389,5 +430,6 @@ def markdown_flags() -> str:
             default = f"{default:g}s"
         default = "" if default is None else f"`{default}`"
         desc = (f.description or "").replace("%%", "%").replace("|", "\\|")
-        rows.append(f"| `{flag_name(section, key)}` | `{env_name(section, key)}` | {default} | {desc} |")
+        flags = " ".join(f"`{f}`" for f in (flag_name(section, key), *FLAG_ALIASES.get((section, key), ())))
+        rows.append(f"| {flags} | `{env_name(section, key)}` | {default} | {desc} |")
     return "\n".join(rows) + "\n"

@@ -9,10 +9,11 @@ change, and retried next sample.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, replace
+from typing import Any, Callable
 
 from . import __version__, attribution
 from .carbon import accounting
@@ -61,6 +62,12 @@ class Sampler:
         self.util_poll_s = util_poll_s
         self.carbon = carbon
         self.gpu_owners = gpu_owners or dict   # GPU UUID -> workload that was allocated the GPU
+        self.engines: Any = None   # the EngineScraper, when engine scraping is on
+        self.static_targets: list = []
+        self.budgets: list[tuple[tuple[str, str, str], float]] = []
+        self.model_weights: dict[Workload, dict[str, float]] = {}
+        self._engine_targets: list = []
+        self._targets_at = -1e18
         self.ledger = Ledger(max_series)
         self.renderer = Renderer()
         self.collectors: dict[str, CollectorState] = {}
@@ -140,12 +147,16 @@ class Sampler:
             self.busy_ratio = min(1.0, busy_s / total_s) if total_s > 0 else 0.0
             gpu_ivs = self._read_gpus(t0, snap)
             cpu_iv = self._read_cpu(dt, busy_s, cpu_deltas, snap)
+            self._apply_engine_counts()
             if dt > 0:
                 self._attribute(gpu_ivs, cpu_iv)
         except BaseException:
             self.ledger.rollback()
             raise
         self.ledger.commit()
+        if t0 - self._targets_at >= 10.0:
+            self._targets_at = t0
+            self._find_engine_targets()
         self.samples += 1
         self.last_duration_s = self.clock() - t0
         self.last_wall = time.time()
@@ -305,24 +316,96 @@ class Sampler:
                 w = owner
             else:
                 w = self.resolver.resolve(s.key, procs, on_gpu=s.key in on_gpu)
-            by_workload[w] = by_workload.get(w, 0.0) + s.joules
-            if s.component == "gpu":  # who holds each GPU: idle (residency) shares, else any share
-                for mode in (s.mode, "any"):
-                    dev = residency.setdefault((s.device, mode), {})
-                    dev[w] = dev.get(w, 0.0) + s.joules
-            self.ledger.add("endpoint_energy_joules_total",
-                            (w.namespace, w.endpoint, w.model, s.component, s.mode), s.joules)
-            if self.level in ("pod", "process") and w.pod:
-                self.ledger.add("pod_energy_joules_total",
-                                (w.namespace, w.endpoint, w.model, w.pod, s.component, s.mode), s.joules)
-            if self.level == "process" and isinstance(s.key, int):
-                comm = procs[s.key].comm if s.key in procs else ""
-                self.ledger.add("process_energy_joules_total",
-                                (w.namespace, w.endpoint, w.model, str(s.key), comm, s.component, s.mode),
-                                s.joules)
+            for w, joules in self._split_models(w, s.joules):
+                self._book(s, w, joules, procs, by_workload, residency)
         self.resolver.forget(procs)
         if self.carbon is not None:
             self._account_carbon(by_workload, residency, {iv.device: iv.dt_s for iv in gpu_ivs})
+
+    def _book(self, s: attribution.Share, w: Workload, joules: float, procs: dict,
+              by_workload: dict[Workload, float], residency: dict[tuple[str, str], dict[Workload, float]]) -> None:
+        by_workload[w] = by_workload.get(w, 0.0) + joules
+        if s.component == "gpu":  # who holds each GPU: idle (residency) shares, else any share
+            for mode in (s.mode, "any"):
+                dev = residency.setdefault((s.device, mode), {})
+                dev[w] = dev.get(w, 0.0) + joules
+        self.ledger.add("endpoint_energy_joules_total", (w.namespace, w.endpoint, w.model, s.component, s.mode),
+                        joules)
+        if self.level in ("pod", "process") and w.pod:
+            self.ledger.add("pod_energy_joules_total",
+                            (w.namespace, w.endpoint, w.model, w.pod, s.component, s.mode), joules)
+        if self.level == "process" and isinstance(s.key, int):
+            comm = procs[s.key].comm if s.key in procs else ""
+            self.ledger.add("process_energy_joules_total",
+                            (w.namespace, w.endpoint, w.model, str(s.key), comm, s.component, s.mode), joules)
+
+    def _split_models(self, w: Workload, joules: float) -> list[tuple[Workload, float]]:
+        """A process serving several models (Triton) splits its energy by each model's compute time
+        in the last engine scrape; decoupled models with no compute time fall back to request
+        shares; with neither, the energy stays on the process's own label set."""
+        weights = self.model_weights.get(w)
+        if not weights:
+            return [(w, joules)]
+        models = sorted(weights)
+        parts = [joules * weights[m] for m in models]
+        parts[-1] = joules - math.fsum(parts[:-1])  # exact: the last part takes the rounding
+        return [(replace(w, model=m), j) for m, j in zip(models, parts) if j > 0]
+
+    # --- inference engines: requests and tokens ------------------------------------------------
+    def _apply_engine_counts(self) -> None:
+        if self.engines is None:
+            return
+        compute: dict[Workload, dict[str, float]] = {}
+        requests: dict[Workload, dict[str, float]] = {}
+        for inc in self.engines.drain():
+            w, c = inc.workload, inc.counts
+            labels = (w.namespace, w.endpoint, inc.model)
+            self.ledger.add("endpoint_requests_total", labels, c.get("requests", 0.0))
+            self.ledger.add("endpoint_tokens_total", labels + ("prompt",), c.get("prompt_tokens", 0.0))
+            self.ledger.add("endpoint_tokens_total", labels + ("generation",), c.get("generation_tokens", 0.0))
+            compute.setdefault(w, {})[inc.model] = c.get("compute_seconds", 0.0)
+            requests.setdefault(w, {})[inc.model] = c.get("requests", 0.0)
+        for w in compute:
+            if len(compute[w]) < 2:
+                continue  # one model: nothing to split
+            basis = compute[w] if sum(compute[w].values()) > 0 else requests[w]
+            total = sum(basis.values())
+            if total > 0:
+                self.model_weights[w] = {m: v / total for m, v in basis.items()}
+
+    def engine_targets(self) -> list:
+        """Where the local inference servers' metrics are (refreshed by the sampler thread)."""
+        return self._engine_targets
+
+    def _find_engine_targets(self) -> None:
+        from .engine_scraper import Target
+        from .engines import READERS, discovery
+        from .identity import cmdline
+
+        procs = self.procs.procs
+        out: dict[str, Target] = {}
+        for pid, p in procs.items():
+            ident = cmdline.detect(p.cmdline)
+            if ident is None or ident.engine not in READERS:
+                continue
+            parent = procs.get(p.ppid)
+            pident = cmdline.detect(parent.cmdline) if parent is not None else None
+            if pident is not None and pident.engine == ident.engine:
+                continue  # a shard, stub or runner of a server already listed
+            port = discovery.metrics_port_from_cmdline(ident.engine, p.cmdline)  # None: metrics off
+            path, host = READERS[ident.engine].metrics_path, "127.0.0.1"
+            meta = self.resolver.pod_of(p)
+            if meta is not None:  # reach the pod on its own IP; its annotations win
+                host = meta.pod_ip or host
+                port = int(meta.annotations.get("prometheus.io/port") or port or 0) or None
+                path = meta.annotations.get("prometheus.io/path") or path
+            if port is None:
+                continue
+            url = f"http://{host}:{port}{path}"
+            out[url] = Target(self.resolver.resolve(pid, procs), ident.engine, url, ident.model)
+        for t in self.static_targets:
+            out[t.url] = t
+        self._engine_targets = list(out.values())
 
     def _account_carbon(self, by_workload: dict[Workload, float],
                         residency: dict[tuple[str, str], dict[Workload, float]], gpu_dt: dict[str, float]) -> None:
@@ -365,6 +448,16 @@ class Sampler:
             snap.set("collector_up", (name,), 1.0 if c.up else 0.0)
         if self.carbon is not None:
             self._render_carbon(snap)
+        for labels, grams in self.budgets:
+            snap.set("endpoint_budget_grams_per_request", labels, grams)
+        if self.engines is not None:
+            for t, st in list(self.engines.states.items()):
+                w = t.workload
+                snap.set("engine_scrape_up", (w.namespace, w.endpoint, w.model, t.engine), 1.0 if st.up else 0.0)
+                for kind, n in st.errors.items():
+                    snap.set("engine_scrape_errors_total", (w.endpoint, t.engine, kind), float(n))
+            for (endpoint, engine), n in list(self.engines.resets.items()):
+                snap.set("engine_counter_resets_total", (endpoint, engine), float(n))
         snap.set("cpu_busy_ratio", (), self.busy_ratio)
         snap.set("sample_duration_seconds", (), self.last_duration_s)
         snap.set("samples_total", (), float(self.samples))

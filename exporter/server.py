@@ -14,6 +14,7 @@ from . import __version__
 
 if TYPE_CHECKING:
     from .sampler import Sampler
+    from .webconfig import WebSecurity
 
 SAMPLER = web.AppKey("sampler", object)
 PATH = web.AppKey("telemetry_path", str)
@@ -66,12 +67,18 @@ async def landing(request: web.Request) -> web.Response:
     return web.Response(text=body, content_type="text/html")
 
 
-def make_app(sampler: "Sampler", telemetry_path: str = "/metrics") -> web.Application:
-    app = web.Application(client_max_size=64 * 1024)
+def make_app(sampler: "Sampler", telemetry_path: str = "/metrics",
+             security: "WebSecurity | None" = None) -> web.Application:
+    """``security`` (exporter.webconfig): basic auth, headers and rate limit on every path."""
+    from .webconfig import CLIENT_MAX_SIZE
+
+    app = web.Application(client_max_size=CLIENT_MAX_SIZE)
     app[SAMPLER] = sampler
     app[PATH] = telemetry_path
     app.router.add_get(telemetry_path, metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/", landing)
+    if security is not None:
+        security.install(app)
     return app

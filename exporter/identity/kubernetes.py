@@ -71,6 +71,7 @@ class PodMeta:
     annotations: Mapping[str, str] = field(default_factory=dict, hash=False)
     containers: Mapping[str, str] = field(default_factory=dict, hash=False)
     container_ports: Mapping[str, tuple[int, ...]] = field(default_factory=dict, hash=False)
+    pod_ip: str = ""   # status.podIP: where the node reaches the pod's inference server metrics
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -195,6 +196,7 @@ def pod_meta_from_object(
         ),
         containers=MappingProxyType(_container_ids(pod.get("status") or {})),
         container_ports=MappingProxyType(_container_ports(pod.get("spec") or {})),
+        pod_ip=str((pod.get("status") or {}).get("podIP") or ""),
     )
 
 
@@ -211,7 +213,7 @@ def _slim(pod: Mapping[str, Any]) -> dict[str, Any]:
         "spec": {k: spec.get(k) for k in ("initContainers", "containers")},
         "status": {
             k: status.get(k)
-            for k in ("initContainerStatuses", "containerStatuses", "ephemeralContainerStatuses")
+            for k in ("initContainerStatuses", "containerStatuses", "ephemeralContainerStatuses", "podIP")
         },
     }
 

@@ -63,20 +63,21 @@ class Resolver:
         if p is None:
             return Workload("", "unidentified", "") if on_gpu else SYSTEM
         key = (pid, p.starttime)
-        if key not in self._cache:
-            self._cache[key] = self._identify(p, procs)
-        w = self._cache[key]
+        if key in self._cache:
+            w = self._cache[key]
+        else:
+            w = self._identify(p, procs)
+            if not self._pod_pending(p):  # a container whose pod is not in the cache yet: ask again
+                self._cache[key] = w
         if w is not None:
             return w
         return Workload("", p.comm or "unidentified", "") if on_gpu else SYSTEM
 
     def _identify(self, p: Any, procs: Mapping[int, Any]) -> Workload | None:
-        if self.pods is not None and p.cgroup:
-            ref = cgroup_mod.parse_cgroup(p.cgroup)
-            meta = self.pods.by_container_id(ref.container_id) if ref else None
-            if meta is not None:
-                model = meta.model or _engine_model(p.pid, procs)
-                return Workload(meta.namespace, meta.endpoint, model, meta.name)
+        meta = self.pod_of(p)
+        if meta is not None:
+            model = meta.model or _engine_model(p.pid, procs)
+            return Workload(meta.namespace, meta.endpoint, model, meta.name)
         found = cmdline_mod.resolve(p.pid, procs)
         if found is not None:
             ident, _carrier = found
@@ -86,6 +87,20 @@ class Resolver:
             if rule.cmdline.search(line):
                 return Workload("", rule.name, rule.model)
         return None
+
+    def _pod_pending(self, p: Any) -> bool:
+        """In Kubernetes, a containerised process whose pod metadata has not arrived yet."""
+        if self.pods is None or not p.cgroup:
+            return False
+        ref = cgroup_mod.parse_cgroup(p.cgroup)
+        return ref is not None and self.pods.by_container_id(ref.container_id) is None
+
+    def pod_of(self, p: Any) -> Any:
+        """The pod metadata of a process (None outside Kubernetes or when unknown)."""
+        if self.pods is None or not p.cgroup:
+            return None
+        ref = cgroup_mod.parse_cgroup(p.cgroup)
+        return self.pods.by_container_id(ref.container_id) if ref else None
 
     def forget(self, live: Mapping[int, Any]) -> None:
         """Drop cache entries of processes that are gone (called once per sample)."""

@@ -47,7 +47,8 @@ def test_pods_and_gpu_allocations_label_the_energy(tmp_path):
         d = start_daemon(tmp_path, "--sample.interval=0.5s", f"--path.procfs={procfs}", "--gpu.backend=simulated",
                          f"--gpu.simulation-file={scenario}", "--kubernetes.enabled=on",
                          f"--kubernetes.api-url={api.url}", f"--kubernetes.node-name={NODE}",
-                         f"--kubernetes.token-file={token}", f"--kubernetes.pod-resources-socket={sock}")
+                         f"--kubernetes.token-file={token}", f"--kubernetes.pod-resources-socket={sock}",
+                         "--engines.interval=1s")
         deadline, m = time.time() + 20, {}
         while time.time() < deadline:
             m = parse_metrics(d.get())

@@ -1,0 +1,134 @@
+"""Reads the local inference servers' own /metrics and turns them into request and token counts
+per endpoint, beside the energy, with the same labels.
+
+Targets come from the sampler (which already knows every process and its identity): each process
+whose own command line is an inference server, with its metrics port from its flags, or from its
+pod's ``prometheus.io/port``/``prometheus.io/path`` annotations, or a configured override.
+Scrapes run in the HTTP server's event loop, concurrently, each bounded in time and size, so they
+never delay the sample loop. Increments are handed to the sampler through a queue and land in the
+ledger inside its next sample.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from .engines import READERS, EngineParseError
+from .engines.normalise import Normaliser
+from .identity.resolver import Workload
+
+log = logging.getLogger(__name__)
+
+@dataclass(frozen=True)
+class Target:
+    workload: Workload
+    engine: str
+    url: str
+    model: str          # the identity's served model, used when the server's metrics carry none
+
+
+@dataclass
+class Increment:
+    workload: Workload
+    model: str
+    counts: dict[str, float]
+
+
+@dataclass
+class ScrapeState:
+    up: bool = False
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+class EngineScraper:
+    def __init__(self, targets: Any, interval_s: float = 5.0, timeout_s: float = 2.0,
+                 max_bytes: int = 20 * 1024 * 1024) -> None:
+        self.targets = targets            # callable returning the current list[Target]
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+        self.max_bytes = max_bytes
+        self.out: queue.SimpleQueue[Increment] = queue.SimpleQueue()
+        self.normaliser = Normaliser()
+        self.states: dict[Target, ScrapeState] = {}
+        self.resets: dict[tuple[str, str], int] = {}
+
+    async def run(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=self.timeout_s)
+        async with aiohttp.ClientSession(timeout=timeout, trust_env=False) as session:
+            while True:
+                started = time.monotonic()
+                await self.scrape_all(session)
+                await asyncio.sleep(max(0.1, self.interval_s - (time.monotonic() - started)))
+
+    async def scrape_all(self, session: aiohttp.ClientSession) -> None:
+        targets = list(self.targets())
+        await asyncio.gather(*(self._scrape(session, t) for t in targets))
+        live = set(targets)
+        for gone in [t for t in self.states if t not in live]:
+            del self.states[gone]
+
+    async def _scrape(self, session: aiohttp.ClientSession, t: Target) -> None:
+        st = self.states.setdefault(t, ScrapeState())
+        try:
+            text = await self._fetch(session, t.url)
+            reading = READERS[t.engine].parse(text)
+        except EngineParseError as e:
+            return self._fail(t, st, f"parse_{e.kind}", str(e))
+        except TooLarge:
+            return self._fail(t, st, "too_large", f"more than {self.max_bytes} bytes")
+        except (asyncio.TimeoutError, TimeoutError):
+            return self._fail(t, st, "timeout", f"no answer in {self.timeout_s:g}s")
+        except aiohttp.ClientResponseError as e:
+            return self._fail(t, st, "http", f"HTTP {e.status}")
+        except (aiohttp.ClientError, OSError) as e:
+            return self._fail(t, st, "connect", type(e).__name__)
+        if not st.up:
+            log.info("engine %s at %s: scraping", t.engine, t.url)
+        st.up = True
+        for name, mc in reading.models.items():
+            model = name or t.model
+            counts = mc.counters()
+            key = (t.workload, t.url, model)
+            before = self.normaliser.resets.get(key, 0)
+            inc = self.normaliser.update(key, counts)
+            if self.normaliser.resets.get(key, 0) > before:
+                k = (t.workload.endpoint, t.engine)
+                self.resets[k] = self.resets.get(k, 0) + 1
+            if any(v > 0 for v in inc.values()):
+                self.out.put(Increment(t.workload, model, inc))
+
+    async def _fetch(self, session: aiohttp.ClientSession, url: str) -> str:
+        async with session.get(url, headers={"Accept": "text/plain"}) as resp:
+            resp.raise_for_status()
+            chunks, size = [], 0
+            async for chunk in resp.content.iter_chunked(65536):
+                size += len(chunk)
+                if size > self.max_bytes:
+                    raise TooLarge()
+                chunks.append(chunk)
+        return b"".join(chunks).decode("utf-8", "replace")
+
+    def _fail(self, t: Target, st: ScrapeState, kind: str, detail: str) -> None:
+        if st.up or not st.errors:
+            log.warning("engine %s at %s: scrape failed (%s: %s)", t.engine, t.url, kind, detail)
+        st.up = False
+        st.errors[kind] = st.errors.get(kind, 0) + 1
+
+    def drain(self) -> list[Increment]:
+        out = []
+        while True:
+            try:
+                out.append(self.out.get_nowait())
+            except queue.Empty:
+                return out
+
+
+class TooLarge(Exception):
+    pass

@@ -1,0 +1,22 @@
+"""llama.cpp ``llama-server``: ``/metrics`` on port 8080, only with ``--metrics``
+(``LLAMA_ARG_ENDPOINT_METRICS``); in router mode one scrape per model with ``?model=``.
+
+No labels and no request counter (only the gauges ``requests_processing`` and
+``requests_deferred``), so requests stay None rather than being guessed. Values are written by a
+C++ stream with 6 significant digits (``1.23457e+06``): coarse, but never decreasing.
+"""
+
+from .base import Family, TableReader
+
+READER = TableReader(
+    engine="llamacpp",
+    metrics_path="/metrics",
+    fields={
+        "prompt_tokens": (Family("llamacpp:prompt_tokens_total"),),
+        "generation_tokens": (Family("llamacpp:tokens_predicted_total"),),
+    },
+    notes=(
+        "requests: llama.cpp exports no request counter; left None",
+        "model: llama.cpp has no model label; the caller fills it",
+    ),
+)
