@@ -11,6 +11,8 @@ if [ "${1:-}" = "test" ]; then
   # real Prometheus, promtool and node exporter for the integration tests and benchmarks
   command -v prometheus >/dev/null || apt_need+=(prometheus)
   command -v prometheus-node-exporter >/dev/null || apt_need+=(prometheus-node-exporter)
+  command -v prometheus-alertmanager >/dev/null || apt_need+=(prometheus-alertmanager)
+  command -v openssl >/dev/null || apt_need+=(openssl)
 fi
 if [ ${#apt_need[@]} -gt 0 ]; then
   echo "== installing Debian packages: ${apt_need[*]}"
@@ -22,3 +24,12 @@ spec="."
 [ "${1:-}" = "test" ] && spec=".[test]"
 echo "== installing wattprint${1:+[$1]} into .venv"
 .venv/bin/python -m pip install -q --disable-pip-version-check -e "$spec"
+if [ "${1:-}" = "test" ]; then
+  # chart rendering and validation, Dockerfile lint (tests/test_helm.py, tests/test_dockerfile.py)
+  .venv/bin/python -m pip install -q --disable-pip-version-check -r tests/requirements-deploy.txt
+  if [ ! -x .venv-checkov/bin/checkov ]; then  # checkov pins old libraries: its own venv
+    echo "== installing checkov into .venv-checkov"
+    python3 -m venv .venv-checkov
+    .venv-checkov/bin/python -m pip install -q --disable-pip-version-check 'checkov>=3.3'
+  fi
+fi

@@ -185,7 +185,8 @@ class Prometheus:
 
 
 def start_prometheus(tmp: Path, targets: list[str], scrape_interval: str = "1s",
-                     rule_files: list[str] | None = None) -> Prometheus:
+                     rule_files: list[str] | None = None, alertmanagers: list[str] | None = None,
+                     args: list[str] | None = None) -> Prometheus:
     assert PROMETHEUS, "Debian package 'prometheus' is not installed (scripts/test.sh installs it)"
     port = free_port()
     d = tmp / f"prom-{port}"
@@ -194,6 +195,8 @@ def start_prometheus(tmp: Path, targets: list[str], scrape_interval: str = "1s",
            "scrape_configs": [{"job_name": "wattprint", "static_configs": [{"targets": targets}]}]}
     if rule_files:
         cfg["rule_files"] = rule_files
+    if alertmanagers:
+        cfg["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": alertmanagers}]}]}
     (d / "prometheus.yml").write_text(yaml.safe_dump(cfg))
     check = subprocess.run([PROMTOOL, "check", "config", str(d / "prometheus.yml")],
                            capture_output=True, text=True)
@@ -201,7 +204,8 @@ def start_prometheus(tmp: Path, targets: list[str], scrape_interval: str = "1s",
     log = open(d / "prometheus.log", "w")
     proc = subprocess.Popen([PROMETHEUS, f"--config.file={d / 'prometheus.yml'}",
                              f"--storage.tsdb.path={d / 'tsdb'}",
-                             f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
+                             f"--web.listen-address=127.0.0.1:{port}", *(args or [])],
+                            stdout=log, stderr=subprocess.STDOUT)
     p = Prometheus(proc, port, d)
     deadline = time.time() + 30
     while time.time() < deadline:

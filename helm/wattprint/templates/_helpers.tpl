@@ -1,0 +1,67 @@
+{{/* Chart name, truncated to the 63 characters of a DNS label. */}}
+{{- define "wattprint.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name: <release>-wattprint unless the release name already contains it. */}}
+{{- define "wattprint.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "wattprint.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "wattprint.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "wattprint.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "wattprint.labels" -}}
+helm.sh/chart: {{ include "wattprint.chart" . }}
+{{ include "wattprint.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: exporter
+app.kubernetes.io/part-of: wattprint
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "wattprint.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "wattprint.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "wattprint.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* Name of the Secret holding the exporter-toolkit web config. */}}
+{{- define "wattprint.webConfigSecret" -}}
+{{- default (printf "%s-web-config" (include "wattprint.fullname" .)) .Values.webConfig.existingSecret }}
+{{- end }}
+
+{{/* The telemetry path, from config.web.telemetry_path when set. */}}
+{{- define "wattprint.telemetryPath" -}}
+{{- dig "web" "telemetry_path" "/metrics" .Values.config }}
+{{- end }}
+
+{{/* Probe and scrape scheme. */}}
+{{- define "wattprint.scheme" -}}
+{{- if .Values.webConfig.enabled }}{{ .Values.webConfig.scheme }}{{ else }}HTTP{{ end }}
+{{- end }}
