@@ -106,23 +106,26 @@ def build_carbon(cfg: config.Config, region: Any) -> Any:
         training_tonnes=c.training_co2e_tonnes)
 
 
-async def resolve_region(cfg: config.Config) -> Any:
-    """carbon.region, else cloud instance metadata (when allowed), else the world average."""
+async def resolve_region(cfg: config.Config, cluster: Any = None) -> Any:
+    """carbon.region, else the node's topology.kubernetes.io/region label, else cloud instance
+    metadata (when allowed), else the world average."""
     from .carbon import accounting
+    from .carbon import region as detect
 
     if cfg.carbon.region:
         return accounting.resolve_static(cfg.carbon.region, "config")
-    try:
-        from .carbon import region as detect
-    except ImportError:
-        detect = None  # type: ignore[assignment]
-    if detect is not None and _may_ask_metadata(cfg):
-        guess = await detect.detect_cloud_region(timeout_s=1.0)
-        if guess is not None:
-            try:
-                return accounting.resolve_static(guess.key, guess.source)
-            except KeyError:
-                log.warning("region %s from %s is not in the bundled dataset", guess.key, guess.source)
+    guesses = []
+    if cluster is not None:
+        guesses.append(detect.region_from_node_labels(await cluster.pods.node_labels()))
+    if _may_ask_metadata(cfg):
+        guesses.append(await detect.detect_cloud_region(timeout_s=1.0))
+    for guess in guesses:
+        if guess is None:
+            continue
+        try:
+            return accounting.resolve_static(guess.key, guess.source)
+        except KeyError:
+            log.warning("region %s from %s is not in the bundled dataset", guess.key, guess.source)
     log.warning("carbon.region is not set and no region was detected: using the world average "
                 "intensity; set --carbon.region (see `wattprint regions`)")
     return accounting.resolve_static(None, "")
@@ -194,17 +197,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     sys.setswitchinterval(0.0005)
 
     async def main() -> int:
-        carbon = build_carbon(cfg, await resolve_region(cfg))
-        log.info("carbon: region %s (%s), %g gCO2e/kWh static (%s), PUE %g (%s)", carbon.region.key,
-                 carbon.region.how, carbon.region.grams_per_kwh, carbon.region.source, carbon.pue,
-                 carbon.pue_source)
         from .identity.cluster import open_cluster
         from .identity.kubernetes import PodCacheError
 
         try:
             cluster = open_cluster(cfg.kubernetes)
+        except PodCacheError as e:
+            log.error("%s", e)
+            return 2
+        carbon = build_carbon(cfg, await resolve_region(cfg, cluster))
+        log.info("carbon: region %s (%s), %g gCO2e/kWh static (%s), PUE %g (%s)", carbon.region.key,
+                 carbon.region.how, carbon.region.grams_per_kwh, carbon.region.source, carbon.pue,
+                 carbon.pue_source)
+        try:
             sampler = build_sampler(cfg, carbon, cluster)
-        except (MeterError, PodCacheError) as e:
+        except MeterError as e:
             log.error("%s", e)
             return 2
         if cluster is not None:

@@ -89,6 +89,7 @@ class FakeApiServer:
         app = web.Application()
         app.router.add_get("/api/v1/pods", self._pods)
         app.router.add_get("/apis/apps/v1/namespaces/{ns}/replicasets/{name}", self._rs)
+        app.router.add_get("/api/v1/nodes/{name}", self._node)
         self._runner = web.AppRunner(app, handler_cancellation=True)
         await self._runner.setup()
         self._site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
@@ -195,6 +196,17 @@ class FakeApiServer:
                 self._watchers.discard(queue)
         await resp.write_eof()
         return resp
+
+    node_labels = {"topology.kubernetes.io/region": "eu-west-1", "eks.amazonaws.com/nodegroup": "gpu",
+                   "kubernetes.io/hostname": NODE}
+
+    async def _node(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return self._status(401, "Unauthorized", "Unauthorized")
+        if request.match_info["name"] != NODE:
+            return self._status(404, "NotFound", f'nodes "{request.match_info["name"]}" not found')
+        return web.json_response({"kind": "Node", "apiVersion": "v1",
+                                  "metadata": {"name": NODE, "labels": self.node_labels}})
 
     async def _rs(self, request: web.Request) -> web.Response:
         ns, name = request.match_info["ns"], request.match_info["name"]

@@ -416,6 +416,29 @@ class PodCache:
                 self._record_error("ca_file", f"cannot load CA file {self.ca_file}: {e}")
                 await asyncio.sleep(self._backoff_delay(failures))
 
+    async def node_labels(self, timeout_s: float = 5.0) -> dict[str, str]:
+        """This node's labels (one GET at start-up, for ``topology.kubernetes.io/region``);
+        {} with a log line when the API does not answer or RBAC lacks ``get nodes``."""
+        try:
+            session = self._make_session()
+        except (OSError, ssl.SSLError) as e:
+            log.info("node labels: cannot load CA file: %s", e)
+            return {}
+        try:
+            async with session:
+                async with session.get(f"{self.api_url}/api/v1/nodes/{self.node_name}", headers=self._headers(),
+                                       timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+                    if resp.status != 200:
+                        log.info("node labels: GET node %s answered HTTP %d (RBAC needs get nodes)",
+                                 self.node_name, resp.status)
+                        return {}
+                    body = await resp.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+            log.info("node labels: %s", self._redact(f"{type(e).__name__}: {e}"))
+            return {}
+        labels = (body.get("metadata") or {}).get("labels") or {} if isinstance(body, dict) else {}
+        return {str(k): str(v) for k, v in labels.items()}
+
     # ------------------------------------------------------------------ HTTP plumbing
 
     def _make_session(self) -> aiohttp.ClientSession:

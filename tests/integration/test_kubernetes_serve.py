@@ -84,3 +84,5 @@ def test_pods_and_gpu_allocations_label_the_energy(tmp_path):
     assert value(m, "wattprint_endpoint_energy_joules_total") == pytest.approx(
         value(m, "wattprint_node_energy_joules_total"), rel=1e-9)
     assert "token-A" not in log
+    # the carbon region came from the node's topology.kubernetes.io/region label
+    assert value(m, "wattprint_carbon_info", region="aws:eu-west-1") == 1, log[-1500:]
