@@ -26,7 +26,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /src
 COPY pyproject.toml README.md NOTICE ./
 COPY exporter ./exporter
-# grpcio/protobuf: optional dependencies for the kubelet pod-resources API (GPU -> pod); their
+# grpcio/protobuf: pinned for the kubelet pod-resources client (GPU -> pod); their
 # versions must be at least those that generated exporter/identity/podresources_pb
 # (tests/test_dockerfile.py checks it).
 ARG GRPCIO_VERSION=1.85.3

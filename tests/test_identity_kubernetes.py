@@ -418,7 +418,9 @@ def test_list_watch_lookups_and_deletion_grace(tmp_path):
 
 def test_clean_watch_end_resumes_without_relist(tmp_path):
     async def body(server, cache):
-        await until(lambda: len(server.of("watch")) >= 3, timeout=8, what="3 watches")
+        # the server logs a request before the client counts it: wait for both
+        await until(lambda: len(server.of("watch")) >= 3 and cache.stats()["watches"] >= 3,
+                    timeout=8, what="3 watches")
         watches = server.of("watch")
         assert len(server.of("list")) == 1
         assert all(1 <= int(w["query"]["timeoutSeconds"]) <= 2 for w in watches)
