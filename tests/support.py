@@ -216,3 +216,16 @@ def start_prometheus(tmp: Path, targets: list[str], scrape_interval: str = "1s",
             time.sleep(0.2)
     p.stop()
     raise RuntimeError("Prometheus did not become ready:\n" + (d / "prometheus.log").read_text())
+
+
+def stop_all(procs: list[subprocess.Popen], timeout: float = 5) -> None:
+    """Terminate child processes and make sure they are gone (kill after ``timeout``)."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from support import ROOT, parse_metrics, start_daemon, value
+from support import stop_all, ROOT, parse_metrics, start_daemon, value
 
 pytestmark = pytest.mark.integration
 ENGINES = ROOT / "tests" / "fixtures" / "engines"
@@ -56,8 +56,7 @@ def test_cpu_energy_lands_on_the_right_endpoints(tmp_path):
         m1 = parse_metrics(d.get())
         c1 = {"v": cpu_seconds(vllm.pid), "s": cpu_seconds(sgl.pid)}
     finally:
-        for p in (vllm, sgl):
-            p.terminate()
+        stop_all([vllm, sgl])
         if d:
             d.stop()
 

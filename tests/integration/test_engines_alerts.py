@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from support import ROOT, free_port, parse_metrics, start_daemon, start_prometheus, value
+from support import stop_all, ROOT, free_port, parse_metrics, start_daemon, start_prometheus, value
 
 pytestmark = pytest.mark.integration
 AM = shutil.which("prometheus-alertmanager")
@@ -144,8 +144,7 @@ def test_per_request_emissions_and_budget_alert(tmp_path):
         reqs = prom.query(f"wattprint_endpoint_requests_total{{{sel}}}[5m]")
     finally:
         stop.set()
-        for p in procs:
-            p.terminate()
+        stop_all(procs)
         if prom:
             prom.stop()
         log = d.stop() if d else ""

@@ -1,0 +1,308 @@
+"""Every query of every generated dashboard, against a real stack with data.
+
+The stack, as deployed on a simulated 4-GPU node:
+- a vLLM-format server (`benchmarks/workloads/vllm serve … --device cpu`, its renamed
+  `VLLM::EngineCore` worker resident on GPUs 0 and 1) driven by a request generator;
+- a Triton-format server hosting two models (resident on GPU 2); GPU 3 holds no process
+  (`unallocated`) and loses its NVML handle for a few seconds (collector errors);
+- an SGLang-looking process with metrics switched on but nothing listening (its engine scrape is
+  down: scrape errors and an engine alert);
+- a RAPL powercap tree (package, core, dram, psys) whose counters advance, and a procfs view
+  holding only this test's processes;
+- a real `wattprint serve` with counterfactual regions, training footprints and budgets;
+- a real Prometheus loading rules/wattprint.rules.yaml, rewritten for the test only: group
+  intervals of 1 s, alert `for:` of 2 s, and recording-rule windows of 20 s (5m) and 60 s (1h).
+
+After ~75 s every panel query runs through Prometheus's /api/v1/query, with `$namespace`,
+`$endpoint`, `$model`, `$instance` → `.*`, `$__rate_interval` → 10s and `$__range` → the run's
+length. Each must parse (HTTP 200) and return data, except those listed in EXEMPT with a reason.
+
+With WATTPRINT_PREVIEW_DIR set, the results (instant values, and for time-series panels the range
+over the run) are saved to $WATTPRINT_PREVIEW_DIR/queries.json for scripts/render_previews.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from support import ROOT, free_port, make_powercap, set_energy, start_daemon, start_prometheus, write_scenario
+
+pytestmark = pytest.mark.integration
+DASHBOARDS = ROOT / "dashboards"
+ENGINES = ROOT / "tests" / "fixtures" / "engines"
+RUN_S = float(os.environ.get("WATTPRINT_DASHBOARD_RUN_S", "75"))
+RATE_INTERVAL = "10s"  # Grafana's $__rate_interval at a 1 s scrape interval is ≥ 4 s
+
+# Queries that cannot have data in this stack by construction: (dashboard uid, panel title,
+# refId) → why. Keep it short; a query listed here that does return data is reported.
+EXEMPT: dict[tuple[str, str, str], str] = {}
+
+LLAMA = "meta-llama/Llama-3.1-8B-Instruct"
+QWEN = "Qwen/Qwen2.5-7B-Instruct"
+# Training footprints (tCO2e): Llama 3.1 8B from its model card (420 t, location-based);
+# the Triton models' are illustrative.
+TRAINING_T = {LLAMA: 420.0, "resnet": 0.05, "bert": 0.65}
+
+
+def _port(preferred: int) -> int:
+    """The preferred port when nothing listens there and it can be bound (stable endpoint names
+    in the previews), else a free one."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", preferred))
+            return preferred
+        except OSError:
+            return free_port()
+
+
+def _wait_http(url: str, timeout: float = 20) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer in {timeout}s")
+
+
+def _drive(url: str, stop: threading.Event) -> None:
+    body = json.dumps({"prompt": "how much carbon does this sentence cost", "max_tokens": 8}).encode()
+    while not stop.is_set():
+        try:
+            req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+            urllib.request.urlopen(req, timeout=10).read()
+        except OSError:
+            time.sleep(0.2)
+
+
+def _rapl_writer(sysfs: Path, stop: threading.Event) -> None:
+    """Package ~95 W swinging ±25 W (core inside it), DRAM ~12 W, psys ~140 W: 5 Hz updates."""
+    watts = {"intel-rapl:0": (95, 25), "intel-rapl:0:0": (70, 20), "intel-rapl:0:1": (12, 2),
+             "intel-rapl:1": (140, 30)}
+    uj = {z: 10_000_000_000 for z in watts}
+    t0 = last = time.time()
+    while not stop.is_set():
+        time.sleep(0.2)
+        now = time.time()
+        for zone, (base, swing) in watts.items():
+            uj[zone] += int((base + swing * math.sin((now - t0) / 9)) * (now - last) * 1e6)
+            set_energy(sysfs, zone, uj[zone] % 262143328850)
+        last = now
+
+
+def _children(pids: set[int]) -> set[int]:
+    """``pids`` and all their descendants, from /proc."""
+    out, found = set(pids), True
+    while found:
+        found = False
+        for name in os.listdir("/proc"):
+            if name.isdigit() and int(name) not in out:
+                try:
+                    ppid = int(open(f"/proc/{name}/stat").read().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+                if ppid in out:
+                    out.add(int(name))
+                    found = True
+    return out
+
+
+def procfs_view(root: Path, pids: set[int]) -> Path:
+    """A procfs tree holding the node's /proc/stat and only this test's processes (symlinks into
+    /proc): processes left running on a shared host stay out of the dashboards' data. Their CPU
+    time still counts in the node's busy time, so it lands in endpoint="system"."""
+    root.mkdir()
+    (root / "stat").symlink_to("/proc/stat")
+    for pid in _children(pids):
+        (root / str(pid)).symlink_to(f"/proc/{pid}")
+    return root
+
+
+# Test-only rewrite of the rules' windows: a series younger than its rate() window reads low
+# (rate over 5m of 75 s of data ≈ a quarter of the power), so the previews would show a ramp.
+WINDOWS = {"[5m]": "[20s]", "[1h]": "[60s]"}
+
+
+def fast_rules(tmp: Path) -> Path:
+    """The project's rules file with group intervals of 1 s, alert `for:` of 2 s and the rate
+    windows of the recording rules shortened (WINDOWS); names and expressions otherwise as is."""
+    rules = yaml.safe_load((ROOT / "rules" / "wattprint.rules.yaml").read_text())
+    for group in rules["groups"]:
+        group["interval"] = "1s"
+        for r in group["rules"]:
+            if "for" in r:
+                r["for"] = "2s"
+            if "record" in r:
+                for old, new in WINDOWS.items():
+                    r["expr"] = r["expr"].replace(old, new)
+    out = tmp / "rules.yaml"
+    out.write_text(yaml.safe_dump(rules, sort_keys=False))
+    return out
+
+
+def panel_queries() -> list[dict]:
+    """Every query of every generated dashboard: {file, uid, dashboard, panel_id, title, type,
+    ref, expr, instant}."""
+    out = []
+    for path in sorted(DASHBOARDS.glob("*.json")):
+        board = json.loads(path.read_text())
+        for p in board["panels"]:
+            for t in p.get("targets", []):
+                out.append({"file": path.name, "uid": board["uid"], "dashboard": board["title"],
+                            "panel_id": p["id"], "title": p["title"], "type": p["type"],
+                            "ref": t["refId"], "expr": t["expr"], "instant": bool(t.get("instant"))})
+    return out
+
+
+def substitute(expr: str, range_s: int) -> str:
+    for var in ("namespace", "endpoint", "model", "instance"):
+        expr = expr.replace(f"${{{var}}}", ".*").replace(f"${var}", ".*")
+    return expr.replace("$__rate_interval", RATE_INTERVAL).replace("$__range", f"{range_s}s")
+
+
+def api(port: int, path: str, **params: str) -> tuple[int, dict]:
+    url = f"http://127.0.0.1:{port}/api/v1/{path}?" + urllib.parse.urlencode(params)
+    try:
+        with urllib.request.urlopen(url, timeout=15) as r:
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def test_every_panel_query_returns_data(tmp_path):
+    queries = panel_queries()
+    assert queries, "no dashboards/*.json: run python dashboards/generate.py"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ENGINES)}
+    vllm_port, triton_http, triton_metrics, sglang_port = _port(18000), _port(18001), _port(18002), _port(30000)
+    vllm_pid = tmp_path / "vllm.pid"
+    procs: list[subprocess.Popen] = []
+
+    def spawn(name: str, argv: list[str], **extra: str) -> subprocess.Popen:
+        p = subprocess.Popen([sys.executable, *argv], env={**env, **extra}, cwd=tmp_path,
+                             stdout=open(tmp_path / f"{name}.log", "w"), stderr=subprocess.STDOUT)
+        procs.append(p)
+        return p
+
+    stop = threading.Event()
+    d = prom = None
+    try:
+        spawn("vllm", [str(ROOT / "benchmarks/workloads/vllm"), "serve", LLAMA, "--port", str(vllm_port),
+                       "--device", "cpu", "--pid-file", str(vllm_pid)])
+        triton = spawn("triton", [str(ENGINES / "tritonserver"), "--model-repository", "/models",
+                                  "--http-port", str(triton_http), "--metrics-port", str(triton_metrics)])
+        spawn("sglang", ["-m", "sglang.launch_server", "--model-path", QWEN, "--port", str(sglang_port),
+                         "--enable-metrics"], BURN_DUTY="0.05")
+        _wait_http(f"http://127.0.0.1:{vllm_port}/metrics")
+        _wait_http(f"http://127.0.0.1:{triton_metrics}/metrics")
+        deadline = time.time() + 10
+        while not (vllm_pid.exists() and len(_children({p.pid for p in procs})) >= 5) and time.time() < deadline:
+            time.sleep(0.1)  # the engine workers (vLLM's, SGLang's) are spawned
+        procfs = procfs_view(tmp_path / "proc", {p.pid for p in procs})
+
+        # GPUs 0-1: the vLLM engine worker (tensor parallel), busier from 25 s; GPU 2: Triton;
+        # GPU 3: no process, and its NVML handle is lost for 3 s.
+        t0 = time.time()
+        vllm_gpu = lambda util, mem: {"pid_file": str(vllm_pid), "memory_gib": mem, "sm_util": util}  # noqa: E731
+        scenario = write_scenario(tmp_path / "sim.yaml", {"start_unix": t0, "driver_version": "550.54.15", "gpus": [
+            {"name": "NVIDIA H100 80GB HBM3", "idle_w": 70, "max_w": 700, "phases": [
+                {"at_s": 0, "processes": [vllm_gpu(30, 62)]}, {"at_s": 25, "processes": [vllm_gpu(70, 62)]},
+                {"at_s": 50, "processes": [vllm_gpu(45, 62)]}]},
+            {"name": "NVIDIA H100 80GB HBM3", "idle_w": 70, "max_w": 700, "phases": [
+                {"at_s": 0, "processes": [vllm_gpu(25, 62)]}, {"at_s": 25, "processes": [vllm_gpu(65, 62)]},
+                {"at_s": 50, "processes": [vllm_gpu(40, 62)]}]},
+            {"name": "NVIDIA H100 80GB HBM3", "idle_w": 70, "max_w": 700, "phases": [
+                {"at_s": 0, "processes": [{"pid": triton.pid, "memory_gib": 18, "sm_util": 12}]},
+                {"at_s": 40, "processes": [{"pid": triton.pid, "memory_gib": 18, "sm_util": 28}]}]},
+            {"name": "NVIDIA H100 80GB HBM3", "idle_w": 70, "max_w": 700, "processes": [],
+             "faults": [{"call": "energy", "error": "GPU_IS_LOST", "after_s": 12, "for_s": 3}]},
+        ]})
+        sysfs = make_powercap(tmp_path / "sys", {
+            "intel-rapl:0": {"name": "package-0"}, "intel-rapl:0:0": {"name": "core"},
+            "intel-rapl:0:1": {"name": "dram"}, "intel-rapl:1": {"name": "psys"}})
+        vllm_endpoint = f"vllm-{vllm_port}"
+        cfg = tmp_path / "wattprint.yaml"
+        cfg.write_text(yaml.safe_dump({
+            "carbon": {"region": "aws:us-east-1",
+                       "counterfactual_regions": ["gcp:europe-north1", "aws:eu-west-3", "country:POL"],
+                       "training_co2e_tonnes": TRAINING_T},
+            "engines": {"interval": "1s", "budgets": [
+                {"endpoint": vllm_endpoint, "model": LLAMA, "grams_per_request": 0.0015},  # ~2.5 mg: over
+                {"endpoint": f"triton-{triton_http}", "model": "resnet", "grams_per_request": 0.0012}]}}))
+        threads = [threading.Thread(target=_rapl_writer, args=(sysfs, stop), daemon=True)]
+        threads += [threading.Thread(target=_drive, args=(f"http://127.0.0.1:{vllm_port}/v1/completions", stop),
+                                     daemon=True) for _ in range(2)]
+        for t in threads:
+            t.start()
+        d = start_daemon(tmp_path, "--sample.interval=1s", "--gpu.backend=simulated",
+                         f"--gpu.simulation-file={scenario}", f"--path.sysfs={sysfs}", f"--path.procfs={procfs}",
+                         f"--config.file={cfg}")
+        prom = start_prometheus(tmp_path, [f"127.0.0.1:{d.port}"], rule_files=[str(fast_rules(tmp_path))])
+        started = time.time()
+        time.sleep(max(0.0, started + RUN_S - time.time()))
+        end = time.time()
+        range_s = int(end - started)
+
+        results, missing, bad = [], [], []
+        for q in queries:
+            expr = substitute(q["expr"], range_s)
+            status, body = api(prom.port, "query", query=expr, time=f"{end:.3f}")
+            rec = {**q, "query": expr, "status": status}
+            if status != 200 or body.get("status") != "success":
+                bad.append(f"{q['dashboard']} / {q['title']} [{q['ref']}]: HTTP {status} {body.get('error')}")
+                continue
+            rec["result"] = body["data"]["result"]
+            if not q["instant"] and os.environ.get("WATTPRINT_PREVIEW_DIR"):
+                _, rng = api(prom.port, "query_range", query=expr, start=f"{started:.3f}", end=f"{end:.3f}", step="1")
+                rec["range"] = rng.get("data", {}).get("result", [])
+            if not rec["result"]:
+                missing.append(q)
+            results.append(rec)
+    finally:
+        stop.set()
+        if prom:
+            prom.stop()
+        log = d.stop() if d else ""
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+    total = len(queries)
+    with_data = total - len(missing) - len(bad)
+    summary = f"{with_data} of {total} panel queries return data"
+    print(f"\n{summary}")
+    for q in missing:
+        why = EXEMPT.get((q["uid"], q["title"], q["ref"]), "NOT EXEMPT")
+        print(f"  no data: {q['dashboard']} / {q['title']} [{q['ref']}]: {why}\n      {q['expr']}")
+    stale = [k for k in EXEMPT if not any((q["uid"], q["title"], q["ref"]) == k for q in missing)]
+    if stale:
+        print(f"  exempt but returned data (or no such query): {stale}")
+    if out := os.environ.get("WATTPRINT_PREVIEW_DIR"):
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "queries.json").write_text(json.dumps({
+            "summary": summary, "run_seconds": range_s, "start": started, "end": end,
+            "rate_interval": RATE_INTERVAL, "results": results}, indent=1))
+    assert not bad, "queries Prometheus rejected:\n" + "\n".join(bad)
+    unexplained = [q for q in missing if (q["uid"], q["title"], q["ref"]) not in EXEMPT]
+    assert not unexplained, (
+        f"{summary}; without data and not exempt:\n"
+        + "\n".join(f"{q['dashboard']} / {q['title']} [{q['ref']}]: {q['expr']}" for q in unexplained)
+        + "\n--- wattprint log (tail) ---\n" + log[-2000:])
