@@ -359,9 +359,10 @@ def test_defaults(docs):
             assert mounts[name]["readOnly"] is True, name
     assert mounts["config"]["mountPath"] == "/etc/wattprint/config.yaml"
     assert volumes["config"]["configMap"]["name"] == one(objs, "ConfigMap")["metadata"]["name"]
-    # RBAC: read pods, get replicasets, nothing else
+    # RBAC: read pods, get its node (region label), get replicasets, nothing else
     rules = one(objs, "ClusterRole")["rules"]
     assert rules == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+                     {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]},
                      {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["get"]}]
     binding = one(objs, "ClusterRoleBinding")
     sa = one(objs, "ServiceAccount")
