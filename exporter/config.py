@@ -222,6 +222,10 @@ class CarbonConfig(_Section):
             kind = opts.pop("type", None)
             if kind not in providers.PROVIDERS:
                 raise ValueError(f"providers[{i}].type={kind!r}: use one of {sorted(providers.PROVIDERS)}")
+            for opt in list(opts):
+                problem = providers.option_problem(kind, opt)
+                if problem:
+                    raise ValueError(f"providers[{i}] ({kind}).{opt}: {problem}")
             try:
                 providers.build(kind, **opts)
             except (TypeError, ValueError) as e:
@@ -346,13 +350,17 @@ def _deep_merge(base: dict, over: dict) -> dict:
 
 def _read_file(path: str) -> dict:
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"--config.file {path!r}: cannot read: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"--config.file {path!r}: not UTF-8 text (byte {e.start})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"--config.file {path!r}: not valid YAML: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"--config.file {path!r}: nested too deeply") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -105,8 +105,10 @@ class EngineScraper:
                 self.out.put(Increment(t.workload, model, inc))
 
     async def _fetch(self, session: aiohttp.ClientSession, url: str) -> str:
-        async with session.get(url, headers={"Accept": "text/plain"}) as resp:
-            resp.raise_for_status()
+        # never follow redirects: an engine (or a pod annotation) must not point us elsewhere
+        async with session.get(url, headers={"Accept": "text/plain"}, allow_redirects=False) as resp:
+            if resp.status != 200:
+                raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status)
             chunks, size = [], 0
             async for chunk in resp.content.iter_chunked(65536):
                 size += len(chunk)

@@ -76,6 +76,7 @@ class Sampler:
         self.samples = 0
         self.last_duration_s = 0.0
         self.last_wall = 0.0
+        self.last_mono = 0.0
         self.busy_ratio = 0.0
         self.gauges = Snapshot()
         self.ready = threading.Event()
@@ -137,6 +138,7 @@ class Sampler:
     # --- one sample ------------------------------------------------------------------------
     def sample(self) -> None:
         t0 = self.clock()
+        checkpoint = self._checkpoint()
         dt = 0.0 if self._last_t is None else t0 - self._last_t
         self._last_t = t0
         snap = Snapshot()
@@ -152,6 +154,7 @@ class Sampler:
                 self._attribute(gpu_ivs, cpu_iv)
         except BaseException:
             self.ledger.rollback()
+            self._restore(checkpoint)  # the meters' baselines too: the next sample covers this interval
             raise
         self.ledger.commit()
         if t0 - self._targets_at >= 10.0:
@@ -160,8 +163,27 @@ class Sampler:
         self.samples += 1
         self.last_duration_s = self.clock() - t0
         self.last_wall = time.time()
+        self.last_mono = time.monotonic()
         self._render(snap)
         self.ready.set()
+
+    def _checkpoint(self) -> tuple:
+        """The meters' baselines before a sample, so a failed sample can be undone whole."""
+        procs = self.procs
+        return (self._last_t, {i: replace(st) for i, st in self._gpu_state.items()},
+                dict(self.rapl._last) if self.rapl is not None else None,
+                procs.procs, {pid: (p.ticks, p.comm, p.ppid) for pid, p in procs.procs.items()},
+                procs._last_cpu, procs._scanned)
+
+    def _restore(self, cp: tuple) -> None:
+        last_t, gpu_state, rapl_last, procs, proc_state, last_cpu, scanned = cp
+        self._last_t, self._gpu_state = last_t, gpu_state
+        if self.rapl is not None and rapl_last is not None:
+            self.rapl._last = rapl_last
+        for pid, (ticks, comm, ppid) in proc_state.items():
+            p = procs[pid]
+            p.ticks, p.comm, p.ppid = ticks, comm, ppid
+        self.procs.procs, self.procs._last_cpu, self.procs._scanned = procs, last_cpu, scanned
 
     def _read_procs(self) -> dict[int, float]:
         try:
@@ -206,6 +228,9 @@ class Sampler:
             self.ledger.add("gpu_energy_joules_total", labels, joules)
             self.ledger.add("node_energy_joules_total", ("gpu",), joules)
             ivs.append(self._gpu_interval(r, joules, dt, idle_w))
+        for index, kind in self.gpu.undiscovered.items():
+            self._fail("gpu", kind, f"GPU {index} (not discovered yet)")
+            failed = True
         if not failed:
             self._ok("gpu")
         return ivs

@@ -35,9 +35,9 @@ async def metrics(request: web.Request) -> web.Response:
 async def healthz(request: web.Request) -> web.Response:
     """Live while the sampling loop is turning: the last sample is at most 3 intervals old."""
     sampler: Sampler = request.app[SAMPLER]  # type: ignore[assignment]
-    age = time.time() - sampler.last_wall if sampler.last_wall else 0.0
+    age = time.monotonic() - sampler.last_mono if sampler.last_mono else 0.0  # immune to NTP steps
     limit = 3 * sampler.interval_s + 5
-    if sampler.last_wall and age > limit:
+    if sampler.last_mono and age > limit:
         return web.Response(status=503, text=f"sampling loop stalled: last sample {age:.1f}s ago\n")
     return web.Response(text="ok\n")
 

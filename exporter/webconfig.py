@@ -232,6 +232,8 @@ def load(path: str | os.PathLike[str]) -> WebConfig:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         raise fail(f"not valid YAML{at}: {getattr(e, 'problem', None) or 'syntax error'}") from None
+    except RecursionError:
+        raise fail("nested too deeply") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

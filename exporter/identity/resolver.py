@@ -44,8 +44,8 @@ class Rule:
             return cls(str(raw["name"]), re.compile(str(raw["cmdline"])), str(raw.get("model", "")))
         except KeyError as e:
             raise ValueError(f"{where}: missing key {e.args[0]!r} (need name and cmdline)") from None
-        except re.error as e:
-            raise ValueError(f"{where}.cmdline: invalid regular expression: {e}") from None
+        except (re.error, OverflowError, RecursionError) as e:
+            raise ValueError(f"{where}.cmdline: invalid regular expression: {e or type(e).__name__}") from None
 
 
 class PodLookup(Protocol):

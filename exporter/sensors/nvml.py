@@ -83,6 +83,7 @@ class GpuMeter:
         self.backend = backend
         self.devices: list[GpuDevice] = []
         self.status = NvmlStatus("error", "not opened", backend=backend)
+        self.undiscovered: dict[int, str] = {}   # GPU index -> error kind of its last discovery try
         self._util_ts: dict[int, dict[int, int]] = {}  # gpu -> pid -> newest sample timestamp (µs)
         self._util_sum: dict[int, dict[int, float]] = {}  # gpu -> pid -> Σ smUtil not yet read
 
@@ -102,7 +103,8 @@ class GpuMeter:
             try:
                 self.devices.append(self._discover(i))
             except NVMLError as e:
-                log.warning("GPU %d skipped at discovery: %s", i, advice(e))
+                self.undiscovered[i] = error_kind(e)
+                log.warning("GPU %d not discovered yet (retried every sample): %s", i, advice(e))
         self.status = NvmlStatus("ok", f"{len(self.devices)} GPU(s)", driver, self.backend)
         return self.status
 
@@ -126,7 +128,21 @@ class GpuMeter:
                          method, mig, getattr(mem, "total", 0) or 0)
 
     def read(self) -> list[GpuReading]:
+        if self.undiscovered:
+            self._retry_discovery()
         return [self._read_one(d) for d in self.devices]
+
+    def _retry_discovery(self) -> None:
+        """A GPU that failed at start-up is tried again each sample; counted from its first good read."""
+        for i in list(self.undiscovered):
+            try:
+                self.devices.append(self._discover(i))
+            except NVMLError as e:
+                self.undiscovered[i] = error_kind(e)
+                continue
+            del self.undiscovered[i]
+            self.devices.sort(key=lambda d: d.index)
+            log.info("GPU %d discovered", i)
 
     def _read_one(self, d: GpuDevice) -> GpuReading:
         lib, h = self.lib, d.handle

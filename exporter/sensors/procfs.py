@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+RACE_GRACE_SCANS = 3  # a pid whose stat read fails is kept this many scans before it counts as gone
 
 
 @dataclass
@@ -45,6 +46,8 @@ def parse_proc_stat(text: str) -> CpuTimes:
     for line in text.splitlines():
         if line.startswith("cpu "):
             v = [int(x) for x in line.split()[1:]]
+            if len(v) < 4:
+                raise ValueError(f"/proc/stat: the cpu line has {len(v)} fields, expected at least 4")
             # user nice system idle iowait irq softirq steal guest guest_nice
             total = sum(v[:8])  # guest time is already inside user/nice
             idle = v[3] + (v[4] if len(v) > 4 else 0)
@@ -65,6 +68,7 @@ class ProcessTable:
         self.procs: dict[int, ProcInfo] = {}
         self.races = 0            # processes that vanished while being read
         self._scanned = False
+        self._misses: dict[int, int] = {}   # pid -> consecutive scans whose stat read failed
         self._last_cpu: CpuTimes | None = None
 
     def cpu_times(self) -> CpuTimes:
@@ -90,7 +94,13 @@ class ProcessTable:
                 comm, ppid, ticks, start = parse_stat_line(_read(f"{self.procfs}/{name}/stat"))
             except (OSError, ValueError, IndexError):
                 self.races += 1
+                old = self.procs.get(pid)
+                if old is not None and self._misses.get(pid, 0) < RACE_GRACE_SCANS:
+                    # keep it for a few scans: when it reads again, only the gap is its delta
+                    self._misses[pid] = self._misses.get(pid, 0) + 1
+                    seen[pid] = old
                 continue
+            self._misses.pop(pid, None)
             old = self.procs.get(pid)
             if old is not None and old.starttime == start:
                 info = old
@@ -103,6 +113,8 @@ class ProcessTable:
             info.ticks = ticks
             seen[pid] = info
         self.procs = seen
+        if len(self._misses) > len(seen):
+            self._misses = {pid: n for pid, n in self._misses.items() if pid in seen}
         self._scanned = True
         return deltas
 

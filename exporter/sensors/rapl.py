@@ -106,7 +106,9 @@ def wrap_delta(prev: int, cur: int, max_range: int) -> int:
     """Counter delta with wrap-around at ``max_range`` (one wrap at most between reads)."""
     if cur >= prev:
         return cur - prev
-    return (max_range - prev) + cur if max_range > 0 else 0
+    if 0 < prev <= max_range:
+        return (max_range - prev) + cur
+    return max(0, cur)  # a read beyond the zone's own range: treat as a counter reset
 
 
 class RaplMeter:

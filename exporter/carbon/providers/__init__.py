@@ -29,6 +29,21 @@ PROVIDERS: dict[str, type[Provider]] = {
 }
 
 
+def option_problem(key: str, option: str) -> str | None:
+    """Why ``option`` is not a configuration option of provider ``key`` (None when it is)."""
+    fields = {f.name: f for f in dataclasses.fields(PROVIDERS[key])}
+    secrets = [n for n, f in fields.items() if f.type in ("Secret", Secret)]
+    if option in secrets:
+        return f"secrets are never inline: use {option}_file or {option}_env"
+    if any(option in (f"{s}_file", f"{s}_env") for s in secrets):
+        return None
+    if option not in fields or option == "clock":
+        allowed = sorted([n for n in fields if n not in ("clock", *secrets)] +
+                         [f"{s}_{w}" for s in secrets for w in ("file", "env")])
+        return f"unknown option; allowed: {', '.join(allowed)}"
+    return None
+
+
 def build(key: str, **options: Any) -> Provider:
     """A provider from config options. A Secret field ``x`` is given as ``x_file=path`` or
     ``x_env=NAME``, e.g. ``build("electricitymaps", zone="DE", token_env="EM_TOKEN")``."""

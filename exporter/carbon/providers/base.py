@@ -9,6 +9,7 @@ comes back from a server is scrubbed of every credential before it goes into an 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -49,6 +50,9 @@ class Reading:
     signal: str  # "average" | "marginal"
     grams_per_kwh: float
     observed_at: float  # unix seconds of the data point's own datetime
+
+
+FUTURE_TOLERANCE_S = 3600.0  # clocks disagree, forecasts are stamped ahead: beyond this, refuse
 
 
 class ProviderError(Exception):
@@ -108,14 +112,17 @@ def dig(obj: Any, *path: str | int) -> Any:
 def number(value: Any, what: str = "value") -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ProviderError("malformed", f"{what} is not a number: {type(value).__name__}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        raise ProviderError("malformed", f"{what} is out of range") from None
 
 
 def parse_time(value: Any) -> float:
     """ISO 8601 (``…Z``, ``…+00:00``, ``2018-01-20T12:00Z``), a datetime, or unix seconds → unix s.
     Naive times are taken as UTC."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        return number(value, "timestamp")
     try:
         if isinstance(value, str):
             value = datetime.fromisoformat(value)
@@ -176,6 +183,26 @@ class Provider:
     def __post_init__(self) -> None:
         self.name = self.name or self.key
 
+    def __init_subclass__(cls, **kw: Any) -> None:
+        """Every provider's fetch() is wrapped so that no error text it raises, from an error body
+        or from a field of a 200 answer, can carry a credential."""
+        super().__init_subclass__(**kw)
+        inner = cls.__dict__.get("fetch")
+        if inner is None:
+            return
+
+        @functools.wraps(inner)
+        async def fetch(self: "Provider", session: aiohttp.ClientSession | None = None) -> list[Reading]:
+            try:
+                return await inner(self, session)
+            except ProviderError as e:
+                clean = self._scrub(e.message)
+                if clean == e.message:
+                    raise
+                raise ProviderError(e.kind, clean, e.retry_after_s) from None
+
+        cls.fetch = fetch  # type: ignore[method-assign]
+
     async def fetch(self, session: aiohttp.ClientSession) -> list[Reading]:
         raise NotImplementedError
 
@@ -187,7 +214,10 @@ class Provider:
         g = float(grams_per_kwh)
         if not math.isfinite(g) or not 0.0 <= g <= MAX_PLAUSIBLE_G_PER_KWH:
             raise ProviderError("implausible", f"{g} gCO2e/kWh for {zone}")
-        age = self.clock() - observed_at
+        now = self.clock()
+        if not math.isfinite(observed_at) or observed_at > now + FUTURE_TOLERANCE_S:
+            raise ProviderError("implausible", f"{zone} data point is timed in the future or not at all")
+        age = now - observed_at
         if self.stale_after_s is not None and age > self.stale_after_s:
             raise ProviderError("stale", f"{zone} data point is {age / 3600:.1f} h old")
         return Reading(self.name, zone, signal, g, observed_at)

@@ -26,7 +26,8 @@ class UKCarbonIntensity(Provider):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.region_id is not None and (isinstance(self.region_id, bool) or int(self.region_id) < 1):
+        if self.region_id is not None and (not isinstance(self.region_id, int) or isinstance(self.region_id, bool)
+                                           or self.region_id < 1):
             raise ValueError(f"region_id must be a positive integer, got {self.region_id!r}")
 
     @property
