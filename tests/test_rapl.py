@@ -49,7 +49,8 @@ def test_amd_style_package_zones(tmp_path):
 def test_wrap_delta():
     assert wrap_delta(100, 250, 1000) == 150
     assert wrap_delta(900, 50, 1000) == 150   # wrapped once at max_energy_range_uj
-    assert wrap_delta(900, 50, 0) == 0        # unknown range: never a negative or invented delta
+    assert wrap_delta(900, 50, 0) == 50       # unknown range: a reset, count what came since zero
+    assert wrap_delta(1200, 50, 1000) == 50   # read beyond the zone's own range: a reset, never negative
 
 
 def test_deltas_with_wrap_match_true_energy(tmp_path):
