@@ -55,9 +55,22 @@ def parse_proc_stat(text: str) -> CpuTimes:
     raise ValueError("no aggregate 'cpu' line in /proc/stat")
 
 
-def _read(path: str) -> str:
-    with open(path, "rb") as fh:
-        return fh.read().decode("utf-8", "replace")
+def _read(path: str, size: int = 65536) -> str:
+    """One small procfs file, with raw os calls: about half the cost of open()/read() objects,
+    which matters at hundreds of processes per sample."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while True:
+            chunk = os.read(fd, size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            if len(chunk) < size and not path.endswith("cmdline"):
+                break  # stat/cgroup fit in one read; cmdline may be long
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode("utf-8", "replace")
 
 
 class ProcessTable:
