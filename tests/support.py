@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -229,3 +230,14 @@ def stop_all(procs: list[subprocess.Popen], timeout: float = 5) -> None:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait(timeout)
+
+
+def drive_completions(url: str, stop: "threading.Event", prompt: str = "hello world", max_tokens: int = 8) -> None:
+    """A request generator for the vLLM-format stand-in: POST completions until ``stop`` is set."""
+    body = json.dumps({"prompt": prompt, "max_tokens": max_tokens}).encode()
+    while not stop.is_set():
+        try:
+            req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+            urllib.request.urlopen(req, timeout=10).read()
+        except OSError:
+            time.sleep(0.2)

@@ -40,6 +40,7 @@ import pytest
 import yaml
 
 from support import ROOT, free_port, make_powercap, set_energy, start_daemon, start_prometheus, write_scenario
+from support import drive_completions  # noqa: E402
 
 pytestmark = pytest.mark.integration
 DASHBOARDS = ROOT / "dashboards"
@@ -81,13 +82,7 @@ def _wait_http(url: str, timeout: float = 20) -> None:
 
 
 def _drive(url: str, stop: threading.Event) -> None:
-    body = json.dumps({"prompt": "how much carbon does this sentence cost", "max_tokens": 8}).encode()
-    while not stop.is_set():
-        try:
-            req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
-            urllib.request.urlopen(req, timeout=10).read()
-        except OSError:
-            time.sleep(0.2)
+    drive_completions(url, stop, prompt="how much carbon does this sentence cost")
 
 
 def _rapl_writer(sysfs: Path, stop: threading.Event) -> None:

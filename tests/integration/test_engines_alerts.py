@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from support import stop_all, ROOT, free_port, parse_metrics, start_daemon, start_prometheus, value
+from support import drive_completions, stop_all, ROOT, free_port, parse_metrics, start_daemon, start_prometheus, value
 
 pytestmark = pytest.mark.integration
 AM = shutil.which("prometheus-alertmanager")
@@ -83,16 +83,6 @@ def fast_rules(tmp: Path) -> Path:
     return out
 
 
-def drive(url: str, stop: threading.Event) -> None:
-    body = json.dumps({"prompt": "hello world", "max_tokens": 8}).encode()
-    while not stop.is_set():
-        try:
-            req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
-            urllib.request.urlopen(req, timeout=10).read()
-        except OSError:
-            time.sleep(0.2)
-
-
 @pytest.mark.skipif(AM is None, reason="Debian package prometheus-alertmanager is not installed (scripts/test.sh installs it)")
 def test_per_request_emissions_and_budget_alert(tmp_path):
     hook = Webhook()
@@ -123,7 +113,7 @@ def test_per_request_emissions_and_budget_alert(tmp_path):
         d = start_daemon(tmp_path, "--sample.interval=1s", "--gpu.backend=none", f"--config.file={cfg}")
         prom = start_prometheus(tmp_path, [f"127.0.0.1:{d.port}"], rule_files=[str(fast_rules(tmp_path))],
                                 alertmanagers=[f"127.0.0.1:{am_port}"], args=["--rules.alert.resend-delay=1s"])
-        drivers = [threading.Thread(target=drive, args=(f"http://127.0.0.1:{vllm_port}/v1/completions", stop))
+        drivers = [threading.Thread(target=drive_completions, args=(f"http://127.0.0.1:{vllm_port}/v1/completions", stop))
                    for _ in range(2)]
         for t in drivers:
             t.start()
