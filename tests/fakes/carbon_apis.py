@@ -24,7 +24,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import hdrs, web
-from aiohttp.test_utils import TestServer
+
+from .server import FakeServer
 
 EM_TOKEN = "em-token-5f1d7c0a9e"
 WT_USER, WT_PASSWORD = "wattprint", "wt-pass-83b2c61f"
@@ -68,37 +69,15 @@ class Point:
     observed_at: float
 
 
-class FakeApi:
-    """Shared machinery: a server, the request log, the failure modes. Subclasses add routes
-    and the API's body shapes."""
+class FakeApi(FakeServer):
+    """A provider API: the request log and the failure modes. Subclasses add routes and the
+    API's body shapes."""
 
     value: float = 300.0
 
     def __init__(self) -> None:
-        self.mode = "ok"
+        super().__init__()
         self.requests: list[tuple[str, dict[str, str]]] = []
-        self._release = asyncio.Event()
-        self._server: TestServer | None = None
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        return str(self._server.make_url("")).rstrip("/")
-
-    async def start(self) -> FakeApi:
-        app = web.Application()
-        self.routes(app.router)
-        self._server = TestServer(app, host="127.0.0.1")
-        await self._server.start_server()
-        return self
-
-    async def close(self) -> None:
-        self._release.set()
-        if self._server is not None:
-            await self._server.close()
-
-    def routes(self, router: web.UrlDispatcher) -> None:
-        raise NotImplementedError
 
     def unauthorized(self, given: str) -> web.Response:
         return web.json_response({"message": f"invalid credential {given!r}"}, status=401)
@@ -113,9 +92,7 @@ class FakeApi:
         self.requests.append((request.path, dict(request.query)))
         mode = self.mode
         if mode == "hang":
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._release.wait(), 30)
-            return web.Response(status=503)
+            return await self.hang()
         if mode == "unauthorized" or credential != expected:
             return self.unauthorized(credential or "")
         if mode == "rate_limited":

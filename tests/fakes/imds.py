@@ -22,7 +22,6 @@ Every request is recorded in ``fake.requests`` as (method, path, headers, query)
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 from collections.abc import AsyncIterator
@@ -31,6 +30,8 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+
+from .server import FakeServer
 
 MODES = (
     "ok",
@@ -54,45 +55,19 @@ class Request:
     query: dict[str, str]
 
 
-class FakeMetadata:
-    """Shared machinery: a server, the request log, the failure modes."""
+class FakeMetadata(FakeServer):
+    """A cloud metadata service: the request log and the failure modes."""
 
     name = ""
 
     def __init__(self, answer: str) -> None:
+        super().__init__()
         self.answer = answer  # what the "ok" mode serves as the region (or GCP zone path)
-        self.mode = "ok"
         self.requests: list[Request] = []
-        self._release = asyncio.Event()
-        self._server: TestServer | None = None
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        return str(self._server.make_url("")).rstrip("/")
-
-    async def start(self) -> FakeMetadata:
-        app = web.Application()
-        self.routes(app.router)
-        self._server = TestServer(app, host="127.0.0.1")
-        await self._server.start_server()
-        return self
-
-    async def close(self) -> None:
-        self._release.set()
-        if self._server is not None:
-            await self._server.close()
-
-    def routes(self, router: web.UrlDispatcher) -> None:
-        raise NotImplementedError
 
     def record(self, request: web.Request) -> None:
         self.requests.append(Request(request.method, request.path, dict(request.headers), dict(request.query)))
 
-    async def hang(self) -> web.Response:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._release.wait(), 30)
-        return web.Response(status=503)
 
     async def failure(self) -> web.Response | None:
         """The answer of a failure mode, or None in mode "ok" (compare with None: a Response
