@@ -134,6 +134,16 @@ class Watch:
         return out
 
 
+def source_digest() -> str:
+    """sha256 of exporter/**/*.py (paths and contents): which code a result file measured."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted((ROOT / "exporter").rglob("*.py")):
+        h.update(str(f.relative_to(ROOT)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
 def fmt_load(w: dict) -> str:
     a, b = w["loadavg_start"], w["loadavg_end"]
     return (f"load average {a[0]:.2f} {a[1]:.2f} {a[2]:.2f} → {b[0]:.2f} {b[1]:.2f} {b[2]:.2f} "
@@ -204,6 +214,7 @@ def main() -> int:
         "date": str(dt.date.today()), "benchmark": "overhead", "sample_interval_s": 1.0,
         "gpus_simulated": args.gpus, "processes_per_gpu": 3, "country_iso_code": args.country,
         "codecarbon_version": cc_version, "python": platform.python_version(),
+        "exporter_sha256": source_digest(),
         "kernel": platform.release(), "node_exporter_installed": bool(shutil.which("prometheus-node-exporter")),
         "wattprint_samples_in_window": samples,
         "wattprint_last_sample_duration_s": value(m1, "wattprint_sample_duration_seconds"),

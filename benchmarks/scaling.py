@@ -13,12 +13,13 @@ tests/support.make_procfs), so the process count is chosen, not whatever this ho
 * the rest up to N processes: half kernel threads (no command line, parent 2), half user
   processes (`python3 /opt/app/worker.py --id=<i>`), plus init and kthreadd.
 
-A ticker thread in this script adds one clock tick of CPU time to every process (and the matching
-busy time to the tree's /proc/stat) every second, atomically (write + rename, on /dev/shm), so
-every process has a CPU share in every sample — the worst case for attribution. Reading a fixture
-file costs the daemon a little less than reading the kernel's /proc/<pid>/stat (here ~16 against
-~21 µs a process), so the per-process figures are a slight underestimate. Engine scraping is off (--engines.enabled=false)
-and so is everything that could leave 127.0.0.1 (cloud metadata, Kubernetes).
+A ticker process forked by this script adds one clock tick of CPU time to every process (and
+the matching busy time to the tree's /proc/stat) every second, atomically (write + rename, on
+/dev/shm), so every process has a CPU share in every sample — the worst case for attribution.
+Reading a fixture file costs the daemon a little less than reading the kernel's /proc/<pid>/stat
+(here ~16 against ~21 µs a process), so the per-process figures are a slight underestimate.
+Engine scraping is off (--engines.enabled=false) and so is everything that could leave 127.0.0.1
+(cloud metadata, Kubernetes).
 
 Per configuration, after a warm-up: the daemon's CPU (utime+stime growth in /proc/<pid>/stat,
 % of one core) and RSS over --window seconds while /metrics is scraped every 2 s with gzip (as a
@@ -26,13 +27,15 @@ Prometheus would; those scrapes also give the average of wattprint_sample_durati
 value per sample they see); then 300 keep-alive scrapes without gzip, one every --scrape-gap
 (33 ms: 10 s, so they meet ~10 samples at random phases, as a real scraper does; a back-to-back
 burst of 0.15 s meets at most one, and its p99 is then luck) for p50/p99 latency and the
-/metrics size. Debian's prometheus-node-exporter is scraped the same way once, as the reference. Three sweeps around the base (8 GPUs, 200 processes, 4 endpoints):
-GPUs 1, 8, 16; processes 50, 100, 200, 500; endpoints 4, 8, 16, 32, 64. Each sweep gets a
-least-squares line: the cost per added GPU, process and endpoint.
+/metrics size. Debian's prometheus-node-exporter is scraped the same way once, as the
+reference. Three sweeps around the base (8 GPUs, 200 processes, 4 endpoints): GPUs 1, 8, 16;
+processes 50, 100, 200, 500; endpoints 4, 8, 16, 32, 64. Each sweep gets a least-squares line:
+the cost per added GPU, process and endpoint.
 
 Writes benchmarks/results/scaling-<date>.{json,md,png} (the plot needs matplotlib in .venv).
 
     .venv/bin/python benchmarks/scaling.py [--window 30] [--warmup 6] [--scrapes 300] [--quick]
+    .venv/bin/python benchmarks/scaling.py --from-json benchmarks/results/scaling-<date>.json  # re-plot
 """
 
 from __future__ import annotations
@@ -45,10 +48,11 @@ import json
 import math
 import os
 import platform
+import re
 import statistics
 import sys
 import tempfile
-import threading
+import multiprocessing
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +60,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from overhead import SAFE_FLAGS, Watch  # noqa: E402
+from overhead import SAFE_FLAGS, Watch, source_digest  # noqa: E402
 from scrape_latency import pct, start_node_exporter  # noqa: E402
 from support import free_port, make_procfs, parse_metrics, start_daemon, stat_line, value, write_scenario  # noqa: E402
 
@@ -128,14 +132,27 @@ def build_node(cfg: Config, root: Path) -> tuple[dict[int, dict], dict]:
     return procs, {"gpus": gpus}
 
 
-class Ticker(threading.Thread):
-    """Every second: +1 tick of CPU time to every process, and the matching busy time to stat."""
+class Ticker:
+    """Every second: +1 tick of CPU time to every process, and the matching busy time to stat.
+
+    It runs in a process of its own (forked), not a thread of this one: rewriting 500 files holds
+    this interpreter's GIL for tens of milliseconds, which would delay the scrapes it times."""
 
     def __init__(self, root: Path, procs: dict[int, dict]) -> None:
-        super().__init__(daemon=True)
         self.root, self.procs = root, procs
         self.busy, self.idle = 0, 0
-        self.stop = threading.Event()
+        ctx = multiprocessing.get_context("fork")
+        self._stop = ctx.Event()
+        self._proc = ctx.Process(target=self.run, daemon=True)
+
+    def start(self) -> None:
+        self._proc.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._proc.join(10)
+        if self._proc.is_alive():
+            self._proc.kill()
 
     @staticmethod
     def _put(path: Path, text: str) -> None:
@@ -155,10 +172,10 @@ class Ticker(threading.Thread):
 
     def run(self) -> None:
         nxt = time.monotonic()
-        while not self.stop.is_set():
+        while not self._stop.is_set():
             self.tick()
             nxt += 1.0
-            self.stop.wait(max(0.0, nxt - time.monotonic()))
+            self._stop.wait(max(0.0, nxt - time.monotonic()))
 
 
 # --- one configuration -------------------------------------------------------------------------------
@@ -174,24 +191,56 @@ def scrape(conn: http.client.HTTPConnection, gz: bool) -> bytes:
 FIXTURE_DIR = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
 
 
-def scrape_paced(port: int, n: int, gap_s: float) -> tuple[list[float], int]:
-    """``n`` scrapes over one keep-alive connection, one every ``gap_s`` (after 20 unmeasured)."""
+_LAST = re.compile(rb"\nwattprint_last_sample_timestamp_seconds (\S+)")
+_DUR = re.compile(rb"\nwattprint_sample_duration_seconds (\S+)")
+
+
+def scrape_paced(port: int, n: int, gap_s: float) -> tuple[list[float], int, list[tuple[float, float, float]]]:
+    """``n`` scrapes over one keep-alive connection, one every ``gap_s`` (after 20 unmeasured).
+
+    Returns the latencies, the body size and, per scrape of a Wattprint, (wall time it started,
+    last sample's end wall time, last sample's duration) for :func:`split_by_sampling`."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    times, size = [], 0
+    times, size, marks = [], 0, []
     nxt = time.monotonic()
     for i in range(n + 20):
-        t0 = time.perf_counter()
+        wall, t0 = time.time(), time.perf_counter()
         conn.request("GET", "/metrics", headers={"Accept": "text/plain"})
         body = conn.getresponse().read()
         if i >= 20:
             times.append(time.perf_counter() - t0)
             size = len(body)
+            last, dur = _LAST.search(body), _DUR.search(body)
+            if last and dur:
+                marks.append((wall, float(last.group(1)), float(dur.group(1))))
             nxt += gap_s
             time.sleep(max(0.0, nxt - time.monotonic()))
         else:
             nxt = time.monotonic()
     conn.close()
-    return times, size
+    return times, size, marks
+
+
+def split_by_sampling(times: list[float], marks: list[tuple[float, float, float]],
+                      interval_s: float = 1.0, render_margin_s: float = 0.005) -> dict:
+    """Which scrapes overlapped a sample? Samples start on a fixed grid (absolute deadlines every
+    ``interval_s``), each at its end time minus its duration; a scrape overlapped one when it ran
+    between a start and start + the median duration + ``render_margin_s`` (rendering comes after
+    the duration is taken). The sampler holds the GIL for most of that time."""
+    if len(marks) != len(times) or not marks:
+        return {}
+    starts = sorted(last - dur for _w, last, dur in marks)
+    ref = starts[0]
+    phase = ref + statistics.median(((s - ref + interval_s / 2) % interval_s) - interval_s / 2 for s in starts)
+    busy = statistics.median(dur for *_x, dur in marks) + render_margin_s
+    during, outside = [], []
+    for lat, (wall, _l, _d) in zip(times, marks):
+        off = (wall - phase) % interval_s
+        (during if off <= busy or off + lat >= interval_s else outside).append(lat)
+    return {"scrapes_during_sample": len(during),
+            "scrape_p99_ms_outside_samples": 1000 * pct(outside, 0.99) if len(outside) > 1 else None,
+            "scrape_max_ms_during_samples": 1000 * max(during) if during else None,
+            "scrape_p50_ms_during_samples": 1000 * statistics.median(during) if during else None}
 
 
 def run_config(cfg: Config, args: argparse.Namespace) -> dict:
@@ -219,15 +268,14 @@ def run_config(cfg: Config, args: argparse.Namespace) -> dict:
 
             w = Watch({"wattprint": d.proc.pid}).run(args.window, tick=every_second)
             conn.close()
-            times, size = scrape_paced(d.port, args.scrapes, args.scrape_gap)
+            times, size, marks = scrape_paced(d.port, args.scrapes, args.scrape_gap)
             text = d.get()
             m = parse_metrics(text)
             gz_size = len(gzip.compress(text.encode(), compresslevel=5))
             log = d.log.read_text()
         finally:
             d.stop()
-            ticker.stop.set()
-            ticker.join()
+            ticker.close()
     series = sum(1 for ln in text.splitlines() if ln and not ln.startswith("#"))
     wp = w["procs"]["wattprint"]
     endpoints = {dict(k).get("endpoint") for k in m.get("wattprint_endpoint_energy_joules_total", {})}
@@ -240,6 +288,7 @@ def run_config(cfg: Config, args: argparse.Namespace) -> dict:
         "rss_mb_mean": wp["rss_mb_mean"], "rss_mb_max": wp["rss_mb_max"], "hwm_mb": wp["hwm_mb"],
         "metrics_bytes": size, "metrics_gzip_bytes": gz_size, "series": series,
         "scrape_p50_ms": 1000 * statistics.median(times), "scrape_p99_ms": 1000 * pct(times, 0.99),
+        "scrape_max_ms": 1000 * max(times), **split_by_sampling(times, marks),
         "processes_tracked": value(m, "wattprint_processes_tracked"),
         "endpoint_series_endpoints": sorted(e for e in endpoints if e),
         "window_s": w["window_s"], "loadavg_start": w["loadavg_start"], "loadavg_end": w["loadavg_end"],
@@ -271,14 +320,19 @@ def fits(rows: list[dict], sweep: str) -> dict:
 
 def table(results: dict) -> str:
     head = ("| sweep | GPUs | procs | endpoints | sample ms (mean) | CPU % of 1 core | RSS MB | "
-            "/metrics bytes | series | scrape p50 ms | scrape p99 ms | load avg (1 min) |")
-    lines = [head, "|" + "---|" * 4 + "---:|" * 8]
+            "/metrics bytes | series | scrape p50 ms | scrape p99 ms | p99 outside samples ms | load avg (1 min) |")
+    lines = [head, "|" + "---|" * 4 + "---:|" * 9]
     for sweep, rows in results["sweeps"].items():
         for r in rows:
+            cpu = f"{r['cpu_percent_of_one_core']:.2f}"
+            if "cpu_percent_min" in r and len(r.get("runs", [])) > 1:
+                cpu += f" ({r['cpu_percent_min']:.2f}–{r['cpu_percent_max']:.2f})"
+            outside = r.get("scrape_p99_ms_outside_samples")
             lines.append(f"| {sweep} | {r['gpus']} | {r['procs']} | {r['endpoints']} | "
-                         f"{r['sample_duration_ms_mean']:.2f} | {r['cpu_percent_of_one_core']:.2f} | "
-                         f"{r['rss_mb_mean']:.1f} | {r['metrics_bytes']:,} | {r['series']:,} | "
+                         f"{r['sample_duration_ms_mean']:.2f} | {cpu} | "
+                         f"{r['rss_mb_mean']:.1f} | {r['metrics_bytes']:,.0f} | {r['series']:,.0f} | "
                          f"{r['scrape_p50_ms']:.3f} | {r['scrape_p99_ms']:.3f} | "
+                         f"{'–' if outside is None else f'{outside:.3f}'} | "
                          f"{r['loadavg_start'][0]:.2f}→{r['loadavg_end'][0]:.2f} |")
     return "\n".join(lines)
 
@@ -330,8 +384,9 @@ def plot(results: dict, path: Path) -> bool:
             if target is not None:
                 ax.axhline(target, color="tab:red", ls="--", lw=1, label=f"target {target:g}")
             if key == "scrape_p99_ms" and results.get("node_exporter"):
-                ax.axhline(results["node_exporter"]["p99_ms"], color="tab:orange", ls="-.", lw=1,
-                           label="node-exporter p99")
+                ne99 = results["node_exporter"]["p99_ms"]
+                ax.axhline(ne99, color="tab:orange", ls="-.", lw=1,
+                           label=f"node-exporter p99 {ne99:.1f} ms" + (" (off scale)" if ne99 > 1.15 * max(ys + [5.0]) else ""))
             ax.set_ylim(0, 1.15 * max(ys + [target or 0.0]))
             ax.grid(alpha=0.3)
             if j == 0:
@@ -355,34 +410,49 @@ def measure(args: argparse.Namespace) -> dict:
     ne_proc = start_node_exporter(ne_port)
     if ne_proc is not None:
         try:
-            t, b = scrape_paced(ne_port, args.scrapes, args.scrape_gap)
+            t, b, _ = scrape_paced(ne_port, args.scrapes, args.scrape_gap)
             ne = {"p50_ms": 1000 * statistics.median(t), "p99_ms": 1000 * pct(t, 0.99), "bytes": b}
         finally:
             ne_proc.terminate()
             ne_proc.wait()
 
-    done: dict[Config, dict] = {}
     results: dict = {"date": str(dt.date.today()), "benchmark": "scaling", "sample_interval_s": 1.0,
                      "window_s": args.window, "warmup_s": args.warmup, "scrapes": args.scrapes,
-                     "scrape_gap_s": args.scrape_gap, "host_cpus": os.cpu_count(),
-                     "python": platform.python_version(), "kernel": platform.release(), "base": BASE,
+                     "scrape_gap_s": args.scrape_gap, "repeats": args.repeat, "host_cpus": os.cpu_count(),
+                     "python": platform.python_version(), "kernel": platform.release(),
+                     "exporter_sha256": source_digest(), "base": BASE,
                      "node_exporter": ne, "loadavg_start": list(os.getloadavg()), "sweeps": {}, "fits": {}}
+    configs = list(dict.fromkeys(Config(**{**BASE, sweep: v}) for sweep, values in sweeps.items() for v in values))
+    runs: dict[Config, list[dict]] = {c: [] for c in configs}
     t_start = time.monotonic()
+    for rep in range(args.repeat):  # repeats interleaved, so a busy spell on the host hits every config alike
+        for cfg in configs:
+            print(f"[{time.monotonic() - t_start:5.0f} s] run {rep + 1}/{args.repeat}: {cfg.label()} …", file=sys.stderr)
+            r = run_config(cfg, args)
+            runs[cfg].append(r)
+            print(f"        sample {r['sample_duration_ms_mean']:.2f} ms, CPU {r['cpu_percent_of_one_core']:.2f} %, "
+                  f"RSS {r['rss_mb_mean']:.1f} MB, {r['metrics_bytes']} B, p99 {r['scrape_p99_ms']:.3f} ms, "
+                  f"load {r['loadavg_end'][0]:.2f}", file=sys.stderr)
+    done = {cfg: combine(rs) for cfg, rs in runs.items()}
     for sweep, values in sweeps.items():
-        rows = []
-        for v in values:
-            cfg = Config(**{**BASE, sweep: v})
-            if cfg not in done:
-                print(f"[{time.monotonic() - t_start:5.0f} s] {cfg.label()} …", file=sys.stderr)
-                done[cfg] = run_config(cfg, args)
-                r = done[cfg]
-                print(f"        sample {r['sample_duration_ms_mean']:.2f} ms, CPU {r['cpu_percent_of_one_core']:.2f} %, "
-                      f"RSS {r['rss_mb_mean']:.1f} MB, {r['metrics_bytes']} B, p99 {r['scrape_p99_ms']:.3f} ms, "
-                      f"load {r['loadavg_end'][0]:.2f}", file=sys.stderr)
-            rows.append(done[cfg])
-        results["sweeps"][sweep] = rows
+        results["sweeps"][sweep] = [done[Config(**{**BASE, sweep: v})] for v in values]
     results["loadavg_end"] = list(os.getloadavg())
     return results
+
+
+def combine(rs: list[dict]) -> dict:
+    """Median of each figure over repeated runs of one configuration; CPU's range and every run kept."""
+    out = dict(rs[0])
+    for k, v in rs[0].items():
+        vals = [r.get(k) for r in rs]
+        if (isinstance(v, (int, float)) and not isinstance(v, bool) and None not in vals
+                and len(set(vals)) > 1):
+            out[k] = statistics.median(vals)
+    out["loadavg_start"], out["loadavg_end"] = rs[0]["loadavg_start"], rs[-1]["loadavg_end"]
+    out["cpu_percent_min"] = min(r["cpu_percent_of_one_core"] for r in rs)
+    out["cpu_percent_max"] = max(r["cpu_percent_of_one_core"] for r in rs)
+    out["runs"] = rs
+    return out
 
 
 def write_outputs(results: dict, stem: Path) -> None:
@@ -392,7 +462,8 @@ def write_outputs(results: dict, stem: Path) -> None:
           "",
           f"`benchmarks/scaling.py` (window {results['window_s']:g} s per configuration, warm-up "
           f"{results['warmup_s']:g} s, {results['scrapes']} scrapes {1000 * results.get('scrape_gap_s', 0):.0f} ms "
-          f"apart), {results['host_cpus']} vCPUs, Python {results['python']}; 1 s sampling on a "
+          f"apart, {results.get('repeats', 1)} interleaved run(s) per configuration, medians; CPU range in "
+          f"brackets), {results['host_cpus']} vCPUs, Python {results['python']}; 1 s sampling on a "
           "simulated node reading a fixture procfs in which every process gains one tick of CPU time a second. "
           f"Base: {BASE['gpus']} GPUs, {BASE['procs']} processes, {BASE['endpoints']} endpoints. "
           f"Load average over the run: {results['loadavg_start'][0]:.2f} → {results['loadavg_end'][0]:.2f} "
@@ -431,6 +502,7 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=6, help="seconds after start-up before the window")
     ap.add_argument("--scrapes", type=int, default=300)
     ap.add_argument("--scrape-gap", type=float, default=0.033, help="seconds between latency scrapes (default 0.033)")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per configuration, interleaved; medians reported")
     ap.add_argument("--quick", action="store_true", help="two points per sweep, 10 s windows (a smoke run)")
     ap.add_argument("--out", help="file stem instead of benchmarks/results/scaling-<date>")
     ap.add_argument("--from-json", help="redo the table, Markdown and plot from a results JSON; measure nothing")
