@@ -61,7 +61,7 @@ def run(interval: float = 60.0) -> dict:
     from exporter.carbon import accounting
     from exporter.identity.resolver import Resolver
     from exporter.sampler import Sampler
-    from exporter.sensors.cpu_estimate import CpuPowerModel
+    from exporter.sensors.cpu_estimate import CpuPowerModel, EstimateMeter
     from exporter.sensors.nvml import GpuMeter
     from exporter.sensors.procfs import ProcessTable
     from exporter.sensors.simnvml import SimulatedNVML
@@ -85,7 +85,7 @@ def run(interval: float = 60.0) -> dict:
         make_procfs(tmp / "proc", {10: {"comm": "python3", "cmdline": ["vllm", "serve", "m"]}}, busy, idle)
         carbon = accounting.Carbon(accounting.Region("curve", 190, "curve", "test"), 1.0, "pue.none",
                                    CurveIntensity(clock, 1000.0))  # type: ignore[arg-type]
-        sampler = Sampler(gpu=gpu, rapl=None, cpu_model=CpuPowerModel(4, 1.0, 5.0),
+        sampler = Sampler(gpu=gpu, cpu=EstimateMeter(CpuPowerModel(4, 1.0, 5.0)),
                           procs=ProcessTable(str(tmp / "proc")), resolver=Resolver(), interval_s=interval,
                           clock=clock, carbon=carbon)
         energy_series = []   # (t, cumulative node J) as Prometheus would scrape it every interval
@@ -97,7 +97,7 @@ def run(interval: float = 60.0) -> dict:
             make_procfs(tmp / "proc", {10: {"comm": "python3", "cmdline": ["vllm", "serve", "m"]}}, busy, idle)
             sampler.sample()
             energy_series.append((clock.t - 1000.0, sampler.ledger.total("node_energy_joules_total")))
-        m = parse_metrics(sampler.renderer.current[0].decode())
+        m = parse_metrics(sampler.metrics_text())
     cpu_w = 4 * (1.0 + 0.25 * 4.0)
     truth_g = 0.0
     for s in range(DAY):

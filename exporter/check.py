@@ -8,8 +8,8 @@ from typing import Any
 
 from . import __version__
 from .config import Config
-from .sensors import MeterError, cpu_model, open_gpu, open_rapl
-from .sensors.cpu_estimate import SOURCE as ESTIMATE_SOURCE
+from .sensors import probe_all, registry
+from .sensors.base import Probe
 
 
 def _hypervisor(cfg: Config) -> str:
@@ -30,45 +30,25 @@ def _hypervisor(cfg: Config) -> str:
 
 
 def diagnose(cfg: Config) -> dict[str, Any]:
+    """Every registered meter probed (usable or not, and why), the one each kind would use,
+    the carbon setup and procfs."""
     report: dict[str, Any] = {"version": __version__, "vm": _hypervisor(cfg)}
-    # GPU
-    try:
-        gpu = open_gpu(cfg)
-    except MeterError as e:
-        gpu, report["gpu"] = None, {"state": "error", "detail": str(e), "gpus": []}
-    if gpu is not None:
-        st = gpu.status
-        gpus = []
-        for r in gpu.read():
-            d = r.device
-            gpus.append({"index": d.index, "uuid": d.uuid, "name": d.name, "energy_method": d.energy_method,
-                         "mig_mode": d.mig_mode, "power_w": (r.power_mw or 0) / 1000,
-                         "memory_total_bytes": d.memory_total, "processes": len(r.processes),
-                         "error": r.error})
-        report["gpu"] = {"backend": st.backend, "state": st.state, "detail": st.detail,
-                         "driver": st.driver, "gpus": gpus}
-        gpu.close()
-    elif "gpu" not in report:
-        report["gpu"] = {"state": "disabled", "detail": "gpu.backend=none", "gpus": []}
-    # RAPL
-    rapl = open_rapl(cfg)
-    if rapl is None:
-        report["rapl"] = {"usable": False, "detail": "cpu.rapl=off", "zones": []}
-    else:
-        detail = rapl.problem
-        if not rapl.usable and rapl.zones:
-            detail = "no readable package or psys zone: " + "; ".join(
-                sorted({z.problem for z in rapl.zones if z.problem}))
-        if not rapl.usable and report["vm"]:
-            detail += f" (this looks like a VM: {report['vm']}; VMs rarely expose RAPL)"
-        report["rapl"] = {"usable": rapl.usable, "detail": detail, "zones": [
-            {"zone": z.zone, "domain": z.domain, "socket": z.socket, "readable": z.readable,
-             "used_in_total": z.used_in_total, "max_energy_range_uj": z.max_range_uj,
-             "problem": z.problem} for z in rapl.zones]}
-    model = cpu_model(cfg)
-    report["cpu_estimate"] = {"used": not report["rapl"]["usable"], "vcpus": model.vcpus,
-                              "min_watts_per_vcpu": model.min_w, "max_watts_per_vcpu": model.max_w,
-                              "model": model.describe(), "source": ESTIMATE_SOURCE}
+    probes = probe_all(cfg)
+    report["meters"] = [{"kind": p.kind, "name": p.name, "usable": p.usable, "summary": p.headline,
+                         "selected": False} for p in probes]
+    gpu = _selected_gpu(cfg, [p for p in probes if p.kind == "gpu"])
+    cpu = _selected_cpu(cfg, [p for p in probes if p.kind == "cpu"])
+    for row in report["meters"]:
+        row["selected"] = (row["kind"], row["name"]) in {("gpu", gpu.name if gpu else ""), ("cpu", cpu)}
+    report["gpu"] = gpu.info if gpu is not None else {"state": "disabled", "detail": "gpu.backend=none", "gpus": []}
+    report["_probes"] = probes
+    by_name = {p.name: p for p in probes if p.kind == "cpu"}
+    rapl = by_name.get("rapl")
+    report["rapl"] = rapl.info if rapl is not None else {"usable": False, "detail": "not built", "zones": []}
+    if not report["rapl"]["usable"] and report["vm"]:
+        report["rapl"]["detail"] += f" (this looks like a VM: {report['vm']}; VMs rarely expose RAPL)"
+    report["cpu_estimate"] = {"used": cpu == "estimate", **by_name["estimate"].info}
+    report["cpu_meter"] = cpu
     report["carbon"] = _carbon(cfg)
     try:
         pids = [n for n in os.listdir(cfg.path.procfs) if n.isdigit()]
@@ -78,11 +58,28 @@ def diagnose(cfg: Config) -> dict[str, Any]:
     return report
 
 
+def _selected_gpu(cfg: Config, probes: list[Probe]) -> Probe | None:
+    """The GPU backend ``serve`` would use: the named one, or auto's first usable (else the
+    first auto backend, in its failed state)."""
+    if cfg.gpu.backend == "none":
+        return None
+    if cfg.gpu.backend != "auto":
+        return next(p for p in probes if p.name == cfg.gpu.backend)
+    auto = [p for p in probes if registry.spec("gpu", p.name).auto]
+    return next((p for p in auto if p.usable), auto[0] if auto else None)
+
+
+def _selected_cpu(cfg: Config, probes: list[Probe]) -> str:
+    if cfg.cpu.meter != "auto":
+        return cfg.cpu.meter
+    return next(p.name for p in probes if p.usable)
+
+
 def _carbon(cfg: Config) -> dict[str, Any]:
     """Region, provider, intensity and its source; live providers are polled once (short timeout)."""
     import asyncio
 
-    from .cli import build_carbon, resolve_region
+    from .daemon import build_carbon, resolve_region
 
     async def run() -> Any:
         carbon = build_carbon(cfg, await resolve_region(cfg))
@@ -105,21 +102,11 @@ def _carbon(cfg: Config) -> dict[str, Any]:
 
 
 def _advice(report: dict[str, Any]) -> list[str]:
-    out = []
-    g = report["gpu"]
-    if g["state"] == "no_library":
-        out.append("GPU: install the NVIDIA driver, or run the container with the NVIDIA runtime. "
-                   "Without it Wattprint measures CPU only.")
-    elif g["state"] in ("driver_not_loaded", "error"):
-        out.append(f"GPU: {g['detail']}")
-    if not report["rapl"]["usable"]:
-        zones = report["rapl"]["zones"]
-        if any("CVE-2020-8694" in z["problem"] for z in zones):
-            out.append("CPU: run as root (or a udev rule making energy_uj readable) to measure with RAPL; "
-                       "until then CPU energy is an estimate (method=\"estimate\").")
-        else:
-            out.append("CPU: no RAPL here, so CPU energy is an estimate (method=\"estimate\"); tune it with "
-                       "--cpu.estimate-min-watts-per-vcpu / --cpu.estimate-max-watts-per-vcpu.")
+    out: list[str] = []
+    for p in report["_probes"]:
+        selected = any(m["selected"] for m in report["meters"] if m["name"] == p.name and m["kind"] == p.kind)
+        if selected or (p.name == "rapl" and report["cpu_meter"] != "rapl"):
+            out += p.advice
     if report["carbon"]["region"] == "unknown":
         out.append("Carbon: set --carbon.region (e.g. aws:us-east-1, europe-west4, FR; `wattprint regions` "
                    "lists them) — until then the world average intensity is used.")
@@ -129,23 +116,18 @@ def _advice(report: dict[str, Any]) -> list[str]:
 def render_text(report: dict[str, Any]) -> str:
     ok, no = "✔", "✘"
     lines = [f"Wattprint {report['version']} — host check", ""]
-    g = report["gpu"]
-    mark = ok if g["state"] == "ok" and g["gpus"] else no
-    lines.append(f"{mark} GPU ({g.get('backend', 'nvml')}): {g['state']} — {g['detail']}"
-                 + (f", driver {g['driver']}" if g.get("driver") else ""))
-    for d in g["gpus"]:
-        err = f"  ERROR {d['error']}" if d["error"] else ""
-        lines.append(f"    GPU {d['index']} {d['name']} {d['uuid']}: energy via {d['energy_method']}, "
-                     f"MIG {d['mig_mode']}, {d['power_w']:.1f} W, {d['processes']} process(es){err}")
-    r = report["rapl"]
-    lines.append(f"{ok if r['usable'] else no} RAPL: {'usable' if r['usable'] else 'not usable'}"
-                 + (f" — {r['detail']}" if r["detail"] else ""))
-    for z in r["zones"]:
-        state = "readable" if z["readable"] else f"UNREADABLE: {z['problem']}"
-        total = ", in node total" if z["used_in_total"] else ""
-        lines.append(f"    {z['zone']} {z['domain']} socket {z['socket']}: {state}{total}")
-    e = report["cpu_estimate"]
-    lines.append(f"{ok} CPU estimate ({'in use' if e['used'] else 'fallback, not in use'}): {e['model']}")
+    for p in report["_probes"]:
+        if p.kind == "cpu" and p.name == "estimate":
+            e = report["cpu_estimate"]
+            lines.append(f"{ok} CPU estimate ({'in use' if e['used'] else 'fallback, not in use'}): {e['model']}")
+            continue
+        headline = p.headline
+        if p.name == "rapl":
+            r = report["rapl"]
+            headline = f"RAPL: {'usable' if r['usable'] else 'not usable'}" + (f" — {r['detail']}" if r["detail"] else "")
+        mark = ok if p.usable else ("–" if p.info.get("state") == "disabled" else no)
+        lines.append(f"{mark} {headline}")
+        lines += [f"    {line}" for line in p.lines]
     p = report["procfs"]
     lines.append(f"{ok if p['readable'] else no} procfs: " + (f"{p['processes']} processes visible"
                  if p["readable"] else p["detail"]))
@@ -156,6 +138,9 @@ def render_text(report: dict[str, Any]) -> str:
                  f"{live}; source: {c['source']}; PUE {c['pue']:g} ({c['pue_source']})")
     for name, st in c["providers"].items():
         lines.append(f"    provider {name}: {'up' if st['up'] else 'DOWN: ' + str(st['last_error'])}")
+    used = [f"{m['kind']} {m['name']}" for m in report["meters"] if m["selected"]]
+    lines.append(f"ℹ meters in use: {', '.join(used) or 'none'} (registered: "
+                 + ", ".join(f"{m['kind']} {m['name']}" for m in report["meters"]) + ")")
     if report["vm"]:
         lines.append(f"ℹ virtual machine detected: {report['vm']}")
     advice = _advice(report)
@@ -165,4 +150,4 @@ def render_text(report: dict[str, Any]) -> str:
 
 
 def render_json(report: dict[str, Any]) -> str:
-    return json.dumps(report, indent=2) + "\n"
+    return json.dumps({k: v for k, v in report.items() if not k.startswith("_")}, indent=2) + "\n"

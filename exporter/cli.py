@@ -1,18 +1,15 @@
-"""``wattprint``: the command line. Flags are generated from the config models (exporter.config)."""
+"""``wattprint``: the command line. It parses and dispatches: flags are generated from the config
+models (exporter.config); what ``serve`` builds and runs is exporter.daemon, what ``check``
+reports is exporter.check."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
-import signal
 import sys
 from typing import Any, Sequence
 
 from . import __version__, catalogue, config, logs
 from .config import ConfigError
-
-log = logging.getLogger("wattprint")
 
 EPILOG = f"""Precedence: defaults < --config.file (YAML) < WATTPRINT_* environment < flags.
 Every flag --section.key-name is also the YAML key section.key_name and the variable
@@ -89,179 +86,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_carbon(cfg: config.Config, region: Any) -> Any:
-    """The carbon accounting for this node (``region``: an accounting.Region)."""
-    from .carbon import accounting, providers
-
-    live = []
-    for raw in cfg.carbon.providers:
-        opts = dict(raw)
-        live.append(providers.build(opts.pop("type"), **opts))
-    c = cfg.carbon
-    return accounting.build(
-        region=region, pue=c.pue, providers=live, max_age_s=c.max_age,
-        counterfactual_regions=c.counterfactual_regions,
-        embodied_cfg={"per_gpu_kg": c.embodied_gpu_kg, "server_kg": c.embodied_server_kg,
-                      "gpus_per_server": c.embodied_gpus_per_server, "lifetime_years": c.embodied_lifetime_years},
-        training_tonnes=c.training_co2e_tonnes)
-
-
-async def resolve_region(cfg: config.Config, cluster: Any = None) -> Any:
-    """carbon.region, else the node's topology.kubernetes.io/region label, else cloud instance
-    metadata (when allowed), else the world average."""
-    from .carbon import accounting
-    from .carbon import region as detect
-
-    if cfg.carbon.region:
-        return accounting.resolve_static(cfg.carbon.region, "config")
-    guesses = []
-    if cluster is not None:
-        guesses.append(detect.region_from_node_labels(await cluster.pods.node_labels()))
-    if _may_ask_metadata(cfg):
-        guesses.append(await detect.detect_cloud_region(timeout_s=1.0))
-    for guess in guesses:
-        if guess is None:
-            continue
-        try:
-            return accounting.resolve_static(guess.key, guess.source)
-        except KeyError:
-            log.warning("region %s from %s is not in the bundled dataset", guess.key, guess.source)
-    log.warning("carbon.region is not set and no region was detected: using the world average "
-                "intensity; set --carbon.region (see `wattprint regions`)")
-    return accounting.resolve_static(None, "")
-
-
-def _may_ask_metadata(cfg: config.Config) -> bool:
-    """detect_region=auto asks cloud metadata only where the firmware names a cloud vendor."""
-    if cfg.carbon.detect_region != "auto":
-        return cfg.carbon.detect_region == "on"
-    import os
-
-    for name in ("sys_vendor", "bios_vendor", "board_vendor"):
-        try:
-            with open(os.path.join(cfg.path.sysfs, "class/dmi/id", name)) as fh:
-                vendor = fh.read().strip()
-        except OSError:
-            continue
-        if vendor.startswith(("Amazon", "Google", "Microsoft")):
-            return True
-    return False
-
-
-def build_sampler(cfg: config.Config, carbon: Any = None, cluster: Any = None) -> Any:
-    from .identity.resolver import Resolver, Rule
-    from .sampler import Sampler
-    from .sensors import cpu_model, open_gpu, open_rapl
-    from .sensors.procfs import ProcessTable
-
-    rules = [Rule.parse(r, f"attribution.rules[{i}]") for i, r in enumerate(cfg.attribution.rules)]
-    return Sampler(gpu=open_gpu(cfg), rapl=open_rapl(cfg), cpu_model=cpu_model(cfg),
-                   procs=ProcessTable(cfg.path.procfs), resolver=Resolver(rules, pods=cluster),
-                   interval_s=cfg.sample.interval, idle_power_config=cfg.gpu.idle_power_watts,
-                   gpu_idle_policy=cfg.attribution.gpu_idle_policy,
-                   cpu_idle_policy=cfg.attribution.cpu_idle_policy, level=cfg.attribution.level,
-                   max_series=cfg.attribution.max_series, carbon=carbon,
-                   gpu_owners=(lambda: cluster.gpu_owners) if cluster is not None else None)
-
-
-def start_engines(cfg: config.Config, sampler: Any) -> Any:
-    """Engine scraping: discovered targets plus configured ones; budgets as gauges."""
-    from .engine_scraper import EngineScraper, Target
-    from .identity.resolver import Workload
-
-    e = cfg.engines
-    sampler.static_targets = [Target(Workload(t.get("namespace", ""), t["endpoint"], t.get("model", "")),
-                                     t["engine"], t["url"], t.get("model", "")) for t in e.targets]
-    sampler.budgets = [((b.get("namespace", ""), b["endpoint"], b.get("model", "")), float(b["grams_per_request"]))
-                       for b in e.budgets]
-    scraper = EngineScraper(sampler.engine_targets, e.interval, e.timeout, e.max_bytes)
-    sampler.engines = scraper
-    return scraper
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
-    from . import webconfig
-    from .sensors import MeterError
-    from .server import make_app
+    from . import daemon
 
     cfg = load_config(args)
     logs.setup(cfg.log.level, cfg.log.format)
-    # A bad web config file is a ConfigError: main() prints it and exits 2 before anything starts.
-    security = (webconfig.WebSecurity(webconfig.load(cfg.web.config_file))
-                if cfg.web.config_file else None)
-    host, port = config.split_listen_address(cfg.web.listen_address)
-    # The sampler thread holds the GIL while it reads procfs and renders; a short switch interval
-    # lets the HTTP thread answer a scrape within ~1 ms instead of waiting up to 5 ms per hand-off.
-    sys.setswitchinterval(0.0005)
-
-    async def main() -> int:
-        from .identity.cluster import open_cluster
-        from .identity.kubernetes import PodCacheError
-
-        try:
-            cluster = open_cluster(cfg.kubernetes)
-        except PodCacheError as e:
-            log.error("%s", e)
-            return 2
-        carbon = build_carbon(cfg, await resolve_region(cfg, cluster))
-        log.info("carbon: region %s (%s), %g gCO2e/kWh static (%s), PUE %g (%s)", carbon.region.key,
-                 carbon.region.how, carbon.region.grams_per_kwh, carbon.region.source, carbon.pue,
-                 carbon.pue_source)
-        try:
-            sampler = build_sampler(cfg, carbon, cluster)
-        except MeterError as e:
-            log.error("%s", e)
-            return 2
-        if cluster is not None:
-            log.info("Kubernetes: watching pods of node %s via %s; pod-resources %s", cluster.pods.node_name,
-                     cluster.pods.api_url, cluster.podres_state)
-        gpu = sampler.gpu.status if sampler.gpu is not None else None
-        if gpu is not None and gpu.state != "ok":
-            log.info("no GPU metering: %s", gpu.detail)
-        elif gpu is not None:
-            log.info("GPU metering via %s: %s, driver %s", gpu.backend, gpu.detail, gpu.driver)
-            if gpu.backend == "simulated":
-                log.warning("SIMULATED GPUs in use (--gpu.backend=simulated): numbers are a test double")
-        log.info("CPU energy via %s", sampler.cpu_method)
-        runner = web.AppRunner(make_app(sampler, cfg.web.telemetry_path, security), access_log=None,
-                               handle_signals=False, **webconfig.SERVER_LIMITS)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port, backlog=256, reuse_address=True,
-                           ssl_context=security.ssl if security is not None else None)
-        try:
-            await site.start()
-        except OSError as e:
-            raise SystemExit(f"cannot listen on {cfg.web.listen_address}: {e.strerror}") from None
-        sampler.start()
-        background = [asyncio.create_task(carbon.service.run())]
-        if cfg.engines.enabled:
-            background.append(asyncio.create_task(start_engines(cfg, sampler).run()))
-        if cluster is not None:
-            background.append(asyncio.create_task(cluster.run()))
-        if security is not None:
-            background.append(webconfig.Reloader(security).start())
-            log.info("web config %s: %s", cfg.web.config_file, webconfig.describe(security.config))
-        log.info("listening on %s (metrics at %s)", cfg.web.listen_address, cfg.web.telemetry_path)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            await stop.wait()
-        finally:
-            log.info("shutting down")
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
-            await runner.cleanup()
-            sampler.stop()
-            if sampler.gpu is not None:
-                sampler.gpu.close()
-        return 0
-
-    return asyncio.run(main())
+    return daemon.serve(cfg)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,6 +17,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
+from .sensors.registry import CPU_METERS, GPU_BACKENDS
+
 ENV_PREFIX = "WATTPRINT_"
 DEFAULT_PORT = 10066  # see README "Port": not in the Prometheus default port allocations list
 
@@ -97,11 +99,15 @@ class LogConfig(_Section):
         return v.lower() if isinstance(v, str) else v
 
 
+GPU_BACKEND_NAMES = ("auto", *GPU_BACKENDS, "none")
+CPU_METER_NAMES = ("auto", *CPU_METERS)
+
+
 class GpuConfig(_Section):
-    backend: Literal["auto", "nvml", "simulated", "none"] = Field(
-        "auto", description="GPU meter: auto (NVML when the library is present, else no GPU), "
-        "nvml (required), simulated (a test double driven by --gpu.simulation-file; its metrics "
-        "say backend=\"simulated\"), none.")
+    backend: Literal[GPU_BACKEND_NAMES] = Field(  # type: ignore[valid-type]
+        "auto", description="GPU backend (exporter/sensors/registry.py): auto (the first whose "
+        "library and devices are present, else no GPU), nvml (required), simulated (a test double "
+        "driven by --gpu.simulation-file; its metrics say backend=\"simulated\"), none.")
     simulation_file: str | None = Field(
         None, description="Scenario YAML for --gpu.backend=simulated (see tests/fixtures/sim).")
     idle_power_watts: dict[str, float] = Field(
@@ -118,6 +124,9 @@ class GpuConfig(_Section):
 
 
 class CpuConfig(_Section):
+    meter: Literal[CPU_METER_NAMES] = Field(  # type: ignore[valid-type]
+        "auto", description="CPU meter (exporter/sensors/registry.py): auto (the first usable: RAPL, "
+        "else the estimate), rapl (required), estimate.")
     rapl: Literal["auto", "off"] = Field(
         "auto", description="Read RAPL powercap zones when present and readable (auto) or never (off).")
     estimate_min_watts_per_vcpu: float = Field(

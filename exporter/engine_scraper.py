@@ -123,6 +123,16 @@ class EngineScraper:
         st.up = False
         st.errors[kind] = st.errors.get(kind, 0) + 1
 
+    def contribute(self, snap: Any) -> None:
+        """The scraper's own series: one ``up`` per target, errors and counter resets."""
+        for t, st in list(self.states.items()):
+            w = t.workload
+            snap.set("engine_scrape_up", (w.namespace, w.endpoint, w.model, t.engine), 1.0 if st.up else 0.0)
+            for kind, n in st.errors.items():
+                snap.set("engine_scrape_errors_total", (w.endpoint, t.engine, kind), float(n))
+        for (endpoint, engine), n in list(self.resets.items()):
+            snap.set("engine_counter_resets_total", (endpoint, engine), float(n))
+
     def drain(self) -> list[Increment]:
         out = []
         while True:

@@ -1,22 +1,32 @@
-"""Render one consistent snapshot to the Prometheus text format, once per sample.
+"""Exposition by contribution: every part of the daemon writes its own series into one
+:class:`Snapshot` per sample (its ``contribute(snap)`` method), and :class:`Renderer` turns that
+snapshot into the Prometheus text format once per sample.
 
-The scrape handler only returns these bytes (and a gzip copy made at the same time): no sensor
-or network I/O, no rendering, on the scrape path.
+The scrape handler only returns the bytes of the latest :class:`Exposition` (gzip made on the
+first request that asks for it, then kept): no sensor or network I/O, no rendering, on the
+scrape path.
+
+The text is written here directly rather than through a ``prometheus_client`` registry: building
+a registry of metric-family objects every second was half of the sampling loop's CPU. The output
+is byte-for-byte what ``prometheus_client.generate_latest`` (0.26) writes for the same families —
+``tests/test_exposition.py`` renders random snapshots both ways and compares them. The value
+format follows ``prometheus_client.utils.floatToGoString`` (Apache-2.0), which mimics Go's.
 """
 
 from __future__ import annotations
 
 import gzip
+import math
+import os
+import threading
 from dataclasses import dataclass, field
-from typing import Iterator
-
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
-from prometheus_client.process_collector import ProcessCollector
+from typing import Iterable, Protocol
 
 from . import catalogue
 
 Series = dict[tuple[str, ...], float]
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+GZIP_LEVEL = 5
 
 
 @dataclass
@@ -28,41 +38,155 @@ class Snapshot:
         self.values.setdefault(metric, {})[labels] = value
 
 
-class _SnapshotCollector:
-    def __init__(self, snap: Snapshot) -> None:
-        self.snap = snap
+class Contributor(Protocol):
+    """A part of the daemon that owns some series of the exposition."""
 
-    def collect(self) -> Iterator[Metric]:
-        for short, series in self.snap.values.items():
-            m = catalogue.get(short)
-            names = list(m.labels)
-            if m.type == "counter":
-                fam: Metric = CounterMetricFamily(m.family, m.help, labels=names)
-            elif m.type == "info":
-                fam = InfoMetricFamily(m.family, m.help, labels=names)
-                for labels in series:
-                    fam.add_metric(list(labels), {})
-                yield fam
-                continue
+    def contribute(self, snap: Snapshot) -> None: ...
+
+
+def go_float(v: float) -> str:
+    """A sample value as Prometheus's Go code writes it (prometheus_client's floatToGoString)."""
+    d = float(v)
+    if d == math.inf:
+        return "+Inf"
+    if d == -math.inf:
+        return "-Inf"
+    if d != d:
+        return "NaN"
+    s = repr(d)
+    dot = s.find(".")
+    if d > 0 and dot > 6:  # Go switches to exponents sooner than Python
+        mantissa = f"{s[0]}.{s[1:dot]}{s[dot + 1:]}".rstrip("0.")
+        return f"{mantissa}e+{dot - 1:02d}"
+    return s
+
+
+def escape_label_value(v: str) -> str:
+    if "\\" in v or '"' in v or "\n" in v:
+        return v.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+    return v
+
+
+def escape_help(v: str) -> str:
+    return v.replace("\\", r"\\").replace("\n", r"\n")
+
+
+class _Family:
+    """Pre-rendered pieces of one metric family: its header and, per label set, its prefix."""
+
+    __slots__ = ("header", "sample", "names", "prefixes")
+
+    def __init__(self, name: str, type_: str, help_: str, labels: tuple[str, ...]) -> None:
+        sample = name
+        if type_ == "counter" and not name.endswith("_total"):
+            sample = name + "_total"
+        shown = "gauge" if type_ == "info" else type_
+        self.header = f"# HELP {sample} {escape_help(help_)}\n# TYPE {sample} {shown}\n"
+        self.sample, self.names = sample, labels
+        self.prefixes: dict[tuple[str, ...], str] = {}
+
+    def prefix(self, labels: tuple[str, ...]) -> str:
+        p = self.prefixes.get(labels)
+        if p is None:
+            if len(self.prefixes) > 100_000:  # label sets that came and went: start over
+                self.prefixes.clear()
+            if labels:
+                inner = ",".join(f'{n}="{escape_label_value(v)}"' for n, v in zip(self.names, labels))
+                p = f"{self.sample}{{{inner}}} "
             else:
-                fam = GaugeMetricFamily(m.family, m.help, labels=names)
-            for labels, value in series.items():
-                fam.add_metric(list(labels), value)
-            yield fam
+                p = self.sample + " "
+            self.prefixes[labels] = p
+        return p
+
+
+@dataclass
+class Exposition:
+    """One rendered sample. ``gzip()`` compresses on first use and keeps the result."""
+    text: bytes = b""
+    _gz: bytes | None = None
+
+    def gzip(self) -> bytes:
+        gz = self._gz
+        if gz is None:
+            gz = self._gz = gzip.compress(self.text, compresslevel=GZIP_LEVEL)
+        return gz
 
 
 class Renderer:
-    """Holds the rendered bytes of the latest snapshot; swapped atomically per sample."""
+    """Renders snapshots; ``current`` is swapped atomically per sample (readers see the old
+    exposition or the new one, never a mix)."""
 
     def __init__(self) -> None:
-        # the exporter's own CPU and memory (process_cpu_seconds_total, process_resident_memory_bytes)
-        self._process = ProcessCollector(namespace="", registry=None)
-        self.current: tuple[bytes, bytes] = (b"", b"")  # (text, gzip of text)
+        self._families: dict[str, _Family] = {}
+        self._process = ProcessMetrics()
+        self.current = Exposition()
+        self._lock = threading.Lock()  # render() may be called from two threads in tests
 
-    def render(self, snap: Snapshot) -> None:
-        reg = CollectorRegistry(auto_describe=False)
-        reg.register(_SnapshotCollector(snap))
-        reg.register(self._process)
-        text = generate_latest(reg)
-        gz = gzip.compress(text, compresslevel=5)
-        self.current = (text, gz)  # one assignment: readers see the old pair or the new one
+    def family(self, short: str) -> _Family:
+        fam = self._families.get(short)
+        if fam is None:
+            m = catalogue.get(short)
+            fam = self._families[short] = _Family(m.name if m.type != "info" else m.family + "_info",
+                                                  m.type, m.help, m.labels)
+        return fam
+
+    def render(self, snap: Snapshot) -> Exposition:
+        with self._lock:
+            out: list[str] = []
+            for short, series in snap.values.items():
+                fam = self.family(short)
+                out.append(fam.header)
+                prefix = fam.prefix
+                out.extend(f"{prefix(labels)}{go_float(v)}\n" for labels, v in series.items())
+            out.extend(self._process.lines())
+            self.current = Exposition("".join(out).encode())
+            return self.current
+
+
+class ProcessMetrics:
+    """The exporter's own ``process_*`` metrics, as prometheus_client's ProcessCollector writes
+    them (Linux): virtual and resident memory, start time, CPU seconds, open and max fds."""
+
+    def __init__(self, procfs: str = "/proc") -> None:
+        self.procfs = procfs
+        self.ticks = os.sysconf("SC_CLK_TCK")
+        self.pagesize = os.sysconf("SC_PAGESIZE")
+        self.btime = 0.0
+        try:
+            with open(os.path.join(procfs, "stat"), "rb") as fh:
+                for line in fh:
+                    if line.startswith(b"btime "):
+                        self.btime = float(line.split()[1])
+        except OSError:
+            pass
+
+    def lines(self) -> Iterable[str]:
+        try:
+            with open(os.path.join(self.procfs, "self", "stat"), "rb") as fh:
+                parts = fh.read().split(b")")[-1].split()
+            vmem, rss = float(parts[20]), float(parts[21]) * self.pagesize
+            start = float(parts[19]) / self.ticks + self.btime
+            cpu = (float(parts[11]) + float(parts[12])) / self.ticks
+        except (OSError, ValueError, IndexError):
+            return []
+        out = [_gauge("process_virtual_memory_bytes", "Virtual memory size in bytes.", vmem),
+               _gauge("process_resident_memory_bytes", "Resident memory size in bytes.", rss),
+               _gauge("process_start_time_seconds", "Start time of the process since unix epoch in seconds.",
+                      start),
+               "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n"
+               f"# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {go_float(cpu)}\n"]
+        try:
+            out.append(_gauge("process_open_fds", "Number of open file descriptors.",
+                              float(len(os.listdir(os.path.join(self.procfs, "self", "fd"))))))
+            with open(os.path.join(self.procfs, "self", "limits"), "rb") as fh:
+                for line in fh:
+                    if line.startswith(b"Max open file"):
+                        out.append(_gauge("process_max_fds", "Maximum number of open file descriptors.",
+                                          float(line.split()[3])))
+        except (OSError, ValueError, IndexError):
+            pass
+        return out
+
+
+def _gauge(name: str, help_: str, v: float) -> str:
+    return f"# HELP {name} {help_}\n# TYPE {name} gauge\n{name} {go_float(v)}\n"

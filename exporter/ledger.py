@@ -63,5 +63,13 @@ class Ledger:
     def total(self, metric: str) -> float:
         return math.fsum(self.counters.get(metric, {}).values())
 
+    def contribute(self, snap: "object") -> None:
+        """Every counter, and the cap's fold counts, into the sample's snapshot."""
+        values = snap.values  # type: ignore[attr-defined]
+        for metric, series in self.counters.items():
+            values.setdefault(metric, {}).update(series)
+        for metric, n in self.folded.items():
+            values.setdefault("attribution_folded_series_total", {})[(metric,)] = float(n)
+
     def snapshot(self) -> dict[str, dict[tuple[str, ...], float]]:
         return {m: dict(s) for m, s in self.counters.items()}

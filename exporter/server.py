@@ -8,9 +8,9 @@ import time
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from . import __version__
+from .exposition import CONTENT_TYPE
 
 if TYPE_CHECKING:
     from .sampler import Sampler
@@ -22,14 +22,14 @@ PATH = web.AppKey("telemetry_path", str)
 
 async def metrics(request: web.Request) -> web.Response:
     sampler: Sampler = request.app[SAMPLER]  # type: ignore[assignment]
-    text, gz = sampler.renderer.current
-    if not text:
+    exp = sampler.exposition()
+    if not exp.text:
         return web.Response(status=503, text="no sample yet\n")
-    headers = {"Content-Type": CONTENT_TYPE_LATEST}
+    headers = {"Content-Type": CONTENT_TYPE}
     if "gzip" in request.headers.get("Accept-Encoding", ""):
         headers["Content-Encoding"] = "gzip"
-        return web.Response(body=gz, headers=headers)
-    return web.Response(body=text, headers=headers)
+        return web.Response(body=exp.gzip(), headers=headers)  # compressed once per sample, on first ask
+    return web.Response(body=exp.text, headers=headers)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -54,8 +54,8 @@ async def landing(request: web.Request) -> web.Response:
     path = html.escape(request.app[PATH])
     gpu = sampler.gpu.status if sampler.gpu is not None else None
     gpu_line = (f"{gpu.backend}: {gpu.state} ({html.escape(gpu.detail)})" if gpu else "disabled")
-    collectors = "".join(f"<li>{html.escape(n)}: {'up' if c.up else 'DOWN'}</li>"
-                         for n, c in sorted(sampler.collectors.items()))
+    collectors = "".join(f"<li>{html.escape(n)}: {'up' if up else 'DOWN'}</li>"
+                         for n, up in sorted(sampler.health.up.items()))
     body = f"""<!doctype html><html><head><meta charset="utf-8"><title>Wattprint</title></head>
 <body><h1>Wattprint {__version__}</h1>
 <p>Energy and carbon of AI inference, per model endpoint.</p>
@@ -70,7 +70,7 @@ async def landing(request: web.Request) -> web.Response:
 def make_app(sampler: "Sampler", telemetry_path: str = "/metrics",
              security: "WebSecurity | None" = None) -> web.Application:
     """``security`` (exporter.webconfig): basic auth, headers and rate limit on every path."""
-    from .webconfig import CLIENT_MAX_SIZE
+    from .webconfig.limits import CLIENT_MAX_SIZE
 
     app = web.Application(client_max_size=CLIENT_MAX_SIZE)
     app[SAMPLER] = sampler

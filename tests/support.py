@@ -241,3 +241,16 @@ def drive_completions(url: str, stop: "threading.Event", prompt: str = "hello wo
             urllib.request.urlopen(req, timeout=10).read()
         except OSError:
             time.sleep(0.2)
+
+
+def cpu_meter(sysfs: Path | None, model):
+    """The CPU meter the daemon's auto choice would give: RAPL over ``sysfs`` when usable, else
+    the estimate over ``model`` (exporter.sensors.registry.open_cpu does the same from a config)."""
+    from exporter.sensors.cpu_estimate import EstimateMeter
+    from exporter.sensors.rapl import RaplMeter
+
+    if sysfs is not None:
+        meter = RaplMeter(str(sysfs))
+        if meter.usable:
+            return meter
+    return EstimateMeter(model)

@@ -43,13 +43,13 @@ from exporter.carbon.providers import Provider, ProviderError, Reading
 from exporter.engine_scraper import EngineScraper, ScrapeState, Target
 from exporter.identity.resolver import Resolver, Workload
 from exporter.sampler import Sampler
-from exporter.sensors.cpu_estimate import CpuPowerModel
+from exporter.sensors.cpu_estimate import CpuPowerModel, EstimateMeter
 from exporter.sensors.nvml import GpuMeter
 from exporter.sensors.procfs import ProcessTable
 from exporter.sensors.rapl import RaplMeter
 from exporter.sensors.simnvml import SimulatedNVML
 from exporter.server import make_app
-from support import ROOT, make_powercap, make_procfs, parse_metrics, set_energy, value, write_scenario
+from support import ROOT, cpu_meter, make_powercap, make_procfs, parse_metrics, set_energy, value, write_scenario
 
 T0 = 500.0  # the fake monotonic clock's start; the simulated NVML counts elapsed time from it
 MAX_RANGE_UJ = 262_143_328_850  # a real package zone's max_energy_range_uj
@@ -90,8 +90,8 @@ class FaultNode:
         self.lib = wrap(self.sim) if wrap else self.sim
         gpu = GpuMeter(self.lib, backend="simulated")
         gpu.open()
-        self.sampler = Sampler(gpu=gpu, rapl=RaplMeter(str(tmp / "sys")) if rapl else None,
-                               cpu_model=CpuPowerModel(4, 1.0, 5.0), procs=ProcessTable(str(tmp / "proc")),
+        self.sampler = Sampler(gpu=gpu, cpu=cpu_meter(tmp / "sys" if rapl else None, CpuPowerModel(4, 1.0, 5.0)),
+                               procs=ProcessTable(str(tmp / "proc"), full_scan_every=1),  # every pid read each sample
                                resolver=Resolver(), interval_s=1.0, clock=self.clock, carbon=carbon)
         self.cpu_true_j = 0.0
         self.sample()  # the priming sample: energy is counted from here
@@ -124,7 +124,7 @@ class FaultNode:
         return self.sample()
 
     def metrics(self) -> dict:
-        return parse_metrics(self.sampler.renderer.current[0].decode())
+        return parse_metrics(self.sampler.metrics_text())
 
     def gpu_truth(self, index: int) -> float:
         return self.sim.true_energy_j(index, self.t_first - T0, self.clock.t - T0)
@@ -455,7 +455,7 @@ def test_exception_inside_a_sample_keeps_the_loop_and_the_ledger_whole(tmp_path)
                               {"gpus": [{**H100, "processes": [{"pid": 10, "sm_util": 50}]}]})
     gpu = GpuMeter(SimulatedNVML.from_file(str(scenario), clock), backend="simulated")
     gpu.open()
-    s = Sampler(gpu=gpu, rapl=None, cpu_model=CpuPowerModel(4, 1.0, 5.0),
+    s = Sampler(gpu=gpu, cpu=EstimateMeter(CpuPowerModel(4, 1.0, 5.0)),
                 procs=ProcessTable(str(tmp_path / "proc")), resolver=Resolver(), interval_s=0.05,
                 util_poll_s=0.01, clock=clock)
     node = type("N", (), {"sampler": s})()
@@ -467,7 +467,7 @@ def test_exception_inside_a_sample_keeps_the_loop_and_the_ledger_whole(tmp_path)
             time.sleep(0.02)
     finally:
         s.stop()
-    m = parse_metrics(s.renderer.current[0].decode())
+    m = parse_metrics(s.metrics_text())
     assert s.samples >= 20  # the loop went on
     assert errors(m, "sampler", "exception") == 1 and up(m, "sampler") == 0
     assert_conserved(m)
@@ -627,7 +627,7 @@ def test_hostile_engine_metrics_endpoints(tmp_path):
     scenario = write_scenario(tmp_path / "sim.yaml", {"gpus": [H100]})
     gpu = GpuMeter(SimulatedNVML.from_file(str(scenario), s_clock), backend="simulated")
     gpu.open()
-    sampler = Sampler(gpu=gpu, rapl=None, cpu_model=CpuPowerModel(4, 1.0, 5.0),
+    sampler = Sampler(gpu=gpu, cpu=EstimateMeter(CpuPowerModel(4, 1.0, 5.0)),
                       procs=ProcessTable(str(tmp_path / "proc")), resolver=Resolver(), interval_s=0.05,
                       util_poll_s=0.01, clock=s_clock)
     timeout_s = 0.5
@@ -672,7 +672,7 @@ def test_hostile_engine_metrics_endpoints(tmp_path):
     assert huge_sent < 50 * MB  # the reader stopped at max_bytes and hung up
     # two answers are read to max_bytes (20 MiB) at once; neither 50 MB nor 60 MB is ever held
     assert rss_growth_mb < 100, rss_growth_mb
-    m = parse_metrics(sampler.renderer.current[0].decode())
+    m = parse_metrics(sampler.metrics_text())
     for path, kind in EXPECTED_KIND.items():
         endpoint = "ep" + path.replace("/", "-")
         assert value(m, "wattprint_engine_scrape_up", endpoint=endpoint) == 0
@@ -829,7 +829,7 @@ def test_wall_clock_step_does_not_disturb_the_loop(tmp_path, monkeypatch):
     """The real sampling thread on the real monotonic clock while time.time() jumps ±1 h: samples
     keep their cadence (no burst to 'catch up', no stall)."""
     make_procfs(tmp_path / "proc", {}, 1000, 1000)
-    s = Sampler(gpu=None, rapl=None, cpu_model=CpuPowerModel(4, 1.0, 5.0),
+    s = Sampler(gpu=None, cpu=EstimateMeter(CpuPowerModel(4, 1.0, 5.0)),
                 procs=ProcessTable(str(tmp_path / "proc")), resolver=Resolver(), interval_s=0.05)
     offset = {"s": 0.0}
     real = time.time

@@ -7,12 +7,12 @@ import pytest
 
 from exporter.identity.resolver import Resolver
 from exporter.sampler import Sampler
-from exporter.sensors.cpu_estimate import CpuPowerModel
+from exporter.sensors.cpu_estimate import CpuPowerModel, EstimateMeter
 from exporter.sensors.nvml import GpuMeter
 from exporter.sensors.procfs import ProcessTable
 from exporter.sensors.rapl import RaplMeter
 from exporter.sensors.simnvml import SimulatedNVML
-from support import make_powercap, make_procfs, parse_metrics, set_energy, value, write_scenario
+from support import cpu_meter, make_powercap, make_procfs, parse_metrics, set_energy, value, write_scenario
 
 VLLM = ["python3", "-m", "vllm.entrypoints.openai.api_server", "--model", "meta-llama/Llama-3.1-8B", "--port", "8001"]
 SGLANG = ["python", "-m", "sglang.launch_server", "--model-path", "Qwen/Qwen2.5-7B", "--port", "30000"]
@@ -40,8 +40,8 @@ class Node:
         self.sim = SimulatedNVML.from_file(str(write_scenario(tmp / "sim.yaml", {"gpus": gpus})), self.clock)
         gpu = GpuMeter(self.sim, backend="simulated")
         gpu.open()
-        self.sampler = Sampler(gpu=gpu, rapl=RaplMeter(str(tmp / "sys")) if rapl else None,
-                               cpu_model=CpuPowerModel(4, 1.0, 5.0), procs=ProcessTable(str(tmp / "proc")),
+        self.sampler = Sampler(gpu=gpu, cpu=cpu_meter(tmp / "sys" if rapl else None, CpuPowerModel(4, 1.0, 5.0)),
+                               procs=ProcessTable(str(tmp / "proc")),
                                resolver=Resolver(), interval_s=1.0, clock=self.clock)
         self.t_first: float | None = None
         self.cpu_true_j = 0.0
@@ -63,7 +63,7 @@ class Node:
         self.sampler.sample()
 
     def metrics(self):
-        return parse_metrics(self.sampler.renderer.current[0].decode())
+        return parse_metrics(self.sampler.metrics_text())
 
 
 def assert_conserved(m):

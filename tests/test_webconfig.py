@@ -22,7 +22,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from exporter import webconfig
 from exporter.config import ConfigError
-from exporter.webconfig import WebConfigError, WebSecurity
+from exporter.webconfig import WebConfigError, WebSecurity, auth
 
 OPENSSL = shutil.which("openssl")
 needs_openssl = pytest.mark.skipif(
@@ -366,13 +366,13 @@ def security_for(tmp_path: Path, text: str, **kw) -> WebSecurity:
 @pytest.fixture
 def count_bcrypt(monkeypatch):
     calls = []
-    real = webconfig._checkpw
+    real = auth.checkpw
 
     def counting(password, hashed):
         calls.append(hashed)
         return real(password, hashed)
 
-    monkeypatch.setattr(webconfig, "_checkpw", counting)
+    monkeypatch.setattr(auth, "checkpw", counting)
     return calls
 
 

@@ -72,7 +72,6 @@ class Cluster:
 def open_cluster(cfg: "KubernetesConfig") -> Cluster | None:
     """The cluster identity the configuration asks for, or None outside Kubernetes."""
     from .kubernetes import PodCache
-    from .podresources import PodResourcesClient
 
     in_pod = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
     if cfg.enabled == "off" or (cfg.enabled == "auto" and not in_pod and not cfg.api_url):
@@ -87,5 +86,9 @@ def open_cluster(cfg: "KubernetesConfig") -> Cluster | None:
         if cfg.ca_file:
             kw["ca_file"] = cfg.ca_file
         pods = PodCache.in_cluster(node, **kw)
-    podres = PodResourcesClient(cfg.pod_resources_socket) if os.path.exists(cfg.pod_resources_socket) else None
+    podres = None
+    if os.path.exists(cfg.pod_resources_socket):  # grpc (~20 MB) is imported only where there is a kubelet
+        from .podresources import PodResourcesClient
+
+        podres = PodResourcesClient(cfg.pod_resources_socket)
     return Cluster(pods, podres)

@@ -73,6 +73,14 @@ class Resolver:
             return w
         return Workload("", p.comm or "unidentified", "") if on_gpu else SYSTEM
 
+    def matters(self, pid: int, procs: Mapping[int, Any]) -> bool:
+        """Whether a process's own CPU time can matter: it belongs to a workload, or it is a
+        container whose pod is not known yet. Everything else is the ``system`` remainder."""
+        p = procs.get(pid)
+        if p is None:
+            return False
+        return self.resolve(pid, procs) != SYSTEM or self._pod_pending(p)
+
     def _identify(self, p: Any, procs: Mapping[int, Any]) -> Workload | None:
         meta = self.pod_of(p)
         if meta is not None:

@@ -11,6 +11,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .base import CpuReading, CpuZone, MeterSpec, Probe
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 SOURCE = "Cloud Carbon Footprint AWS fallback average per vCPU (ccf-coefficients, Apache-2.0)"
 
@@ -43,3 +49,44 @@ def count_vcpus(procfs: str) -> int:
     except OSError:
         pass
     return os.cpu_count() or 1
+
+
+ZONE = CpuZone("estimate", "all", "package", "estimate", True, True, "cpu")
+
+
+class EstimateMeter:
+    """The CPU meter of last resort: the model above over the node's busy fraction. It has no
+    counter of its own, so nothing to checkpoint: the sampler's busy time carries every gap."""
+
+    name = "estimate"
+
+    def __init__(self, model: CpuPowerModel) -> None:
+        self.model = model
+
+    def cpu_zones(self) -> list[CpuZone]:
+        return [ZONE]
+
+    def measure(self, dt_s: float, busy_ratio: float) -> CpuReading:
+        return CpuReading({ZONE.zone: self.model.energy_j(busy_ratio, dt_s) if dt_s > 0 else 0.0})
+
+    def checkpoint(self) -> Any:
+        return None
+
+    def restore(self, checkpoint: Any) -> None:
+        pass
+
+
+def model_from(cfg: "Config") -> CpuPowerModel:
+    return CpuPowerModel(cfg.cpu.estimate_vcpus or count_vcpus(cfg.path.procfs),
+                         cfg.cpu.estimate_min_watts_per_vcpu, cfg.cpu.estimate_max_watts_per_vcpu)
+
+
+def probe(cfg: "Config") -> Probe:
+    model = model_from(cfg)
+    return Probe("estimate", "cpu", True, f"CPU estimate: {model.describe()}",
+                 info={"vcpus": model.vcpus, "min_watts_per_vcpu": model.min_w,
+                       "max_watts_per_vcpu": model.max_w, "model": model.describe(), "source": SOURCE})
+
+
+METER = MeterSpec("estimate", "cpu", "CPU power estimated from utilisation (Cloud Carbon Footprint's model)",
+                  auto=True, open=lambda cfg: EstimateMeter(model_from(cfg)), probe=probe)

@@ -9,11 +9,15 @@ on the host is a normal state (``state="no_library"``), reported once, not an er
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pynvml
 from pynvml import NVMLError
+
+from .base import GpuDevice, GpuReading, GpuStatus, MeterError, MeterSpec, Probe
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 log = logging.getLogger(__name__)
 
@@ -44,35 +48,7 @@ def advice(e: NVMLError) -> str:
     return _ADVICE.get(getattr(e, "value", None), str(e))
 
 
-@dataclass
-class GpuDevice:
-    index: int
-    uuid: str
-    name: str
-    handle: Any
-    energy_method: str          # "counter" | "power_integration"
-    mig_mode: str               # "enabled" | "disabled" | "unsupported"
-    memory_total: int = 0
-
-
-@dataclass
-class GpuReading:
-    device: GpuDevice
-    energy_mj: int | None = None       # raw NVML counter (counter method)
-    power_mw: int | None = None
-    memory_used: int | None = None
-    processes: dict[int, int] = field(default_factory=dict)      # pid -> bytes (0 if unknown)
-    sm_util: dict[int, float] = field(default_factory=dict)      # pid -> Σ SM % over its new samples
-    util_available: bool = False
-    error: str | None = None           # error kind when this GPU failed this sample
-
-
-@dataclass
-class NvmlStatus:
-    state: str                         # "ok" | "no_library" | "driver_not_loaded" | "error" | "disabled"
-    detail: str = ""
-    driver: str = ""
-    backend: str = "nvml"
+NvmlStatus = GpuStatus  # the name this module used before the meter protocols
 
 
 class GpuMeter:
@@ -82,12 +58,12 @@ class GpuMeter:
         self.lib = lib
         self.backend = backend
         self.devices: list[GpuDevice] = []
-        self.status = NvmlStatus("error", "not opened", backend=backend)
+        self.status = GpuStatus("error", "not opened", backend=backend)
         self.undiscovered: dict[int, str] = {}   # GPU index -> error kind of its last discovery try
         self._util_ts: dict[int, dict[int, int]] = {}  # gpu -> pid -> newest sample timestamp (µs)
         self._util_sum: dict[int, dict[int, float]] = {}  # gpu -> pid -> Σ smUtil not yet read
 
-    def open(self) -> NvmlStatus:
+    def open(self) -> GpuStatus:
         lib = self.lib
         try:
             lib.nvmlInit()
@@ -95,7 +71,7 @@ class GpuMeter:
             code = getattr(e, "value", None)
             state = {pynvml.NVML_ERROR_LIBRARY_NOT_FOUND: "no_library",
                      pynvml.NVML_ERROR_DRIVER_NOT_LOADED: "driver_not_loaded"}.get(code, "error")
-            self.status = NvmlStatus(state, advice(e), backend=self.backend)
+            self.status = GpuStatus(state, advice(e), backend=self.backend)
             return self.status
         driver = _text(_try(lib.nvmlSystemGetDriverVersion) or "")
         self.devices = []
@@ -105,7 +81,7 @@ class GpuMeter:
             except NVMLError as e:
                 self.undiscovered[i] = error_kind(e)
                 log.warning("GPU %d not discovered yet (retried every sample): %s", i, advice(e))
-        self.status = NvmlStatus("ok", f"{len(self.devices)} GPU(s)", driver, self.backend)
+        self.status = GpuStatus("ok", f"{len(self.devices)} GPU(s)", driver, self.backend)
         return self.status
 
     def _discover(self, i: int) -> GpuDevice:
@@ -213,3 +189,62 @@ def _try(fn: Any) -> Any:
 
 def _text(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
+
+
+# --- registry entry ---------------------------------------------------------------------------
+
+def opened(meter: GpuMeter, cfg: "Config", name: str) -> GpuMeter:
+    """Open ``meter``; a backend asked for by name must work (MeterError), auto may fail."""
+    status = meter.open()
+    if cfg.gpu.backend == name and status.state != "ok":
+        raise MeterError(f"gpu.backend={name}: NVML unavailable: {status.detail}")
+    return meter
+
+
+def usable(meter: GpuMeter) -> bool:
+    return meter.status.state == "ok"
+
+
+def describe(meter: GpuMeter | None, name: str, error: str = "") -> Probe:
+    """What ``check`` shows of an NVML-API backend: its state and, per GPU, one read."""
+    if meter is None:
+        return Probe(name, "gpu", False, f"GPU ({name}): error — {error}",
+                     info={"backend": name, "state": "error", "detail": error, "driver": "", "gpus": []},
+                     advice=[f"GPU: {error}"])
+    st = meter.status
+    gpus, lines = [], []
+    for r in meter.read() if st.state == "ok" else []:
+        d = r.device
+        gpus.append({"index": d.index, "uuid": d.uuid, "name": d.name, "energy_method": d.energy_method,
+                     "mig_mode": d.mig_mode, "power_w": (r.power_mw or 0) / 1000,
+                     "memory_total_bytes": d.memory_total, "processes": len(r.processes),
+                     "error": r.error})
+        err = f"  ERROR {r.error}" if r.error else ""
+        lines.append(f"GPU {d.index} {d.name} {d.uuid}: energy via {d.energy_method}, "
+                     f"MIG {d.mig_mode}, {(r.power_mw or 0) / 1000:.1f} W, {len(r.processes)} process(es){err}")
+    meter.close()
+    advice_ = []
+    if st.state == "no_library":
+        advice_.append("GPU: install the NVIDIA driver, or run the container with the NVIDIA runtime. "
+                       "Without it Wattprint measures CPU only.")
+    elif st.state in ("driver_not_loaded", "error"):
+        advice_.append(f"GPU: {st.detail}")
+    headline = f"GPU ({st.backend}): {st.state} — {st.detail}" + (f", driver {st.driver}" if st.driver else "")
+    return Probe(name, "gpu", st.state == "ok" and bool(gpus), headline, lines,
+                 {"backend": st.backend, "state": st.state, "detail": st.detail, "driver": st.driver,
+                  "gpus": gpus}, advice_)
+
+
+def _open(cfg: "Config") -> GpuMeter:
+    return opened(GpuMeter(), cfg, "nvml")
+
+
+def _opened_quietly() -> GpuMeter:
+    meter = GpuMeter()
+    meter.open()
+    return meter
+
+
+METER = MeterSpec("nvml", "gpu", "NVIDIA GPUs through NVML (nvidia-ml-py): energy counter or power, "
+                  "processes, per-process SM utilisation", auto=True, open=_open,
+                  probe=lambda cfg: describe(_opened_quietly(), "nvml"), usable=usable)

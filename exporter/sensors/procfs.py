@@ -3,6 +3,14 @@ time from ``/proc/stat``, and each process's parent, name, command line and cgro
 process lifetime, kept for attribution). A process that exits between two samples keeps what was
 already attributed to it; its last partial interval is in the node's busy time and lands in the
 ``system`` series, so no joule is lost.
+
+Cost. Most processes on a host (kernel threads, daemons, shells) belong to no endpoint: their
+CPU energy is the ``system`` remainder of the node's busy time, which ``/proc/stat`` measures
+whole, so their own CPU time is never needed. The sampler marks such a process *cold* once it is
+identified (:meth:`ProcessTable.mark_cold`); a cold process's ``stat`` is then read only on full
+scans (every ``full_scan_every`` scans, by default every 10th), which catch a pid that was reused
+by a new process within that time. New pids, and every process that is not cold, are read every
+scan. A cold process that shows up on a GPU is marked hot again by the sampler.
 """
 
 from __future__ import annotations
@@ -76,13 +84,41 @@ def _read(path: str, size: int = 65536) -> str:
 class ProcessTable:
     """Scans procfs each sample; cmdline and cgroup are read once per (pid, starttime)."""
 
-    def __init__(self, procfs: str) -> None:
+    def __init__(self, procfs: str, full_scan_every: int = 10) -> None:
         self.procfs = procfs
         self.procs: dict[int, ProcInfo] = {}
         self.races = 0            # processes that vanished while being read
+        self.full_scan_every = max(1, full_scan_every)
+        self.new: list[int] = []  # pids first seen by the last scan
+        self.reads = 0            # stat files read by the last scan
+        self._cold: set[int] = set()
+        self._scans = 0
         self._scanned = False
         self._misses: dict[int, int] = {}   # pid -> consecutive scans whose stat read failed
         self._last_cpu: CpuTimes | None = None
+
+    def mark_cold(self, pid: int) -> None:
+        """``pid``'s own CPU time cannot matter (it is the ``system`` remainder): read it on full
+        scans only, and report no CPU-time delta for it."""
+        self._cold.add(pid)
+
+    def mark_hot(self, pid: int) -> None:
+        self._cold.discard(pid)
+
+    def is_cold(self, pid: int) -> bool:
+        return pid in self._cold
+
+    def checkpoint(self) -> tuple:
+        """The table's baselines, so that a failed sample can be undone whole."""
+        return (self.procs, {pid: (p.ticks, p.comm, p.ppid) for pid, p in self.procs.items()},
+                self._last_cpu, self._scanned, self._scans, set(self._cold))
+
+    def restore(self, cp: tuple) -> None:
+        procs, state, self._last_cpu, self._scanned, self._scans, self._cold = cp
+        for pid, (ticks, comm, ppid) in state.items():
+            p = procs[pid]
+            p.ticks, p.comm, p.ppid = ticks, comm, ppid
+        self.procs = procs
 
     def cpu_times(self) -> CpuTimes:
         return parse_proc_stat(_read(os.path.join(self.procfs, "stat")))
@@ -99,10 +135,19 @@ class ProcessTable:
         """Refresh the table; return CPU seconds per pid since the previous scan (new pids: 0)."""
         deltas: dict[int, float] = {}
         seen: dict[int, ProcInfo] = {}
+        new: list[int] = []
+        full = self._scans % self.full_scan_every == 0
+        self._scans += 1
+        cold, known = self._cold, self.procs
+        reads = 0
         for name in os.listdir(self.procfs):
             if not name.isdigit():
                 continue
             pid = int(name)
+            if not full and pid in cold and pid in known:
+                seen[pid] = known[pid]  # its CPU time is in the node's busy share; nothing to read
+                continue
+            reads += 1
             try:
                 comm, ppid, ticks, start = parse_stat_line(_read(f"{self.procfs}/{name}/stat"))
             except (OSError, ValueError, IndexError):
@@ -117,17 +162,22 @@ class ProcessTable:
             old = self.procs.get(pid)
             if old is not None and old.starttime == start:
                 info = old
-                deltas[pid] = max(0, ticks - old.ticks) / CLK_TCK
+                if pid not in cold:
+                    deltas[pid] = max(0, ticks - old.ticks) / CLK_TCK
                 info.comm, info.ppid = comm, ppid  # renamed workers (VLLM::EngineCore) change comm
             else:
+                cold.discard(pid)  # a new process, or the pid reused: identify it again
                 info = ProcInfo(pid, ppid, comm, start, self._cmdline(name), self._cgroup(name))
                 # new since the last scan: all its CPU time falls in this interval
                 deltas[pid] = ticks / CLK_TCK if self._scanned else 0.0
+                new.append(pid)
             info.ticks = ticks
             seen[pid] = info
-        self.procs = seen
+        self.procs, self.new, self.reads = seen, new, reads
         if len(self._misses) > len(seen):
             self._misses = {pid: n for pid, n in self._misses.items() if pid in seen}
+        if len(cold) > len(seen):
+            self._cold = {pid for pid in cold if pid in seen}
         self._scanned = True
         return deltas
 

@@ -15,6 +15,12 @@ import errno
 import os
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .base import CpuReading, CpuZone, MeterSpec, Probe
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 _ZONE_DIR = re.compile(r"^(?P<type>[a-z][a-z-]*rapl[a-z-]*):(?P<ids>\d+(?::\d+)*)$")
 _NAME = re.compile(r"^(?P<domain>[a-z]+)(?:-(?P<n>\d+))?$")
@@ -115,9 +121,25 @@ class RaplMeter:
     """Per-zone energy deltas in joules, wrap-aware; a zone that fails keeps its last value, so
     the next good read carries the energy of the gap (nothing is lost unless it wrapped twice)."""
 
+    name = "rapl"
+
     def __init__(self, sysfs: str) -> None:
         self.zones, self.problem = discover(sysfs)
         self._last: dict[str, int] = {}
+
+    def cpu_zones(self) -> list[CpuZone]:
+        return [CpuZone(z.zone, z.socket, z.domain, "rapl", z.used_in_total, z.readable, z.component)
+                for z in self.zones]
+
+    def measure(self, dt_s: float, busy_ratio: float) -> CpuReading:
+        deltas, errors = self.read()
+        return CpuReading(deltas, errors)
+
+    def checkpoint(self) -> Any:
+        return dict(self._last)
+
+    def restore(self, checkpoint: Any) -> None:
+        self._last = dict(checkpoint)
 
     @property
     def usable(self) -> bool:
@@ -142,3 +164,39 @@ class RaplMeter:
             self._last[z.zone] = cur
             deltas[z.zone] = 0.0 if prev is None else wrap_delta(prev, cur, z.max_range_uj) / 1e6
         return deltas, errors
+
+
+# --- registry entry ---------------------------------------------------------------------------
+
+def probe(cfg: "Config") -> Probe:
+    meter = RaplMeter(cfg.path.sysfs)
+    detail = meter.problem
+    if not meter.usable and meter.zones:
+        detail = "no readable package or psys zone: " + "; ".join(
+            sorted({z.problem for z in meter.zones if z.problem}))
+    lines = []
+    for z in meter.zones:
+        state = "readable" if z.readable else f"UNREADABLE: {z.problem}"
+        lines.append(f"{z.zone} {z.domain} socket {z.socket}: {state}"
+                     + (", in node total" if z.used_in_total else ""))
+    advice = []
+    if not meter.usable:
+        if any("CVE-2020-8694" in z.problem for z in meter.zones):
+            advice.append("CPU: run as root (or a udev rule making energy_uj readable) to measure with RAPL; "
+                          "until then CPU energy is an estimate (method=\"estimate\").")
+        else:
+            advice.append("CPU: no RAPL here, so CPU energy is an estimate (method=\"estimate\"); tune it "
+                          "with --cpu.estimate-min-watts-per-vcpu / --cpu.estimate-max-watts-per-vcpu.")
+    if cfg.cpu.rapl == "off":
+        detail = "cpu.rapl=off"
+    return Probe("rapl", "cpu", meter.usable and cfg.cpu.rapl != "off",
+                 f"RAPL: {'usable' if meter.usable else 'not usable'}" + (f" — {detail}" if detail else ""),
+                 lines, {"usable": meter.usable, "detail": detail, "zones": [
+                     {"zone": z.zone, "domain": z.domain, "socket": z.socket, "readable": z.readable,
+                      "used_in_total": z.used_in_total, "max_energy_range_uj": z.max_range_uj,
+                      "problem": z.problem} for z in meter.zones]}, advice)
+
+
+METER = MeterSpec("rapl", "cpu", "CPU package/DRAM energy counters from the powercap sysfs tree (Intel, AMD)",
+                  auto=True, open=lambda cfg: RaplMeter(cfg.path.sysfs), probe=probe,
+                  usable=lambda meter: meter.usable)

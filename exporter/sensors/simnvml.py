@@ -348,3 +348,45 @@ class SimulatedNVML:
         if not out:
             raise NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
         return out
+
+
+# --- registry entry ---------------------------------------------------------------------------
+
+def _open(cfg: Any) -> Any:
+    from .base import MeterError
+    from .nvml import GpuMeter, opened
+
+    if not cfg.gpu.simulation_file:
+        raise MeterError("gpu.backend=simulated needs --gpu.simulation-file (a scenario YAML)")
+    try:
+        lib = SimulatedNVML.from_file(cfg.gpu.simulation_file)
+    except ScenarioError as e:
+        raise MeterError(f"--gpu.simulation-file {cfg.gpu.simulation_file!r}: {e}") from None
+    return opened(GpuMeter(lib, backend="simulated"), cfg, "simulated")
+
+
+def _probe(cfg: Any) -> Any:
+    from .base import MeterError, Probe
+    from .nvml import describe
+
+    if cfg.gpu.backend != "simulated":
+        return Probe("simulated", "gpu", False, "GPU (simulated): not selected — a test double, used only "
+                     "with --gpu.backend=simulated and --gpu.simulation-file",
+                     info={"backend": "simulated", "state": "disabled", "detail": "not selected",
+                           "driver": "", "gpus": []})
+    try:
+        meter = _open(cfg)
+    except MeterError as e:
+        return describe(None, "simulated", str(e))
+    return describe(meter, "simulated")
+
+
+def _meter() -> Any:
+    from .base import MeterSpec
+    from .nvml import usable
+
+    return MeterSpec("simulated", "gpu", "a simulated NVML driven by a scenario file (a test double; its "
+                     "metrics say backend=\"simulated\")", auto=False, open=_open, probe=_probe, usable=usable)
+
+
+METER = _meter()

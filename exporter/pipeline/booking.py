@@ -1,0 +1,118 @@
+"""Booking stage: one interval's measured energy → attribution (pure) → identity → the ledger.
+
+A joule's way: ``attribution.split_interval`` cuts each device's delta into shares by key (pid,
+UNALLOCATED, SYSTEM); each share's key is resolved to a workload (a GPU allocated to a pod
+belongs to it); a workload serving several models is split by the models' activity; the share
+is added once to ``endpoint_energy_joules_total`` (and the opt-in pod/process series); the same
+per-workload joules feed the carbon stage."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+from .. import attribution
+from ..identity.resolver import SYSTEM, UNALLOCATED, Workload
+from .health import Health
+
+
+@dataclass
+class Booked:
+    """What one interval booked, for the carbon stage."""
+    by_workload: dict[Workload, float] = field(default_factory=dict)
+    residency: dict[tuple[str, str], dict[Workload, float]] = field(default_factory=dict)  # (GPU, mode|any)
+    gpu_dt: dict[str, float] = field(default_factory=dict)
+
+
+class Booking:
+    def __init__(self, resolver: Any, health: Health, *, gpu_idle_policy: str = "memory",
+                 cpu_idle_policy: str = "system", level: str = "endpoint",
+                 gpu_owners: Callable[[], dict[str, Workload]] | None = None) -> None:
+        self.resolver = resolver
+        self.health = health
+        self.gpu_idle_policy, self.cpu_idle_policy, self.level = gpu_idle_policy, cpu_idle_policy, level
+        self.gpu_owners = gpu_owners or dict   # GPU UUID -> workload that was allocated the GPU
+
+    def book(self, gpu_ivs: list[attribution.GpuInterval], cpu_iv: attribution.CpuInterval | None,
+             procs: dict, uuids: dict[str, str], model_weights: dict[Workload, dict[str, float]],
+             ledger: Any) -> Booked:
+        on_gpu = {pid for iv in gpu_ivs for pid in (*iv.memory_bytes, *iv.sm_util)}
+        try:
+            shares = attribution.split_interval(gpu_ivs, cpu_iv, gpu_idle_policy=self.gpu_idle_policy,
+                                                cpu_idle_policy=self.cpu_idle_policy)
+        except ValueError as e:  # bad input from a meter: keep every joule, visibly unattributed
+            self.health.fail("attribution", "invalid_input", str(e))
+            shares = unattributed(gpu_ivs, cpu_iv)
+        out = Booked(gpu_dt={iv.device: iv.dt_s for iv in gpu_ivs})
+        owners = self.gpu_owners()
+        for s in shares:
+            # a GPU allocated to a pod belongs to it: idle with no process, or processes we cannot see
+            owner = owners.get(uuids.get(s.device, "")) if owners and s.component == "gpu" else None
+            if s.key == attribution.UNALLOCATED:
+                w = owner or UNALLOCATED
+            elif s.key == attribution.SYSTEM:
+                w = SYSTEM
+            elif owner is not None and s.key not in procs:
+                w = owner
+            else:
+                w = self.resolver.resolve(s.key, procs, on_gpu=s.key in on_gpu)
+            for w, joules in split_models(w, s.joules, model_weights.get(w)):
+                self._book(s, w, joules, procs, out, ledger)
+        self.resolver.forget(procs)
+        return out
+
+    def _book(self, s: attribution.Share, w: Workload, joules: float, procs: dict, out: Booked,
+              ledger: Any) -> None:
+        out.by_workload[w] = out.by_workload.get(w, 0.0) + joules
+        if s.component == "gpu":  # who holds each GPU: idle (residency) shares, else any share
+            for mode in (s.mode, "any"):
+                dev = out.residency.setdefault((s.device, mode), {})
+                dev[w] = dev.get(w, 0.0) + joules
+        ledger.add("endpoint_energy_joules_total", (w.namespace, w.endpoint, w.model, s.component, s.mode), joules)
+        if self.level in ("pod", "process") and w.pod:
+            ledger.add("pod_energy_joules_total", (w.namespace, w.endpoint, w.model, w.pod, s.component, s.mode),
+                       joules)
+        if self.level == "process" and isinstance(s.key, int):
+            comm = procs[s.key].comm if s.key in procs else ""
+            ledger.add("process_energy_joules_total",
+                       (w.namespace, w.endpoint, w.model, str(s.key), comm, s.component, s.mode), joules)
+
+    def classify_new(self, procs: Any, on_gpu: set[int]) -> None:
+        """Tell the process table which new processes cannot matter (they are the ``system``
+        remainder), so it stops reading them between full scans; GPU residents always matter."""
+        if self.level == "process":
+            return  # every process has its own series
+        table = procs.procs
+        for pid in procs.new:
+            if pid not in on_gpu and not self.resolver.matters(pid, table):
+                procs.mark_cold(pid)
+        for pid in on_gpu:
+            if procs.is_cold(pid):
+                procs.mark_hot(pid)
+
+    def contribute(self, snap: Any) -> None:
+        snap.set("attribution_info", (self.gpu_idle_policy, self.cpu_idle_policy, self.level), 1)
+
+
+def split_models(w: Workload, joules: float, weights: dict[str, float] | None) -> list[tuple[Workload, float]]:
+    """A process serving several models (Triton) splits its energy by each model's compute time
+    in the last engine scrape; decoupled models with no compute time fall back to request
+    shares; with neither, the energy stays on the process's own label set."""
+    if not weights:
+        return [(w, joules)]
+    models = sorted(weights)
+    parts = [joules * weights[m] for m in models]
+    parts[-1] = joules - math.fsum(parts[:-1])  # exact: the last part takes the rounding
+    return [(replace(w, model=m), j) for m, j in zip(models, parts) if j > 0]
+
+
+def unattributed(gpu_ivs: list[attribution.GpuInterval],
+                 cpu_iv: attribution.CpuInterval | None) -> list[attribution.Share]:
+    """Fallback when attribution rejects its input: whole devices to unallocated/system."""
+    out = [attribution.Share(attribution.UNALLOCATED, iv.device, "gpu", "active", iv.energy_j)
+           for iv in gpu_ivs if iv.energy_j > 0]
+    if cpu_iv is not None:
+        out += [attribution.Share(attribution.SYSTEM, "cpu", comp, "active", j)
+                for comp, j in cpu_iv.energy_j.items() if j > 0]
+    return out

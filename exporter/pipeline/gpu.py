@@ -1,0 +1,96 @@
+"""GPU stage: the backend's readings → per-device energy deltas (booked on the device and node
+series) → :class:`~exporter.attribution.GpuInterval` per device, plus the device gauges."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import attribution
+from ..sensors import idle_table
+from .device import GpuAccount, quiet
+from .health import Health
+
+GPU_LABELS = ("gpu", "uuid", "name")
+
+
+class GpuStage:
+    def __init__(self, backend: Any, health: Health, idle_power_config: dict[str, float] | None = None) -> None:
+        self.backend = backend            # a GpuBackend (exporter.sensors.base), or None
+        self.health = health
+        self.idle_cfg = idle_power_config or {}
+        self.accounts: dict[int, GpuAccount] = {}
+        self.gauges: dict[str, dict[tuple[str, ...], float]] = {}
+
+    @property
+    def active(self) -> bool:
+        return self.backend is not None and self.backend.status.state == "ok"
+
+    def checkpoint(self) -> dict[int, GpuAccount]:
+        return {i: a.copy() for i, a in self.accounts.items()}
+
+    def restore(self, cp: dict[int, GpuAccount]) -> None:
+        self.accounts = cp
+
+    def read(self, now: float, ledger: Any) -> list[attribution.GpuInterval]:
+        if not self.active:
+            return []
+        ivs = []
+        failed = False
+        gauges: dict[str, dict[tuple[str, ...], float]] = {}
+
+        def gauge(metric: str, labels: tuple[str, ...], v: float) -> None:
+            gauges.setdefault(metric, {})[labels] = v
+
+        for r in self.backend.read():
+            d = r.device
+            labels = (str(d.index), d.uuid, d.name)
+            acct = self.accounts.setdefault(d.index, GpuAccount())
+            ledger.ensure("gpu_energy_joules_total", labels)
+            if r.error:
+                self.health.fail("gpu", r.error, f"GPU {d.index} ({d.uuid})")
+                failed = True
+                continue
+            delta = acct.update(r.energy_mj, r.power_mw, now)
+            if delta.counter_reset:
+                ledger.add("gpu_energy_counter_resets_total", labels, 1)
+            acct.learn_idle(quiet(r.processes, r.sm_util))
+            gauge("gpu_power_watts", labels, acct.power_w)
+            gauge("gpu_memory_used_bytes", labels, float(r.memory_used or 0))
+            gauge("gpu_memory_total_bytes", labels, float(d.memory_total))
+            gauge("gpu_processes", labels, float(len(r.processes)))
+            configured = next((self.idle_cfg[k] for k in (d.uuid, str(d.index)) if k in self.idle_cfg), None)
+            idle_w, source = acct.idle_baseline(configured, idle_table.lookup(d.name))
+            gauge("gpu_idle_power_watts", labels + (source,), idle_w)
+            if delta.joules is None or delta.dt_s <= 0:
+                continue
+            ledger.add("gpu_energy_joules_total", labels, delta.joules)
+            ledger.add("node_energy_joules_total", ("gpu",), delta.joules)
+            ivs.append(attribution.GpuInterval(
+                device=f"gpu{d.index}", energy_j=delta.joules, dt_s=delta.dt_s, idle_power_w=idle_w,
+                memory_bytes={pid: float(b) for pid, b in r.processes.items()},
+                sm_util={pid: u for pid, u in r.sm_util.items() if u > 0}))
+        for index, kind in self.backend.undiscovered.items():
+            self.health.fail("gpu", kind, f"GPU {index} (not discovered yet)")
+            failed = True
+        if not failed:
+            self.health.ok("gpu")
+        self.gauges = gauges
+        return ivs
+
+    def uuids(self) -> dict[str, str]:
+        """Attribution device name → GPU UUID."""
+        return {f"gpu{d.index}": d.uuid for d in self.backend.devices} if self.backend is not None else {}
+
+    def contribute(self, snap: Any) -> None:
+        for metric, series in self.gauges.items():
+            for labels, v in series.items():
+                snap.set(metric, labels, v)
+        b = self.backend
+        if b is None:
+            return
+        st = b.status
+        if st.state != "ok":
+            snap.set("collector_up", ("gpu",), 0.0)  # no library: a state, reported once, not an error storm
+        for d in b.devices:
+            snap.set("gpu_info", (str(d.index), d.uuid, d.name, d.energy_method, d.mig_mode, st.backend,
+                                  st.driver), 1)

@@ -1,0 +1,131 @@
+"""What every meter is: the small protocols the sampler reads through, and the values they return.
+
+Two kinds of meter, each registered by name in :mod:`exporter.sensors.registry`:
+
+* a **GPU backend** (``nvml``, ``simulated``; a vendor backend such as ``amdsmi`` is one more
+  module) — discovers its devices and, once per sample, returns one :class:`GpuReading` per
+  device with the raw counters (energy in mJ where the device has a counter, power in mW,
+  memory, resident processes and their utilisation). It keeps no accounting state: counter
+  deltas, resets and idle learning are :mod:`exporter.devices`' job, the same for every vendor.
+* a **CPU meter** (``rapl``, ``estimate``; ``hwmon`` is one more module) — returns the joules of
+  each of its zones since its previous read, and owns its own baselines, including
+  ``checkpoint()``/``restore()`` so that a failed sample can be undone whole.
+
+Each meter module exports ``METER``, a :class:`MeterSpec`: its name, kind, whether ``auto`` may
+choose it, how to open it from the configuration and how to explain (``probe``) whether it is
+usable here — which ``wattprint check`` prints for every registered meter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Protocol
+
+if TYPE_CHECKING:
+    from ..config import Config
+
+
+class MeterError(Exception):
+    """A meter the configuration requires cannot be opened."""
+
+
+# --- GPU ---------------------------------------------------------------------------------------
+
+@dataclass
+class GpuDevice:
+    index: int
+    uuid: str
+    name: str
+    handle: Any
+    energy_method: str          # "counter" | "power_integration"
+    mig_mode: str               # "enabled" | "disabled" | "unsupported"
+    memory_total: int = 0
+
+
+@dataclass
+class GpuReading:
+    device: GpuDevice
+    energy_mj: int | None = None       # raw energy counter (counter method)
+    power_mw: int | None = None
+    memory_used: int | None = None
+    processes: dict[int, int] = field(default_factory=dict)      # pid -> bytes (0 if unknown)
+    sm_util: dict[int, float] = field(default_factory=dict)      # pid -> Σ SM % over its new samples
+    util_available: bool = False
+    error: str | None = None           # error kind when this GPU failed this sample
+
+
+@dataclass
+class GpuStatus:
+    state: str                         # "ok" | "no_library" | "driver_not_loaded" | "error" | "disabled"
+    detail: str = ""
+    driver: str = ""
+    backend: str = "nvml"
+
+
+class GpuBackend(Protocol):
+    status: GpuStatus
+    devices: list[GpuDevice]
+    undiscovered: dict[int, str]       # device index -> error kind of its last discovery try
+
+    def read(self) -> list[GpuReading]: ...
+
+    def poll_util(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+# --- CPU ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CpuZone:
+    """One energy zone of a CPU meter (a RAPL zone, a hwmon sensor, the whole-node estimate)."""
+    zone: str
+    socket: str
+    domain: str
+    method: str                        # the `method` label: rapl | estimate | hwmon | …
+    used_in_total: bool                # counted in the node totals (overlapping zones never are)
+    readable: bool
+    component: str = "cpu"             # the node component it counts toward: cpu | dram
+
+
+@dataclass
+class CpuReading:
+    joules: dict[str, float]           # zone -> joules since the previous read
+    errors: dict[str, str] = field(default_factory=dict)   # zone -> error kind
+
+
+class CpuMeter(Protocol):
+    name: str
+
+    def cpu_zones(self) -> list[CpuZone]: ...
+
+    def measure(self, dt_s: float, busy_ratio: float) -> CpuReading: ...
+
+    def checkpoint(self) -> Any: ...
+
+    def restore(self, checkpoint: Any) -> None: ...
+
+
+# --- registry entries --------------------------------------------------------------------------
+
+@dataclass
+class Probe:
+    """Whether a registered meter is usable on this host, and why; printed by ``check``."""
+    name: str
+    kind: str                          # "gpu" | "cpu"
+    usable: bool
+    headline: str                      # one line: what it is and its state
+    lines: list[str] = field(default_factory=list)   # detail lines (devices, zones)
+    info: dict[str, Any] = field(default_factory=dict)  # the same for --output json
+    advice: list[str] = field(default_factory=list)   # what a person should do
+
+
+@dataclass(frozen=True)
+class MeterSpec:
+    name: str
+    kind: str                          # "gpu" | "cpu"
+    summary: str
+    auto: bool                         # may --gpu.backend=auto / --cpu.meter=auto choose it
+    open: Callable[["Config"], Any]    # the meter (GPU: opened, maybe in a failed state); MeterError
+    probe: Callable[["Config"], Probe]
+    usable: Callable[[Any], bool] = lambda meter: True

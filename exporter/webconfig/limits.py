@@ -1,0 +1,32 @@
+"""HTTP server limits for the aiohttp server: pass :data:`SERVER_LIMITS` to
+``web.AppRunner(...)`` and :data:`CLIENT_MAX_SIZE` to ``web.Application(...)``.
+
+Plain constants, kept apart from the rest of :mod:`exporter.webconfig` so that the server can read
+them without loading ``bcrypt``, ``ssl``, ``yaml`` or aiohttp: this module imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["MAX_LINE_SIZE", "MAX_FIELD_SIZE", "MAX_HEADERS", "CLIENT_MAX_SIZE",
+           "KEEPALIVE_TIMEOUT_S", "SERVER_LIMITS"]
+
+#: A scrape is a small GET: a 4 KiB request line and 64 headers of at most 8 KiB each is plenty
+#: (aiohttp answers 400 beyond that).
+MAX_LINE_SIZE = 4096
+MAX_FIELD_SIZE = 8190
+MAX_HEADERS = 64
+#: Largest request body accepted (aiohttp answers 413); nothing here takes a body.
+CLIENT_MAX_SIZE = 64 * 1024
+#: Idle keep-alive limit. aiohttp (3.10+) arms this timer when a connection opens and after each
+#: response, and closes the connection if no complete request head arrived by then: it is the
+#: server's only bound on a slowloris client trickling headers (aiohttp has no separate
+#: per-request read timeout; the TLS handshake is bounded by asyncio's 60 s
+#: ssl_handshake_timeout). 75 s keeps a Prometheus connection alive across a 1 m scrape interval;
+#: aiohttp's own default is about an hour.
+KEEPALIVE_TIMEOUT_S = 75.0
+SERVER_LIMITS: dict[str, Any] = {
+    "keepalive_timeout": KEEPALIVE_TIMEOUT_S, "max_line_size": MAX_LINE_SIZE,
+    "max_field_size": MAX_FIELD_SIZE, "max_headers": MAX_HEADERS,
+}
