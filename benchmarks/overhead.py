@@ -17,7 +17,10 @@ recorded at both ends, since other jobs may share the machine. Prints a table; w
 benchmarks/results/overhead-<date>.json (or --json PATH).
 
     python3 -m venv .venv-codecarbon && .venv-codecarbon/bin/pip install codecarbon==3.3.2
-    .venv/bin/python benchmarks/overhead.py [--window 120] [--warmup 10] [--country GBR]
+    .venv/bin/python benchmarks/overhead.py [--window 120] [--warmup 10] [--country GBR] [--processes 200]
+
+``--processes N`` starts N extra idle processes (``sleep``) on the host for the whole run, as a
+busy inference node has (workers, sidecars, shells): both tools see them in /proc.
 
 What each side does in that second is not the same work: Wattprint reads 8 (simulated) GPUs,
 every process in /proc, attributes energy per endpoint and renders /metrics; CodeCarbon reads
@@ -64,6 +67,10 @@ print("emissions_kg", t.stop(), flush=True)
 # metadata lookup, no Kubernetes API, no engine scraping.
 SAFE_FLAGS = ("--carbon.region=FR", "--carbon.detect-region=off", "--kubernetes.enabled=off",
               "--engines.enabled=false", "--log.level=warn")
+
+
+# issue 11's targets: with 200 extra processes, at 1 s sampling, no kubelet socket
+TARGETS = {"cpu_percent_of_one_core": 0.5, "cpu_ratio_to_codecarbon": 1.0, "rss_mb": 50.0}
 
 
 # --- measuring a process the same way, whatever it is -------------------------------------------
@@ -186,10 +193,24 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=10, help="seconds after start-up before the window")
     ap.add_argument("--gpus", type=int, default=8)
     ap.add_argument("--country", default="GBR", help="CodeCarbon's country_iso_code (default GBR)")
+    ap.add_argument("--processes", type=int, default=0,
+                    help="extra idle processes to start on the host for the run (default 0)")
     ap.add_argument("--json", help="write here instead of benchmarks/results/overhead-<date>.json")
     args = ap.parse_args()
     out = Path(args.json) if args.json else ROOT / "benchmarks" / "results" / f"overhead-{dt.date.today()}.json"
 
+    idle = [subprocess.Popen(["sleep", str(int(args.window + args.warmup + 120))],
+                             stdin=subprocess.DEVNULL) for _ in range(args.processes)]
+    try:
+        return measure(args, out)
+    finally:
+        for p in idle:
+            p.kill()
+        for p in idle:
+            p.wait()
+
+
+def measure(args: argparse.Namespace, out: Path) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmpd = Path(tmp)
         sim = write_scenario(tmpd / "sim.yaml", scenario(args.gpus, 3))
@@ -212,7 +233,7 @@ def main() -> int:
     samples = value(m1, "wattprint_samples_total") - value(m0, "wattprint_samples_total")
     res = {
         "date": str(dt.date.today()), "benchmark": "overhead", "sample_interval_s": 1.0,
-        "gpus_simulated": args.gpus, "processes_per_gpu": 3, "country_iso_code": args.country,
+        "gpus_simulated": args.gpus, "processes_per_gpu": 3, "extra_idle_processes": args.processes, "country_iso_code": args.country,
         "codecarbon_version": cc_version, "python": platform.python_version(),
         "exporter_sha256": source_digest(),
         "kernel": platform.release(), "node_exporter_installed": bool(shutil.which("prometheus-node-exporter")),
@@ -220,7 +241,7 @@ def main() -> int:
         "wattprint_last_sample_duration_s": value(m1, "wattprint_sample_duration_seconds"),
         "wattprint_processes_tracked": value(m1, "wattprint_processes_tracked"),
         **w,
-        "targets": {"cpu_percent_of_one_core": 1.0, "rss_mb": 80.0},
+        "targets": TARGETS,
     }
     wp, cb = res["procs"]["wattprint"], res["procs"]["codecarbon"]
     print(f"\nOwn cost at 1 s sampling, {w['window_s']:.1f} s window, measured identically "
@@ -232,11 +253,17 @@ def main() -> int:
               f"{r['hwm_mb']:>15.1f}{r['threads']:>9}")
     print(f"ratio wattprint/codecarbon: CPU {wp['cpu_percent_of_one_core'] / max(1e-9, cb['cpu_percent_of_one_core']):.2f}, "
           f"RSS {wp['rss_mb_mean'] / cb['rss_mb_mean']:.2f}")
-    print(f"wattprint: {samples:g} samples in the window, {res['wattprint_processes_tracked']:g} processes "
+    print(f"host: {args.processes} extra idle processes; "
+          f"wattprint: {samples:g} samples in the window, {res['wattprint_processes_tracked']:g} processes "
           f"tracked, last sample took {1000 * res['wattprint_last_sample_duration_s']:.2f} ms")
     print(fmt_load(w))
-    print(f"targets: ≤ 1 % of one core ({'met' if wp['cpu_percent_of_one_core'] <= 1 else 'NOT met'}), "
-          f"≤ 80 MB RSS ({'met' if wp['rss_mb_max'] <= 80 else 'NOT met'})")
+    ratio = wp["cpu_percent_of_one_core"] / max(1e-9, cb["cpu_percent_of_one_core"])
+    met = {"cpu": wp["cpu_percent_of_one_core"] <= TARGETS["cpu_percent_of_one_core"],
+           "ratio": ratio <= TARGETS["cpu_ratio_to_codecarbon"], "rss": wp["rss_mb_max"] <= TARGETS["rss_mb"]}
+    res["targets_met"] = met
+    print(f"targets: ≤ {TARGETS['cpu_percent_of_one_core']:g} % of one core ({'met' if met['cpu'] else 'NOT met'}), "
+          f"CPU ≤ {TARGETS['cpu_ratio_to_codecarbon']:g}× CodeCarbon's ({'met' if met['ratio'] else 'NOT met'}), "
+          f"≤ {TARGETS['rss_mb']:g} MB RSS ({'met' if met['rss'] else 'NOT met'})")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2) + "\n")
     print(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")

@@ -85,11 +85,12 @@ def build_sampler(cfg: config.Config, carbon: Any = None, cluster: Any = None) -
     from .identity.resolver import Resolver, Rule
     from .sampler import Sampler
     from .sensors import open_cpu, open_gpu
-    from .sensors.procfs import ProcessTable
+    from .sensors.procfs import FULL_SCAN_S, ProcessTable
 
     rules = [Rule.parse(r, f"attribution.rules[{i}]") for i, r in enumerate(cfg.attribution.rules)]
     return Sampler(gpu=open_gpu(cfg), cpu=open_cpu(cfg),
-                   procs=ProcessTable(cfg.path.procfs), resolver=Resolver(rules, pods=cluster),
+                   procs=ProcessTable(cfg.path.procfs, max(1, round(FULL_SCAN_S / cfg.sample.interval))),
+                   resolver=Resolver(rules, pods=cluster),
                    interval_s=cfg.sample.interval, idle_power_config=cfg.gpu.idle_power_watts,
                    gpu_idle_policy=cfg.attribution.gpu_idle_policy,
                    cpu_idle_policy=cfg.attribution.cpu_idle_policy, level=cfg.attribution.level,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import gzip
 import math
 import os
+import resource
 import threading
 from dataclasses import dataclass, field
 from typing import Iterable, Protocol
@@ -149,6 +150,8 @@ class ProcessMetrics:
 
     def __init__(self, procfs: str = "/proc") -> None:
         self.procfs = procfs
+        self.stat_path = os.path.join(procfs, "self", "stat")
+        self.fd_path = os.path.join(procfs, "self", "fd")
         self.ticks = os.sysconf("SC_CLK_TCK")
         self.pagesize = os.sysconf("SC_PAGESIZE")
         self.btime = 0.0
@@ -161,9 +164,15 @@ class ProcessMetrics:
             pass
 
     def lines(self) -> Iterable[str]:
+        """Two reads per sample: ``/proc/self/stat`` and the fd directory (the fd limit comes from
+        getrlimit, no file)."""
         try:
-            with open(os.path.join(self.procfs, "self", "stat"), "rb") as fh:
-                parts = fh.read().split(b")")[-1].split()
+            fd = os.open(self.stat_path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                raw = os.read(fd, 4096)
+            finally:
+                os.close(fd)
+            parts = raw.rsplit(b")", 1)[-1].split()
             vmem, rss = float(parts[20]), float(parts[21]) * self.pagesize
             start = float(parts[19]) / self.ticks + self.btime
             cpu = (float(parts[11]) + float(parts[12])) / self.ticks
@@ -177,14 +186,12 @@ class ProcessMetrics:
                f"# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {go_float(cpu)}\n"]
         try:
             out.append(_gauge("process_open_fds", "Number of open file descriptors.",
-                              float(len(os.listdir(os.path.join(self.procfs, "self", "fd"))))))
-            with open(os.path.join(self.procfs, "self", "limits"), "rb") as fh:
-                for line in fh:
-                    if line.startswith(b"Max open file"):
-                        out.append(_gauge("process_max_fds", "Maximum number of open file descriptors.",
-                                          float(line.split()[3])))
-        except (OSError, ValueError, IndexError):
-            pass
+                              float(len(os.listdir(self.fd_path)))))
+        except OSError:
+            return out
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        out.append(_gauge("process_max_fds", "Maximum number of open file descriptors.",
+                          float(soft) if soft != resource.RLIM_INFINITY else math.inf))
         return out
 
 

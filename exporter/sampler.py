@@ -127,8 +127,9 @@ class Sampler:
             now = self.clock()
             if now >= deadline:
                 return
-            self._stop.wait(min(deadline - now, self.util_poll_s))
-            if self.gpus.active and self.clock() < deadline - 0.01:
+            polling = self.gpus.active and self.gpu.needs_polling  # no shared GPU: one wake-up a sample
+            self._stop.wait(min(deadline - now, self.util_poll_s) if polling else deadline - now)
+            if polling and self.clock() < deadline - 0.01:
                 try:
                     self.gpu.poll_util()
                 except Exception:  # a polling hiccup must not stop the loop; read() retries

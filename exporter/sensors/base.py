@@ -69,6 +69,9 @@ class GpuBackend(Protocol):
 
     def read(self) -> list[GpuReading]: ...
 
+    @property
+    def needs_polling(self) -> bool: ...   # poll_util() between samples has work to do
+
     def poll_util(self) -> None: ...
 
     def close(self) -> None: ...

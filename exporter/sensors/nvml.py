@@ -62,6 +62,7 @@ class GpuMeter:
         self.undiscovered: dict[int, str] = {}   # GPU index -> error kind of its last discovery try
         self._util_ts: dict[int, dict[int, int]] = {}  # gpu -> pid -> newest sample timestamp (µs)
         self._util_sum: dict[int, dict[int, float]] = {}  # gpu -> pid -> Σ smUtil not yet read
+        self._residents: dict[int, int] = {}  # gpu -> processes seen at its last read
 
     def open(self) -> GpuStatus:
         lib = self.lib
@@ -137,13 +138,23 @@ class GpuMeter:
         self._read_util(d, r)
         return r
 
+    @property
+    def needs_polling(self) -> bool:
+        """Whether any GPU is shared, so that ``poll_util`` between samples has work to do."""
+        return any(self._residents.get(d.index, 2) >= 2 for d in self.devices)
+
     def poll_util(self) -> None:
         """Collect new per-process utilisation samples between samples (cheap: one NVML call per
         GPU). NVML returns only each process's newest sample, refreshed about every 200 ms, so
         one read per sample interval would see one sample in five; the sampler calls this every
-        ``util_poll_s`` and ``read()`` hands over the sum."""
+        ``util_poll_s`` and ``read()`` hands over the sum.
+
+        Only GPUs that two or more processes shared at their last read are polled: utilisation
+        only splits a GPU's active energy between its residents, and a GPU with one resident
+        (the common case) or none needs no split — its read at sample time is enough."""
         for d in self.devices:
-            self._collect_util(d)
+            if self._residents.get(d.index, 2) >= 2:
+                self._collect_util(d)
 
     def _collect_util(self, d: GpuDevice) -> bool:
         """Add samples newer than each pid's last one to the pending sums; False on an error
@@ -174,6 +185,7 @@ class GpuMeter:
         """
         r.util_available = self._collect_util(d)
         r.sm_util = self._util_sum.pop(d.index, {})
+        self._residents[d.index] = len(r.processes.keys() | r.sm_util.keys())
 
     def close(self) -> None:
         if self.status.state == "ok":

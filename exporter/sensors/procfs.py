@@ -8,9 +8,16 @@ Cost. Most processes on a host (kernel threads, daemons, shells) belong to no en
 CPU energy is the ``system`` remainder of the node's busy time, which ``/proc/stat`` measures
 whole, so their own CPU time is never needed. The sampler marks such a process *cold* once it is
 identified (:meth:`ProcessTable.mark_cold`); a cold process's ``stat`` is then read only on full
-scans (every ``full_scan_every`` scans, by default every 10th), which catch a pid that was reused
-by a new process within that time. New pids, and every process that is not cold, are read every
+scans (every ``full_scan_every`` scans: the daemon makes that every ``FULL_SCAN_S``), which
+catch a pid that was reused by a new process within that time. New pids, and every process that is not cold, are read every
 scan. A cold process that shows up on a GPU is marked hot again by the sampler.
+
+Listing ``/proc`` (~110 µs for 300 pids) is skipped between full scans when no process or
+thread was created since the last scan: the last field of ``/proc/loadavg`` is the most recently
+allocated pid of the reader's pid namespace, so while it stays the same the set of pids can only
+shrink, and the known pids are read directly (one that is gone has exited). This holds only when
+``--path.procfs`` shows our own pid namespace (``<procfs>/self`` is this process: host /proc with
+hostPID, or the plain /proc); elsewhere, fixture trees included, every scan lists the directory.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import os
 from dataclasses import dataclass
 
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+FULL_SCAN_S = 30.0  # cold processes are re-read (pid reuse caught) at least this often
 RACE_GRACE_SCANS = 3  # a pid whose stat read fails is kept this many scans before it counts as gone
 
 
@@ -96,6 +104,8 @@ class ProcessTable:
         self._scanned = False
         self._misses: dict[int, int] = {}   # pid -> consecutive scans whose stat read failed
         self._last_cpu: CpuTimes | None = None
+        self._last_pid = b""
+        self._own_namespace = _shows_own_namespace(procfs)
 
     def mark_cold(self, pid: int) -> None:
         """``pid``'s own CPU time cannot matter (it is the ``system`` remainder): read it on full
@@ -109,16 +119,13 @@ class ProcessTable:
         return pid in self._cold
 
     def checkpoint(self) -> tuple:
-        """The table's baselines, so that a failed sample can be undone whole."""
-        return (self.procs, {pid: (p.ticks, p.comm, p.ppid) for pid, p in self.procs.items()},
-                self._last_cpu, self._scanned, self._scans, set(self._cold))
+        """The table's baselines, so that a failed sample can be undone whole. Cheap: a scan
+        never changes a ProcInfo it has handed out (a changed process gets a new one), so the
+        old table is its own snapshot."""
+        return self.procs, self._last_cpu, self._scanned, self._scans, set(self._cold)
 
     def restore(self, cp: tuple) -> None:
-        procs, state, self._last_cpu, self._scanned, self._scans, self._cold = cp
-        for pid, (ticks, comm, ppid) in state.items():
-            p = procs[pid]
-            p.ticks, p.comm, p.ppid = ticks, comm, ppid
-        self.procs = procs
+        self.procs, self._last_cpu, self._scanned, self._scans, self._cold = cp
 
     def cpu_times(self) -> CpuTimes:
         return parse_proc_stat(_read(os.path.join(self.procfs, "stat")))
@@ -140,7 +147,15 @@ class ProcessTable:
         self._scans += 1
         cold, known = self._cold, self.procs
         reads = 0
-        for name in os.listdir(self.procfs):
+        names: list[str] | None = None
+        if self._own_namespace:
+            last_pid = self._newest_pid()
+            if not full and last_pid and last_pid == self._last_pid:
+                names = [str(pid) for pid in known]  # no pid was allocated: only exits can have happened
+            self._last_pid = last_pid
+        if names is None:
+            names = os.listdir(self.procfs)
+        for name in names:
             if not name.isdigit():
                 continue
             pid = int(name)
@@ -151,6 +166,8 @@ class ProcessTable:
             try:
                 comm, ppid, ticks, start = parse_stat_line(_read(f"{self.procfs}/{name}/stat"))
             except (OSError, ValueError, IndexError):
+                if not os.path.exists(f"{self.procfs}/{name}"):
+                    continue  # exited (a pid read from the table, not from the listing)
                 self.races += 1
                 old = self.procs.get(pid)
                 if old is not None and self._misses.get(pid, 0) < RACE_GRACE_SCANS:
@@ -164,14 +181,15 @@ class ProcessTable:
                 info = old
                 if pid not in cold:
                     deltas[pid] = max(0, ticks - old.ticks) / CLK_TCK
-                info.comm, info.ppid = comm, ppid  # renamed workers (VLLM::EngineCore) change comm
+                if (ticks, comm, ppid) != (old.ticks, old.comm, old.ppid):
+                    # renamed workers (VLLM::EngineCore) change comm; never mutate a handed-out entry
+                    info = ProcInfo(pid, ppid, comm, start, old.cmdline, old.cgroup, ticks)
             else:
                 cold.discard(pid)  # a new process, or the pid reused: identify it again
-                info = ProcInfo(pid, ppid, comm, start, self._cmdline(name), self._cgroup(name))
+                info = ProcInfo(pid, ppid, comm, start, self._cmdline(name), self._cgroup(name), ticks)
                 # new since the last scan: all its CPU time falls in this interval
                 deltas[pid] = ticks / CLK_TCK if self._scanned else 0.0
                 new.append(pid)
-            info.ticks = ticks
             seen[pid] = info
         self.procs, self.new, self.reads = seen, new, reads
         if len(self._misses) > len(seen):
@@ -180,6 +198,12 @@ class ProcessTable:
             self._cold = {pid for pid in cold if pid in seen}
         self._scanned = True
         return deltas
+
+    def _newest_pid(self) -> bytes:
+        try:
+            return _read(os.path.join(self.procfs, "loadavg")).rsplit(maxsplit=1)[-1].encode()
+        except (OSError, IndexError):
+            return b""
 
     def _cmdline(self, name: str) -> tuple[str, ...]:
         try:
@@ -193,3 +217,11 @@ class ProcessTable:
             return _read(f"{self.procfs}/{name}/cgroup")
         except OSError:
             return ""
+
+
+def _shows_own_namespace(procfs: str) -> bool:
+    """Whether ``procfs`` is a proc mount of this process's own pid namespace."""
+    try:
+        return os.readlink(os.path.join(procfs, "self")) == str(os.getpid())
+    except OSError:
+        return False

@@ -244,10 +244,14 @@ class SimulatedNVML:
                 data = yaml.safe_load(fh)
         except OSError as e:
             raise ScenarioError(f"--gpu.simulation-file {path!r}: cannot read: {e.strerror}") from None
-        sim._library, sim._driver, sim._gpus = parse_scenario(data)
-        if data.get("start_unix") is not None:  # a timebase shared by several processes
-            sim.clock, sim._t0 = time.time, float(data["start_unix"])
+        sim.load(data)
         return sim
+
+    def load(self, data: dict) -> None:
+        """Take a parsed scenario (the YAML's mapping)."""
+        self._library, self._driver, self._gpus = parse_scenario(data)
+        if data.get("start_unix") is not None:  # a timebase shared by several processes
+            self.clock, self._t0 = time.time, float(data["start_unix"])
 
     # --- helpers ---------------------------------------------------------------------------
     def elapsed(self) -> float:
