@@ -12,7 +12,6 @@ and bcrypt only with a web config file.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import signal
@@ -113,8 +112,32 @@ def start_engines(cfg: config.Config, sampler: Any) -> Any:
     return scraper
 
 
+def needs_tls(cfg: config.Config) -> bool:
+    """Whether anything this configuration can do speaks TLS: a web config file (TLS, reloaded
+    live), a live intensity provider (HTTPS APIs), the Kubernetes API, a configured HTTPS engine
+    target. Cloud metadata and discovered engines are plain HTTP."""
+    k = cfg.kubernetes
+    kubernetes = k.enabled == "on" or (k.enabled == "auto" and (bool(k.api_url)
+                                                              or bool(os.environ.get("KUBERNETES_SERVICE_HOST"))))
+    https_targets = any(str(t.get("url", "")).startswith("https:") for t in cfg.engines.targets)
+    return bool(cfg.web.config_file or cfg.carbon.providers or kubernetes or https_targets)
+
+
+def skip_tls_if_unused(cfg: config.Config) -> bool:
+    """Keep the ``ssl`` module (and libssl/libcrypto, ~4 MB of the daemon's ~50 MB) out of a
+    process that will never speak TLS: asyncio and aiohttp import it only if they can, and run
+    plain HTTP without it. Must run before asyncio is imported; a no-op when TLS may be needed."""
+    if needs_tls(cfg) or "ssl" in sys.modules or "asyncio" in sys.modules:
+        return False
+    sys.modules["ssl"] = None  # type: ignore[assignment]  # `import ssl` now raises ImportError
+    return True
+
+
 def serve(cfg: config.Config) -> int:
     """``wattprint serve``: run until SIGINT/SIGTERM."""
+    tls_off = skip_tls_if_unused(cfg)
+    import asyncio
+
     from aiohttp import web
 
     from .server import make_app
@@ -176,7 +199,8 @@ def serve(cfg: config.Config) -> int:
 
             background.append(webconfig.Reloader(security).start())
             log.info("web config %s: %s", cfg.web.config_file, webconfig.describe(security.config))
-        log.info("listening on %s (metrics at %s)", cfg.web.listen_address, cfg.web.telemetry_path)
+        log.info("listening on %s (metrics at %s)%s", cfg.web.listen_address, cfg.web.telemetry_path,
+                 "; TLS library not loaded (nothing configured speaks TLS)" if tls_off else "")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

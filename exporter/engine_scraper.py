@@ -22,17 +22,10 @@ import aiohttp
 
 from .engines import READERS, EngineParseError
 from .engines.normalise import Normaliser
+from .engine_targets import Target
 from .identity.resolver import Workload
 
 log = logging.getLogger(__name__)
-
-@dataclass(frozen=True)
-class Target:
-    workload: Workload
-    engine: str
-    url: str
-    model: str          # the identity's served model, used when the server's metrics carry none
-
 
 @dataclass
 class Increment:

@@ -75,7 +75,7 @@ def escape_help(v: str) -> str:
 class _Family:
     """Pre-rendered pieces of one metric family: its header and, per label set, its prefix."""
 
-    __slots__ = ("header", "sample", "names", "prefixes")
+    __slots__ = ("header", "sample", "names", "order", "prefixes")
 
     def __init__(self, name: str, type_: str, help_: str, labels: tuple[str, ...]) -> None:
         sample = name
@@ -84,6 +84,7 @@ class _Family:
         shown = "gauge" if type_ == "info" else type_
         self.header = f"# HELP {sample} {escape_help(help_)}\n# TYPE {sample} {shown}\n"
         self.sample, self.names = sample, labels
+        self.order = sorted(range(len(labels)), key=lambda i: labels[i])  # label names sorted, as client_python
         self.prefixes: dict[tuple[str, ...], str] = {}
 
     def prefix(self, labels: tuple[str, ...]) -> str:
@@ -92,7 +93,7 @@ class _Family:
             if len(self.prefixes) > 100_000:  # label sets that came and went: start over
                 self.prefixes.clear()
             if labels:
-                inner = ",".join(f'{n}="{escape_label_value(v)}"' for n, v in zip(self.names, labels))
+                inner = ",".join(f'{self.names[i]}="{escape_label_value(labels[i])}"' for i in self.order)
                 p = f"{self.sample}{{{inner}}} "
             else:
                 p = self.sample + " "

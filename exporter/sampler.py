@@ -21,7 +21,7 @@ import time
 from typing import Any, Callable
 
 from . import __version__
-from .engines.targets import TargetFinder
+from .engine_targets import TargetFinder
 from .exposition import Exposition, Renderer, Snapshot
 from .identity.resolver import Workload
 from .ledger import Ledger
@@ -162,7 +162,8 @@ class Sampler:
             self.cpu.restore(cpu)
             raise
         led.commit()
-        self.targets.maybe_refresh(t0, procs)
+        if self.requests.source is not None:  # engine scraping is on: where are the servers?
+            self.targets.maybe_refresh(t0, procs)
         self.samples += 1
         self.last_duration_s = self.clock() - t0
         self.last_wall = time.time()

@@ -25,16 +25,19 @@ CPU_METERS: dict[str, str] = {
     "rapl": "exporter.sensors.rapl",
     "estimate": "exporter.sensors.cpu_estimate",   # always usable: the last resort
 }
-_TABLES = {"gpu": GPU_BACKENDS, "cpu": CPU_METERS}
+
+
+def table(kind: str) -> dict[str, str]:
+    return GPU_BACKENDS if kind == "gpu" else CPU_METERS
 
 
 def spec(kind: str, name: str) -> MeterSpec:
-    meter: MeterSpec = importlib.import_module(_TABLES[kind][name]).METER
+    meter: MeterSpec = importlib.import_module(table(kind)[name]).METER
     return meter
 
 
 def specs(kind: str) -> list[MeterSpec]:
-    return [spec(kind, name) for name in _TABLES[kind]]
+    return [spec(kind, name) for name in table(kind)]
 
 
 def open_gpu(cfg: "Config") -> Any:

@@ -7,16 +7,26 @@ Refreshed by the sampler thread (which already holds every process and its ident
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from ..engine_scraper import Target
-from ..identity import cmdline
-from . import READERS, discovery
+from .identity import cmdline
+from .identity.resolver import Workload
 
 REFRESH_S = 10.0
 
 
+@dataclass(frozen=True)
+class Target:
+    workload: Workload
+    engine: str
+    url: str
+    model: str          # the identity's served model, used when the server's metrics carry none
+
+
 def find(procs: dict[int, Any], resolver: Any, static: list[Target]) -> list[Target]:
+    from .engines import READERS, discovery  # the readers (and prometheus_client's parser) only with scraping on
+
     out: dict[str, Target] = {}
     for pid, p in procs.items():
         ident = cmdline.detect(p.cmdline)

@@ -1,0 +1,118 @@
+"""What a procfs scan reads, and what it may skip without losing CPU time (exporter.sensors.procfs):
+processes marked cold (the ``system`` remainder) are read only on full scans; listing /proc is
+skipped while ``/proc/loadavg`` says no pid was allocated — only where procfs is our own pid
+namespace, which a fixture tree can claim with a ``self`` link to our pid."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from exporter.identity.resolver import Resolver
+from exporter.sensors.procfs import CLK_TCK, ProcessTable
+from support import make_procfs
+
+VLLM = ["python3", "-m", "vllm.entrypoints.openai.api_server", "--model", "m", "--port", "8001"]
+
+
+def tree(tmp_path, procs, last_pid=None):
+    root = make_procfs(tmp_path / "proc", procs, 1000, 1000)
+    if last_pid is not None:
+        (root / "loadavg").write_text(f"0.00 0.01 0.05 1/{len(procs)} {last_pid}\n")
+        if not (root / "self").is_symlink():
+            (root / "self").symlink_to(str(os.getpid()))
+    return root
+
+
+def test_cold_processes_are_read_only_on_full_scans(tmp_path):
+    procs = {10: {"comm": "python3", "cmdline": VLLM, "ticks": 0}, 20: {"comm": "sshd", "cmdline": ["sshd"]}}
+    tree(tmp_path, procs)
+    t = ProcessTable(str(tmp_path / "proc"), full_scan_every=3)
+    t.scan()
+    resolver = Resolver()
+    for pid in t.new:
+        if not resolver.matters(pid, t.procs):
+            t.mark_cold(pid)
+    assert t.is_cold(20) and not t.is_cold(10)
+    reads = []
+    for i in range(6):
+        procs[10]["ticks"] += 50
+        procs[20]["ticks"] = procs[20].get("ticks", 0) + 50
+        tree(tmp_path, procs)
+        deltas = t.scan()
+        reads.append(t.reads)
+        assert deltas[10] == pytest.approx(50 / CLK_TCK)  # the endpoint's CPU time, every scan
+        assert 20 not in deltas                              # the system process's: never needed
+    assert reads == [1, 1, 2, 1, 1, 2]  # scans 3 and 6 are full
+    assert set(t.procs) == {10, 20}
+
+
+def test_a_reused_pid_is_identified_again_at_the_next_full_scan(tmp_path):
+    procs = {20: {"comm": "sshd", "cmdline": ["sshd"], "start": 100}}
+    tree(tmp_path, procs)
+    t = ProcessTable(str(tmp_path / "proc"), full_scan_every=2)
+    t.scan()
+    t.mark_cold(20)
+    procs[20] = {"comm": "python3", "cmdline": VLLM, "start": 999, "ticks": 10}
+    shutil.rmtree(tmp_path / "proc" / "20")
+    tree(tmp_path, procs)
+    t.scan()                                # partial: still the old entry
+    assert t.procs[20].starttime == 100
+    t.scan()                                # full: a new process behind the same pid
+    assert t.procs[20].starttime == 999 and t.procs[20].cmdline == tuple(VLLM)
+    assert not t.is_cold(20) and 20 in t.new
+
+
+def test_listing_is_skipped_while_no_pid_is_allocated(tmp_path, monkeypatch):
+    procs = {10: {"comm": "python3", "cmdline": VLLM}, 11: {"comm": "worker", "cmdline": VLLM, "ppid": 10}}
+    tree(tmp_path, procs, last_pid=11)
+    t = ProcessTable(str(tmp_path / "proc"), full_scan_every=100)
+    listed = []
+    real = os.listdir
+    monkeypatch.setattr(os, "listdir", lambda p: listed.append(p) or real(p))
+    t.scan()
+    t.scan()
+    assert len(listed) == 1                   # the second scan read the known pids directly
+    procs[12] = {"comm": "new", "cmdline": VLLM}
+    tree(tmp_path, procs, last_pid=12)        # a fork: the newest pid moved
+    t.scan()
+    assert len(listed) == 2 and 12 in t.procs and t.new == [12]
+
+
+def test_an_exit_is_seen_without_listing_and_is_not_a_race(tmp_path):
+    procs = {10: {"comm": "python3", "cmdline": VLLM}, 11: {"comm": "worker", "cmdline": VLLM}}
+    tree(tmp_path, procs, last_pid=11)
+    t = ProcessTable(str(tmp_path / "proc"), full_scan_every=100)
+    t.scan()
+    shutil.rmtree(tmp_path / "proc" / "11")
+    t.scan()
+    assert set(t.procs) == {10} and t.races == 0
+
+
+def test_a_foreign_pid_namespace_always_lists(tmp_path, monkeypatch):
+    procs = {10: {"comm": "python3", "cmdline": VLLM}}
+    root = tree(tmp_path, procs)
+    (root / "loadavg").write_text("0 0 0 1/1 10\n")
+    (root / "self").symlink_to("4242424")     # /host/proc without hostPID: not our namespace
+    t = ProcessTable(str(root))
+    listed = []
+    real = os.listdir
+    monkeypatch.setattr(os, "listdir", lambda p: listed.append(p) or real(p))
+    t.scan()
+    t.scan()
+    assert len(listed) == 2
+
+
+def test_checkpoint_restores_the_table_after_a_failed_sample(tmp_path):
+    procs = {10: {"comm": "python3", "cmdline": VLLM, "ticks": 0}}
+    tree(tmp_path, procs)
+    t = ProcessTable(str(tmp_path / "proc"))
+    t.scan()
+    cp = t.checkpoint()
+    procs[10]["ticks"] = 100
+    tree(tmp_path, procs)
+    assert t.scan()[10] == pytest.approx(100 / CLK_TCK)
+    t.restore(cp)                             # the sample failed: the next scan covers the interval
+    assert t.scan()[10] == pytest.approx(100 / CLK_TCK)
