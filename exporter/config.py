@@ -108,11 +108,24 @@ class GpuConfig(_Section):
         "auto", description="GPU backend (exporter/sensors/registry.py): auto (the first whose "
         "library and devices are present, else no GPU), nvml (required), simulated (a test double "
         "driven by --gpu.simulation-file; its metrics say backend=\"simulated\"), none.")
+    util_poll_interval: Duration = Field(
+        1.0, description="How often NVML per-process utilisation is read between samples on a GPU "
+        "that two or more processes share (it splits the GPU's active energy between them). NVML "
+        "keeps only each process's newest sample, refreshed about every 200 ms: 200ms collects every "
+        "sample (4 more wake-ups a second at 1s sampling); the default reads one a second, an unbiased "
+        "1-in-5 subsample of time.")
     simulation_file: str | None = Field(
         None, description="Scenario YAML for --gpu.backend=simulated (see tests/fixtures/sim).")
     idle_power_watts: dict[str, float] = Field(
         default_factory=dict, description="Idle baseline per GPU index or UUID (file only), "
         "overriding the learned and table values.")
+
+    @field_validator("util_poll_interval")
+    @classmethod
+    def _poll(cls, v: float) -> float:
+        if not 0.1 <= v <= 60:
+            raise ValueError("must be between 100ms and 1m")
+        return v
 
     @field_validator("idle_power_watts")
     @classmethod

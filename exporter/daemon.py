@@ -93,7 +93,7 @@ def build_sampler(cfg: config.Config, carbon: Any = None, cluster: Any = None) -
                    interval_s=cfg.sample.interval, idle_power_config=cfg.gpu.idle_power_watts,
                    gpu_idle_policy=cfg.attribution.gpu_idle_policy,
                    cpu_idle_policy=cfg.attribution.cpu_idle_policy, level=cfg.attribution.level,
-                   max_series=cfg.attribution.max_series, carbon=carbon,
+                   max_series=cfg.attribution.max_series, util_poll_s=cfg.gpu.util_poll_interval, carbon=carbon,
                    gpu_owners=(lambda: cluster.gpu_owners) if cluster is not None else None)
 
 

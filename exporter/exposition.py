@@ -75,7 +75,7 @@ def escape_help(v: str) -> str:
 class _Family:
     """Pre-rendered pieces of one metric family: its header and, per label set, its prefix."""
 
-    __slots__ = ("header", "sample", "names", "order", "prefixes")
+    __slots__ = ("header", "sample", "names", "order", "prefixes", "lines")
 
     def __init__(self, name: str, type_: str, help_: str, labels: tuple[str, ...]) -> None:
         sample = name
@@ -86,6 +86,19 @@ class _Family:
         self.sample, self.names = sample, labels
         self.order = sorted(range(len(labels)), key=lambda i: labels[i])  # label names sorted, as client_python
         self.prefixes: dict[tuple[str, ...], str] = {}
+        self.lines: dict[tuple[str, ...], tuple[float, str]] = {}  # labels -> (value, its line)
+
+    def line(self, labels: tuple[str, ...], v: float) -> str:
+        """One sample line; most values do not change between samples, so the last line of
+        each series is kept and reused while its value is the same."""
+        hit = self.lines.get(labels)
+        if hit is not None and hit[0] == v and v:  # (0.0 and -0.0 are equal but print apart)
+            return hit[1]
+        if len(self.lines) > 100_000:
+            self.lines.clear()
+        text = f"{self.prefix(labels)}{go_float(v)}\n"
+        self.lines[labels] = (v, text)
+        return text
 
     def prefix(self, labels: tuple[str, ...]) -> str:
         p = self.prefixes.get(labels)
@@ -138,8 +151,8 @@ class Renderer:
             for short, series in snap.values.items():
                 fam = self.family(short)
                 out.append(fam.header)
-                prefix = fam.prefix
-                out.extend(f"{prefix(labels)}{go_float(v)}\n" for labels, v in series.items())
+                line = fam.line
+                out.extend([line(labels, v) for labels, v in series.items()])
             out.extend(self._process.lines())
             self.current = Exposition("".join(out).encode())
             return self.current

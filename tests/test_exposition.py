@@ -77,6 +77,14 @@ def test_text_is_byte_for_byte_what_prometheus_client_writes(snap):
     assert _without_process(ours) == reference(snap)
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.lists(snapshots(), min_size=2, max_size=4))
+def test_one_renderer_over_successive_samples_stays_exact(snaps):
+    r = Renderer()  # its per-series line cache must never serve a stale value
+    for snap in snaps:
+        assert _without_process(r.render(snap).text) == reference(snap)
+
+
 def test_every_catalogue_metric_renders_like_the_reference():
     snap = Snapshot()
     for m in catalogue.METRICS:

@@ -9,7 +9,7 @@ per-workload joules feed the carbon stage."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .. import attribution
@@ -104,7 +104,7 @@ def split_models(w: Workload, joules: float, weights: dict[str, float] | None) -
     models = sorted(weights)
     parts = [joules * weights[m] for m in models]
     parts[-1] = joules - math.fsum(parts[:-1])  # exact: the last part takes the rounding
-    return [(replace(w, model=m), j) for m, j in zip(models, parts) if j > 0]
+    return [(w._replace(model=m), j) for m, j in zip(models, parts) if j > 0]
 
 
 def unattributed(gpu_ivs: list[attribution.GpuInterval],
