@@ -4,7 +4,8 @@ same for every GPU backend. A snapshot (``copy()``) restores it after a failed s
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import copy
+from dataclasses import dataclass
 
 
 @dataclass
@@ -24,7 +25,7 @@ class GpuAccount:
     power_w: float = 0.0
 
     def copy(self) -> "GpuAccount":
-        return replace(self)
+        return copy.copy(self)
 
     def update(self, energy_mj: int | None, power_mw: int | None, now: float) -> Delta:
         """Joules since this GPU's last good read (gaps included: nothing is lost). The energy

@@ -151,7 +151,10 @@ class ProcessTable:
         if self._own_namespace:
             last_pid = self._newest_pid()
             if not full and last_pid and last_pid == self._last_pid:
-                names = [str(pid) for pid in known]  # no pid was allocated: only exits can have happened
+                # no pid was allocated: only exits can have happened. Cold entries carry over as
+                # they are (an exit among them is seen at the next full scan); hot ones are read.
+                seen.update((pid, info) for pid, info in known.items() if pid in cold)
+                names = [str(pid) for pid in known if pid not in cold]
             self._last_pid = last_pid
         if names is None:
             names = os.listdir(self.procfs)
