@@ -276,6 +276,11 @@ class KubernetesConfig(_Section):
                                  "app.kubernetes.io/name"],
         description="Pod labels (file only) whose value is the served model, first match wins.")
 
+    def wanted(self) -> bool:
+        """Whether the Kubernetes identity is to be used here (auto: inside a pod, or with an API URL)."""
+        in_pod = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+        return self.enabled == "on" or (self.enabled == "auto" and (in_pod or bool(self.api_url)))
+
 
 class EnginesConfig(_Section):
     enabled: bool = Field(True, description="Read request and token counters from the local "

@@ -113,14 +113,11 @@ def start_engines(cfg: config.Config, sampler: Any) -> Any:
 
 
 def needs_tls(cfg: config.Config) -> bool:
-    """Whether anything this configuration can do speaks TLS: a web config file (TLS, reloaded
-    live), a live intensity provider (HTTPS APIs), the Kubernetes API, a configured HTTPS engine
-    target. Cloud metadata and discovered engines are plain HTTP."""
-    k = cfg.kubernetes
-    kubernetes = k.enabled == "on" or (k.enabled == "auto" and (bool(k.api_url)
-                                                              or bool(os.environ.get("KUBERNETES_SERVICE_HOST"))))
-    https_targets = any(str(t.get("url", "")).startswith("https:") for t in cfg.engines.targets)
-    return bool(cfg.web.config_file or cfg.carbon.providers or kubernetes or https_targets)
+    """Whether anything this configuration can do needs the ``ssl`` module: a web config file
+    (TLS, reloaded live), a live intensity provider (HTTPS APIs), the Kubernetes API, and engine
+    scraping (its readers use prometheus_client's parser, and importing prometheus_client imports
+    ssl). Cloud metadata is plain HTTP."""
+    return bool(cfg.web.config_file or cfg.carbon.providers or cfg.kubernetes.wanted() or cfg.engines.enabled)
 
 
 def skip_tls_if_unused(cfg: config.Config) -> bool:
@@ -158,7 +155,7 @@ def serve(cfg: config.Config) -> int:
         from .sensors import MeterError
 
         cluster = None
-        if cfg.kubernetes.enabled != "off":
+        if cfg.kubernetes.wanted():
             from .identity.kubernetes import PodCacheError
 
             try:

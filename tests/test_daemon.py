@@ -13,7 +13,7 @@ from support import ROOT
 
 
 def cfg(**flags):
-    base = {("kubernetes", "enabled"): "off"}
+    base = {("kubernetes", "enabled"): "off", ("engines", "enabled"): "false"}
     base.update({tuple(k.split("__")): v for k, v in flags.items()})
     return config.load(None, base)
 
@@ -22,6 +22,7 @@ def cfg(**flags):
     ({}, False),
     ({"kubernetes__enabled": "on"}, True),
     ({"kubernetes__enabled": "auto", "kubernetes__api_url": "https://10.0.0.1"}, True),
+    ({"engines__enabled": "true"}, True),
 ])
 def test_needs_tls(flags, tls):
     assert daemon.needs_tls(cfg(**flags)) is tls
@@ -31,14 +32,13 @@ def test_needs_tls_with_a_web_config_or_a_provider(tmp_path):
     wc = tmp_path / "web.yml"
     wc.write_text("basic_auth_users: {}\n")
     assert daemon.needs_tls(cfg(web__config_file=str(wc)))
-    c = config.load(None, {("kubernetes", "enabled"): "off"})
-    assert not daemon.needs_tls(c)
+    assert not daemon.needs_tls(cfg())
 
 
 CHILD = r"""
 import sys
 from exporter import config, daemon
-c = config.load(None, {("kubernetes", "enabled"): "off"})
+c = config.load(None, {("kubernetes", "enabled"): "off", ("engines", "enabled"): "false"})
 assert daemon.skip_tls_if_unused(c)
 import asyncio
 import aiohttp

@@ -71,11 +71,10 @@ class Cluster:
 
 def open_cluster(cfg: "KubernetesConfig") -> Cluster | None:
     """The cluster identity the configuration asks for, or None outside Kubernetes."""
+    if not cfg.wanted():
+        return None
     from .kubernetes import PodCache
 
-    in_pod = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
-    if cfg.enabled == "off" or (cfg.enabled == "auto" and not in_pod and not cfg.api_url):
-        return None
     node = cfg.node_name or os.environ.get("NODE_NAME", "")
     kw: dict[str, Any] = {"model_labels": cfg.model_labels}
     if cfg.api_url:
