@@ -46,31 +46,41 @@ class Booking:
             shares = unattributed(gpu_ivs, cpu_iv)
         out = Booked(gpu_dt={iv.device: iv.dt_s for iv in gpu_ivs})
         owners = self.gpu_owners()
+        resolve = self.resolver.resolve
+        endpoint: dict[tuple[str, ...], float] = {}  # one ledger add per label set, not per share
         for s in shares:
             # a GPU allocated to a pod belongs to it: idle with no process, or processes we cannot see
             owner = owners.get(uuids.get(s.device, "")) if owners and s.component == "gpu" else None
-            if s.key == attribution.UNALLOCATED:
+            key = s.key
+            if key == attribution.UNALLOCATED:
                 w = owner or UNALLOCATED
-            elif s.key == attribution.SYSTEM:
+            elif key == attribution.SYSTEM:
                 w = SYSTEM
-            elif owner is not None and s.key not in procs:
+            elif owner is not None and key not in procs:
                 w = owner
             else:
-                w = self.resolver.resolve(s.key, procs, on_gpu=s.key in on_gpu)
-            for w, joules in split_models(w, s.joules, model_weights.get(w)):
+                w = resolve(key, procs, on_gpu=key in on_gpu)
+            weights = model_weights.get(w) if model_weights else None
+            for w, joules in split_models(w, s.joules, weights) if weights else ((w, s.joules),):
+                labels = w[:3] + (s.component, s.mode)
+                endpoint[labels] = endpoint.get(labels, 0.0) + joules
                 self._book(s, w, joules, procs, out, ledger)
+        for labels, joules in endpoint.items():
+            ledger.add("endpoint_energy_joules_total", labels, joules)
         self.resolver.forget(procs)
         return out
 
     def _book(self, s: attribution.Share, w: Workload, joules: float, procs: dict, out: Booked,
               ledger: Any) -> None:
+        """Everything but the endpoint series (added once per label set by book())."""
         out.by_workload[w] = out.by_workload.get(w, 0.0) + joules
         if s.component == "gpu":  # who holds each GPU: idle (residency) shares, else any share
             for mode in (s.mode, "any"):
                 dev = out.residency.setdefault((s.device, mode), {})
                 dev[w] = dev.get(w, 0.0) + joules
-        ledger.add("endpoint_energy_joules_total", (w.namespace, w.endpoint, w.model, s.component, s.mode), joules)
-        if self.level in ("pod", "process") and w.pod:
+        if self.level == "endpoint":
+            return
+        if w.pod:
             ledger.add("pod_energy_joules_total", (w.namespace, w.endpoint, w.model, w.pod, s.component, s.mode),
                        joules)
         if self.level == "process" and isinstance(s.key, int):

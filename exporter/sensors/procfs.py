@@ -153,8 +153,8 @@ class ProcessTable:
             if not full and last_pid and last_pid == self._last_pid:
                 # no pid was allocated: only exits can have happened. Cold entries carry over as
                 # they are (an exit among them is seen at the next full scan); hot ones are read.
-                seen.update((pid, info) for pid, info in known.items() if pid in cold)
-                names = [str(pid) for pid in known if pid not in cold]
+                seen = dict(known)  # hot entries are replaced (or dropped) below
+                names = [str(pid) for pid in known.keys() - cold]
             self._last_pid = last_pid
         if names is None:
             names = os.listdir(self.procfs)
@@ -170,6 +170,7 @@ class ProcessTable:
                 comm, ppid, ticks, start = parse_stat_line(_read(f"{self.procfs}/{name}/stat"))
             except (OSError, ValueError, IndexError):
                 if not os.path.exists(f"{self.procfs}/{name}"):
+                    seen.pop(pid, None)
                     continue  # exited (a pid read from the table, not from the listing)
                 self.races += 1
                 old = self.procs.get(pid)
@@ -177,6 +178,8 @@ class ProcessTable:
                     # keep it for a few scans: when it reads again, only the gap is its delta
                     self._misses[pid] = self._misses.get(pid, 0) + 1
                     seen[pid] = old
+                else:
+                    seen.pop(pid, None)
                 continue
             self._misses.pop(pid, None)
             old = self.procs.get(pid)
