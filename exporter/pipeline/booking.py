@@ -47,6 +47,7 @@ class Booking:
         out = Booked(gpu_dt={iv.device: iv.dt_s for iv in gpu_ivs})
         owners = self.gpu_owners()
         resolve = self.resolver.resolve
+        resolved: dict[Any, Workload] = {}  # a pid has shares on several devices and modes: resolve once
         endpoint: dict[tuple[str, ...], float] = {}  # one ledger add per label set, not per share
         for s in shares:
             # a GPU allocated to a pod belongs to it: idle with no process, or processes we cannot see
@@ -59,7 +60,9 @@ class Booking:
             elif owner is not None and key not in procs:
                 w = owner
             else:
-                w = resolve(key, procs, on_gpu=key in on_gpu)
+                w = resolved.get(key)
+                if w is None:
+                    w = resolved[key] = resolve(key, procs, on_gpu=key in on_gpu)
             weights = model_weights.get(w) if model_weights else None
             for w, joules in split_models(w, s.joules, weights) if weights else ((w, s.joules),):
                 labels = w[:3] + (s.component, s.mode)

@@ -20,6 +20,8 @@ class GpuStage:
         self.idle_cfg = idle_power_config or {}
         self.accounts: dict[int, GpuAccount] = {}
         self.gauges: dict[str, dict[tuple[str, ...], float]] = {}
+        self._label_cache: dict[int, tuple[str, str, str]] = {}
+        self._idle_cache: dict[tuple[int, str], tuple[float | None, float | None]] = {}
 
     @property
     def active(self) -> bool:
@@ -36,16 +38,14 @@ class GpuStage:
             return []
         ivs = []
         failed = False
-        gauges: dict[str, dict[tuple[str, ...], float]] = {}
-
-        def gauge(metric: str, labels: tuple[str, ...], v: float) -> None:
-            gauges.setdefault(metric, {})[labels] = v
-
+        power, used, total, nprocs, idle = {}, {}, {}, {}, {}
         for r in self.backend.read():
             d = r.device
-            labels = (str(d.index), d.uuid, d.name)
-            acct = self.accounts.setdefault(d.index, GpuAccount())
-            ledger.ensure("gpu_energy_joules_total", labels)
+            labels = self._labels(d)
+            acct = self.accounts.get(d.index)
+            if acct is None:
+                acct = self.accounts[d.index] = GpuAccount()
+                ledger.ensure("gpu_energy_joules_total", labels)
             if r.error:
                 self.health.fail("gpu", r.error, f"GPU {d.index} ({d.uuid})")
                 failed = True
@@ -54,13 +54,10 @@ class GpuStage:
             if delta.counter_reset:
                 ledger.add("gpu_energy_counter_resets_total", labels, 1)
             acct.learn_idle(quiet(r.processes, r.sm_util))
-            gauge("gpu_power_watts", labels, acct.power_w)
-            gauge("gpu_memory_used_bytes", labels, float(r.memory_used or 0))
-            gauge("gpu_memory_total_bytes", labels, float(d.memory_total))
-            gauge("gpu_processes", labels, float(len(r.processes)))
-            configured = next((self.idle_cfg[k] for k in (d.uuid, str(d.index)) if k in self.idle_cfg), None)
-            idle_w, source = acct.idle_baseline(configured, idle_table.lookup(d.name))
-            gauge("gpu_idle_power_watts", labels + (source,), idle_w)
+            power[labels], used[labels] = acct.power_w, float(r.memory_used or 0)
+            total[labels], nprocs[labels] = float(d.memory_total), float(len(r.processes))
+            idle_w, source = acct.idle_baseline(*self._idle_inputs(d))
+            idle[labels + (source,)] = idle_w
             if delta.joules is None or delta.dt_s <= 0:
                 continue
             ledger.add("gpu_energy_joules_total", labels, delta.joules)
@@ -74,8 +71,24 @@ class GpuStage:
             failed = True
         if not failed:
             self.health.ok("gpu")
-        self.gauges = gauges
+        self.gauges = {"gpu_power_watts": power, "gpu_memory_used_bytes": used, "gpu_memory_total_bytes": total,
+                       "gpu_processes": nprocs, "gpu_idle_power_watts": idle}
         return ivs
+
+    def _labels(self, d: Any) -> tuple[str, str, str]:
+        labels = self._label_cache.get(d.index)
+        if labels is None or labels[1] != d.uuid:
+            labels = self._label_cache[d.index] = (str(d.index), d.uuid, d.name)
+        return labels
+
+    def _idle_inputs(self, d: Any) -> tuple[float | None, float | None]:
+        """(configured idle watts, the model table's) for a device; the same every sample."""
+        key = (d.index, d.uuid)
+        found = self._idle_cache.get(key)
+        if found is None:
+            configured = next((self.idle_cfg[k] for k in (d.uuid, str(d.index)) if k in self.idle_cfg), None)
+            found = self._idle_cache[key] = (configured, idle_table.lookup(d.name))
+        return found
 
     def uuids(self) -> dict[str, str]:
         """Attribution device name → GPU UUID."""
@@ -83,8 +96,8 @@ class GpuStage:
 
     def contribute(self, snap: Any) -> None:
         for metric, series in self.gauges.items():
-            for labels, v in series.items():
-                snap.set(metric, labels, v)
+            if series:
+                snap.values.setdefault(metric, {}).update(series)
         b = self.backend
         if b is None:
             return
