@@ -110,7 +110,8 @@ METRICS: tuple[Metric, ...] = (
     _m("attribution_info", "info", "gpu_idle_policy cpu_idle_policy level", "",
        "The attribution policies in use (see README, 'How energy is attributed')."),
     _m("attribution_folded_series_total", "counter", "metric", "",
-       "Label sets folded into the overflow series because the cardinality cap was reached."),
+       "Distinct label sets folded into the overflow series because the cardinality cap was "
+       "reached (each counted once, however many increments it had; exact up to 100,000 per metric)."),
     _m("pod_energy_joules_total", "counter", ENDPOINT_LABELS + " pod component mode", "joules",
        "Per-pod attributed energy (opt-in: --attribution.level=pod or process)."),
     _m("process_energy_joules_total", "counter", ENDPOINT_LABELS + " pid comm component mode",

@@ -51,6 +51,9 @@ class EngineScraper:
         self.normaliser = Normaliser()
         self.states: dict[Target, ScrapeState] = {}
         self.resets: dict[tuple[str, str], int] = {}
+        # errors by (endpoint, engine, kind) for the daemon's lifetime: a target that leaves the
+        # list and comes back must not restart its counter (ScrapeState.errors is per target visit)
+        self.error_totals: dict[tuple[str, str, str], int] = {}
 
     async def run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=self.timeout_s)
@@ -115,14 +118,16 @@ class EngineScraper:
             log.warning("engine %s at %s: scrape failed (%s: %s)", t.engine, t.url, kind, detail)
         st.up = False
         st.errors[kind] = st.errors.get(kind, 0) + 1
+        key = (t.workload.endpoint, t.engine, kind)
+        self.error_totals[key] = self.error_totals.get(key, 0) + 1
 
     def contribute(self, snap: Any) -> None:
         """The scraper's own series: one ``up`` per target, errors and counter resets."""
         for t, st in list(self.states.items()):
             w = t.workload
             snap.set("engine_scrape_up", (w.namespace, w.endpoint, w.model, t.engine), 1.0 if st.up else 0.0)
-            for kind, n in st.errors.items():
-                snap.set("engine_scrape_errors_total", (w.endpoint, t.engine, kind), float(n))
+        for labels, n in list(self.error_totals.items()):
+            snap.set("engine_scrape_errors_total", labels, float(n))
         for (endpoint, engine), n in list(self.resets.items()):
             snap.set("engine_counter_resets_total", (endpoint, engine), float(n))
 

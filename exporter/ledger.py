@@ -14,13 +14,15 @@ from collections import defaultdict
 from . import catalogue
 
 OVERFLOW = "overflow"
+FOLD_TRACK_MAX = 100_000  # distinct folded label sets remembered per metric (their hashes)
 
 
 class Ledger:
     def __init__(self, max_series: int = 2000) -> None:
         self.max_series = max_series
         self.counters: dict[str, dict[tuple[str, ...], float]] = defaultdict(dict)
-        self.folded: dict[str, int] = defaultdict(int)
+        self.folded: dict[str, int] = defaultdict(int)   # distinct label sets folded, per metric
+        self._folded_seen: dict[str, set[int]] = defaultdict(set)
         self._pending: list[tuple[str, tuple[str, ...], float]] | None = None
 
     def begin(self) -> None:
@@ -46,7 +48,12 @@ class Ledger:
             return
         series = self.counters[metric]
         if labels not in series and len(series) >= self.max_series:
-            self.folded[metric] += 1
+            seen = self._folded_seen[metric]
+            h = hash(labels)
+            if h not in seen:  # count label sets, not increments (past FOLD_TRACK_MAX: every new one)
+                self.folded[metric] += 1
+                if len(seen) < FOLD_TRACK_MAX:
+                    seen.add(h)
             labels = self._overflow_labels(metric, labels)
         series[labels] = series.get(labels, 0.0) + value
 

@@ -156,7 +156,7 @@ class Sampler:
     # --- one sample: the way of a joule ------------------------------------------------------
     def sample(self) -> None:
         t0 = self.clock()
-        checkpoint = (self._last_t, self.gpus.checkpoint(), self.cpu.checkpoint())
+        checkpoint = (self._last_t, self.gpus.checkpoint(), self.cpu.checkpoint(), self.requests.checkpoint())
         dt = 0.0 if self._last_t is None else t0 - self._last_t
         self._last_t = t0
         led = self.ledger
@@ -175,9 +175,10 @@ class Sampler:
             self.booking.classify_new(self.procs, {p for iv in gpu_ivs for p in (*iv.memory_bytes, *iv.sm_util)})
         except BaseException:
             led.rollback()
-            self._last_t, gpus, cpu = checkpoint  # the meters' baselines too: the next sample covers this
+            self._last_t, gpus, cpu, requests = checkpoint  # the meters' baselines too: the next sample covers this
             self.gpus.restore(gpus)
             self.cpu.restore(cpu)
+            self.requests.restore(requests)
             raise
         led.commit()
         if self.requests.source is not None:  # engine scraping is on: where are the servers?

@@ -15,6 +15,7 @@ class CpuTime:
     per_process: dict[int, float]     # CPU seconds per pid in the interval
     busy_s: float                     # node busy CPU seconds
     total_s: float
+    known: bool = True                # False: /proc/stat could not be read this sample
 
     @property
     def busy_ratio(self) -> float:
@@ -52,13 +53,14 @@ class CpuStage:
             busy_s, total_s = self.procs.node_delta()
         except (OSError, ValueError) as e:
             self.health.fail("procfs", "stat_" + type(e).__name__.lower(), str(e))
-            busy_s, total_s = 0.0, 0.0
+            t = CpuTime(per_process, 0.0, 0.0, known=False)  # the next good read covers the gap
+            return t
         t = CpuTime(per_process, busy_s, total_s)
         self.busy_ratio = t.busy_ratio
         return t
 
     def read_energy(self, dt: float, t: CpuTime, ledger: Any) -> attribution.CpuInterval | None:
-        reading = self.meter.measure(dt, t.busy_ratio)
+        reading = self.meter.measure(dt, t.busy_ratio if t.known else None)
         name = self.meter.name
         for zone, kind in reading.errors.items():
             self.health.fail(name, kind, f"zone {zone}")

@@ -39,9 +39,10 @@ class GpuAccount:
             if self.last_mj is not None:
                 if energy_mj >= self.last_mj:
                     joules = (energy_mj - self.last_mj) / 1000.0
-                else:
+                else:  # a driver reload restarted the counter: what it counted since is exact
                     reset = True
-                    joules = (power_w + (self.last_power_w or power_w)) / 2 * dt
+                    bridged = (power_w + (self.last_power_w or power_w)) / 2 * dt
+                    joules = max(bridged, energy_mj / 1000.0)
             self.last_mj = energy_mj
         elif self.last_t is not None:
             prev = self.last_power_w if self.last_power_w is not None else power_w

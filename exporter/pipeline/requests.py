@@ -14,13 +14,28 @@ class RequestStage:
         self.source: Any = None           # the EngineScraper (drain() → increments), when scraping is on
         self.model_weights: dict[Workload, dict[str, float]] = {}
         self.budgets: list[tuple[tuple[str, str, str], float]] = []
+        self._carry: list[Any] = []     # increments a failed sample drained: the next one books them
+        self._drained: list[Any] = []
+
+    def checkpoint(self) -> tuple:
+        """Taken at the start of every sample: nothing is drained by this sample yet."""
+        self._drained = []
+        return list(self._carry), dict(self.model_weights)
+
+    def restore(self, cp: tuple) -> None:
+        """The sample failed: its ledger increments were dropped, so give back what it drained."""
+        carry, self.model_weights = cp
+        self._carry = carry + self._drained
+        self._drained = []
 
     def apply(self, ledger: Any) -> None:
         if self.source is None:
             return
         compute: dict[Workload, dict[str, float]] = {}
         requests: dict[Workload, dict[str, float]] = {}
-        for inc in self.source.drain():
+        self._drained = self._carry + self.source.drain()
+        self._carry = []
+        for inc in self._drained:
             w, c = inc.workload, inc.counts
             labels = (w.namespace, w.endpoint, inc.model)
             ledger.add("endpoint_requests_total", labels, c.get("requests", 0.0))

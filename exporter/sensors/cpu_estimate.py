@@ -55,25 +55,34 @@ ZONE = CpuZone("estimate", "all", "package", "estimate", True, True, "cpu")
 
 
 class EstimateMeter:
-    """The CPU meter of last resort: the model above over the node's busy fraction. It has no
-    counter of its own, so nothing to checkpoint: the sampler's busy time carries every gap."""
+    """The CPU meter of last resort: the model above over the node's busy fraction. An interval
+    whose busy share is unknown (``/proc/stat`` unreadable) is not estimated at idle power: its
+    time is carried, and the next good read — whose busy time covers the whole gap, since the
+    node's CPU counters are cumulative — prices the gap and its own interval together."""
 
     name = "estimate"
 
     def __init__(self, model: CpuPowerModel) -> None:
         self.model = model
+        self.pending_s = 0.0   # seconds whose busy share is not known yet
 
     def cpu_zones(self) -> list[CpuZone]:
         return [ZONE]
 
-    def measure(self, dt_s: float, busy_ratio: float) -> CpuReading:
-        return CpuReading({ZONE.zone: self.model.energy_j(busy_ratio, dt_s) if dt_s > 0 else 0.0})
+    def measure(self, dt_s: float, busy_ratio: float | None) -> CpuReading:
+        if dt_s <= 0:
+            return CpuReading({ZONE.zone: 0.0})
+        if busy_ratio is None:
+            self.pending_s += dt_s
+            return CpuReading({ZONE.zone: 0.0})
+        span, self.pending_s = dt_s + self.pending_s, 0.0
+        return CpuReading({ZONE.zone: self.model.energy_j(busy_ratio, span)})
 
     def checkpoint(self) -> Any:
-        return None
+        return self.pending_s
 
     def restore(self, checkpoint: Any) -> None:
-        pass
+        self.pending_s = checkpoint
 
 
 def model_from(cfg: "Config") -> CpuPowerModel:

@@ -3,19 +3,27 @@
 Values are typical board power at idle (P0/P8, no process, persistence mode on) as reported by
 `nvidia-smi` on public systems; they vary by ±30% with clocks, temperature and firmware, so
 Wattprint prefers a configured value (``gpu.idle_power_watts``) or one learned from the lowest
-power seen while no process was active. Matched by substring of the NVML name, first hit wins.
+power seen while no process was active. Matched by substring of the NVML name: the most specific
+(longest) matching key wins, so "NVIDIA GH200 480GB" is a GH200, not an H200, and "A100 80GB PCIe"
+is not an SXM A100. Rows added for a 2026 fleet (B200, GB200, H20, L40S, H100 NVL, A100 PCIe) are
+typical idle draws reported by operators (nvidia-smi, persistence on); configure or let Wattprint
+learn the real value.
 """
 
 from __future__ import annotations
 
-# (substring of nvmlDeviceGetName, watts) — most specific first
+# (substring of nvmlDeviceGetName, watts); the longest matching key wins
 IDLE_W: tuple[tuple[str, float], ...] = (
     ("H200", 75.0),
     ("H100 PCIe", 50.0),
+    ("H100 NVL", 60.0),
     ("H100", 70.0),
     ("GH200", 90.0),
+    ("GB200", 150.0),
     ("B200", 140.0),
+    ("H20", 60.0),
     ("A100-PCIE", 35.0),
+    ("A100 80GB PCIe", 40.0),
     ("A100", 55.0),
     ("L40S", 35.0),
     ("L40", 35.0),
@@ -28,7 +36,6 @@ IDLE_W: tuple[tuple[str, float], ...] = (
 
 
 def lookup(name: str) -> float | None:
-    for key, watts in IDLE_W:
-        if key in name:
-            return watts
-    return None
+    """The idle watts of the most specific key that ``name`` contains (None: no row)."""
+    hits = [(len(key), watts) for key, watts in IDLE_W if key.lower() in name.lower()]
+    return max(hits)[1] if hits else None

@@ -64,8 +64,11 @@ def parse_proc_stat(text: str) -> CpuTimes:
             v = [int(x) for x in line.split()[1:]]
             if len(v) < 4:
                 raise ValueError(f"/proc/stat: the cpu line has {len(v)} fields, expected at least 4")
-            # user nice system idle iowait irq softirq steal guest guest_nice
-            total = sum(v[:8])  # guest time is already inside user/nice
+            # user nice system idle iowait irq softirq steal guest guest_nice (proc(5)). Steal is
+            # time the hypervisor ran someone else while this guest wanted the CPU: not this
+            # guest's work and not its time, so it is in neither busy nor total. Guest time is
+            # already inside user/nice (counted once).
+            total = sum(v[:7])
             idle = v[3] + (v[4] if len(v) > 4 else 0)
             return CpuTimes((total - idle) / CLK_TCK, total / CLK_TCK)
     raise ValueError("no aggregate 'cpu' line in /proc/stat")

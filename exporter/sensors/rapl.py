@@ -131,7 +131,7 @@ class RaplMeter:
         return [CpuZone(z.zone, z.socket, z.domain, "rapl", z.used_in_total, z.readable, z.component)
                 for z in self.zones]
 
-    def measure(self, dt_s: float, busy_ratio: float) -> CpuReading:
+    def measure(self, dt_s: float, busy_ratio: float | None) -> CpuReading:
         deltas, errors = self.read()
         return CpuReading(deltas, errors)
 
