@@ -144,3 +144,73 @@ def test_folded_series_count_label_sets_not_increments():
         led.add("endpoint_requests_total", ("", "b", ""), 1.0)
     assert led.folded["endpoint_requests_total"] == 1
     assert math.fsum(led.counters["endpoint_requests_total"].values()) == 101.0
+
+
+# --- NVML fields degrade one by one --------------------------------------------------------------
+
+def _gpu_node(tmp_path, faults, procs=None):
+    gpu = {**H100, "processes": [{"pid": 20, "memory_gib": 10, "sm_util": 50}], "faults": faults}
+    return FaultNode(tmp_path, [gpu], procs if procs is not None else {20: {"comm": "python3", "cmdline": VLLM}})
+
+
+def _err(m, kind):
+    return value(m, "wattprint_collector_errors_total", collector="gpu", kind=kind)
+
+
+def test_gpu_energy_booked_when_process_list_fails(tmp_path):
+    """MIG in an unprivileged container: the process list (and utilisation) say NoPermission on
+    every read. Old: the GPU was not metered at all (0 J vs 4,000 J)."""
+    node = _gpu_node(tmp_path, [{"call": "processes", "error": "NO_PERMISSION", "after_s": 0, "for_s": 1e9},
+                                {"call": "utilization", "error": "NO_PERMISSION", "after_s": 0, "for_s": 1e9}])
+    for _ in range(5):
+        m = node.step()
+    truth = node.gpu_truth(0)
+    assert value(m, "wattprint_gpu_energy_joules_total") == pytest.approx(truth, rel=1e-9)
+    assert value(m, "wattprint_endpoint_energy_joules_total", endpoint="unallocated", component="gpu") == \
+        pytest.approx(truth, rel=1e-9)  # residents unknown: the GPU's owner, else unallocated — never nowhere
+    assert _err(m, "processes_no_permission") == 6 and value(m, "wattprint_collector_up", collector="gpu") == 1
+
+
+def test_process_list_falls_back_to_the_v2_symbol(tmp_path):
+    """nvidia-ml-py >= 12.535 calls ..._v3, which drivers before R510 lack: the _v2 symbol is used."""
+    node = _gpu_node(tmp_path, [{"call": "processes", "error": "FUNCTION_NOT_FOUND", "after_s": 0, "for_s": 1e9}])
+    for _ in range(3):
+        m = node.step(ticks={20: 10})
+    assert value(m, "wattprint_endpoint_energy_joules_total", endpoint="vllm-8001", component="gpu") == \
+        pytest.approx(node.gpu_truth(0), rel=1e-9)
+    assert "wattprint_collector_errors_total" not in "".join(k for k in m if "gpu" in str(k))
+
+
+def test_gpu_without_an_energy_counter_symbol_integrates_power(tmp_path):
+    """A driver without the counter (FunctionNotFound from 2 s on): power integration from that
+    read, bridged from the last counter read; nothing lost (power here is piecewise constant)."""
+    node = _gpu_node(tmp_path, [{"call": "energy", "error": "FUNCTION_NOT_FOUND", "after_s": 2.5, "for_s": 1e9}])
+    for _ in range(6):
+        m = node.step()
+    assert value(m, "wattprint_gpu_energy_joules_total") == pytest.approx(node.gpu_truth(0), rel=1e-6)
+    assert 'energy_method="power_integration"' in node.sampler.metrics_text()
+    assert _err(m, "energy_function_not_found") == 1
+
+
+def test_gpu_memory_read_failure_degrades_alone(tmp_path):
+    node = _gpu_node(tmp_path, [{"call": "memory", "error": "UNKNOWN", "after_s": 1.5, "for_s": 2}])
+    for _ in range(5):
+        m = node.step()
+    assert value(m, "wattprint_gpu_energy_joules_total") == pytest.approx(node.gpu_truth(0), rel=1e-9)
+    assert _err(m, "memory_unknown") == 2
+
+
+def test_exited_gpu_process_keeps_its_endpoint(tmp_path):
+    """The process exits between two samples while NVML still lists it for the interval. Old:
+    its last interval's GPU energy went to endpoint="unidentified"."""
+    import shutil
+
+    node = _gpu_node(tmp_path, [])
+    for _ in range(3):
+        m = node.step(ticks={20: 10})
+    before = value(m, "wattprint_endpoint_energy_joules_total", endpoint="vllm-8001", component="gpu")
+    shutil.rmtree(tmp_path / "proc" / "20")
+    del node.procs[20]
+    m = node.step()
+    assert value(m, "wattprint_endpoint_energy_joules_total", endpoint="vllm-8001", component="gpu") > before
+    assert value(m, "wattprint_endpoint_energy_joules_total", endpoint="unidentified") == 0

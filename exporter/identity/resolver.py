@@ -58,10 +58,14 @@ class Resolver:
         self.rules = list(rules)
         self.pods = pods
         self._cache: dict[tuple[int, int], Workload | None] = {}
+        self._last: dict[int, Workload] = {}  # pid -> the workload it last resolved to (kept past its exit)
 
     def resolve(self, pid: int, procs: Mapping[int, Any], on_gpu: bool = False) -> Workload:
         p = procs.get(pid)
-        if p is None:
+        if p is None:  # exited (or never seen): the identity it last had, if any
+            last = self._last.get(pid)
+            if last is not None:
+                return last
             return Workload("", "unidentified", "") if on_gpu else SYSTEM
         key = (pid, p.starttime)
         if key in self._cache:
@@ -71,6 +75,8 @@ class Resolver:
             if not self._pod_pending(p):  # a container whose pod is not in the cache yet: ask again
                 self._cache[key] = w
         if w is not None:
+            if self._last.get(pid) != w:
+                self._last[pid] = w
             return w
         return Workload("", p.comm or "unidentified", "") if on_gpu else SYSTEM
 
@@ -116,6 +122,8 @@ class Resolver:
         if len(self._cache) > 2 * len(live) + 64:
             self._cache = {k: v for k, v in self._cache.items()
                            if k[0] in live and live[k[0]].starttime == k[1]}
+        if len(self._last) > 2 * len(live) + 64:  # exited pids' identities: kept until the map doubles
+            self._last = {pid: w for pid, w in self._last.items() if pid in live}
 
 
 def _engine_model(pid: int, procs: Mapping[int, Any]) -> str:

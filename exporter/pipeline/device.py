@@ -31,7 +31,7 @@ class GpuAccount:
         """Joules since this GPU's last good read (gaps included: nothing is lost). The energy
         counter where there is one; a counter that went backwards (driver reload) and power-only
         devices integrate power (trapezoid) over the interval."""
-        power_w = (power_mw or 0) / 1000.0
+        power_w = self.power_w if power_mw is None else power_mw / 1000.0  # unread power: the last one
         dt = 0.0 if self.last_t is None else now - self.last_t
         joules: float | None = None
         reset = False
@@ -44,9 +44,10 @@ class GpuAccount:
                     bridged = (power_w + (self.last_power_w or power_w)) / 2 * dt
                     joules = max(bridged, energy_mj / 1000.0)
             self.last_mj = energy_mj
-        elif self.last_t is not None:
+        elif self.last_t is not None:  # no counter (or it was given up on): integrate power
             prev = self.last_power_w if self.last_power_w is not None else power_w
             joules = (power_w + prev) / 2 * dt
+            self.last_mj = None
         self.last_t, self.last_power_w, self.power_w = now, power_w, power_w
         return Delta(joules, dt, reset)
 

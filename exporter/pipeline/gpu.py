@@ -50,6 +50,8 @@ class GpuStage:
                 self.health.fail("gpu", r.error, f"GPU {d.index} ({d.uuid})")
                 failed = True
                 continue
+            for fld, kind in r.field_errors.items():  # degraded alone: counted, the energy still booked
+                self.health.degraded("gpu", f"{fld}_{kind}", f"GPU {d.index} ({d.uuid}) {fld}")
             delta = acct.update(r.energy_mj, r.power_mw, now)
             if delta.counter_reset:
                 ledger.add("gpu_energy_counter_resets_total", labels, 1)

@@ -12,6 +12,7 @@ class Health:
     def __init__(self, ledger: Any) -> None:
         self.ledger = ledger
         self.up: dict[str, bool] = {}
+        self.logged: set[tuple[str, str]] = set()
 
     def fail(self, name: str, kind: str, detail: str = "") -> None:
         """Count a collector error; log only when the collector changes state."""
@@ -19,6 +20,14 @@ class Health:
         if self.up.get(name, True):
             log.warning("collector %s failing: %s %s", name, kind, detail)
         self.up[name] = False
+
+    def degraded(self, name: str, kind: str, detail: str = "") -> None:
+        """Count a failed field of a reading that was still used (the collector stays up);
+        logged once per (collector, kind)."""
+        self.ledger.add("collector_errors_total", (name, kind), 1)
+        if (name, kind) not in self.logged:
+            self.logged.add((name, kind))
+            log.warning("collector %s degraded: %s %s", name, kind, detail)
 
     def ok(self, name: str) -> None:
         if not self.up.get(name, True):

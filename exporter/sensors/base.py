@@ -51,7 +51,8 @@ class GpuReading:
     processes: dict[int, int] = field(default_factory=dict)      # pid -> bytes (0 if unknown)
     sm_util: dict[int, float] = field(default_factory=dict)      # pid -> Σ SM % over its new samples
     util_available: bool = False
-    error: str | None = None           # error kind when this GPU failed this sample
+    error: str | None = None           # error kind when neither energy nor power could be read
+    field_errors: dict[str, str] = field(default_factory=dict)  # field -> error kind (it degraded alone)
 
 
 @dataclass

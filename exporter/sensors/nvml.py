@@ -48,6 +48,7 @@ def advice(e: NVMLError) -> str:
     return _ADVICE.get(getattr(e, "value", None), str(e))
 
 
+COUNTER_ABSENT = (pynvml.NVML_ERROR_NOT_SUPPORTED, pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
 NvmlStatus = GpuStatus  # the name this module used before the meter protocols
 
 
@@ -63,6 +64,8 @@ class GpuMeter:
         self._util_ts: dict[int, dict[int, int]] = {}  # gpu -> pid -> newest sample timestamp (µs)
         self._util_sum: dict[int, dict[int, float]] = {}  # gpu -> pid -> Σ smUtil not yet read
         self._residents: dict[int, int] = {}  # gpu -> processes seen at its last read
+        self._proc_calls = [f for f in (getattr(lib, "nvmlDeviceGetComputeRunningProcesses", None),
+                                        getattr(lib, "nvmlDeviceGetComputeRunningProcesses_v2", None)) if f]
 
     def open(self) -> GpuStatus:
         lib = self.lib
@@ -122,21 +125,58 @@ class GpuMeter:
             log.info("GPU %d discovered", i)
 
     def _read_one(self, d: GpuDevice) -> GpuReading:
+        """Energy (or power) first, each other field on its own: a field that fails degrades alone
+        and is named in ``field_errors``, and the energy is still booked. An energy-counter error
+        fails the reading (``error``: nothing booked, the counter's next good read covers the
+        gap), except a counter the driver does not have (NOT_SUPPORTED, FUNCTION_NOT_FOUND): the
+        device then integrates power from that read on."""
         lib, h = self.lib, d.handle
         r = GpuReading(d)
-        try:
-            if d.energy_method == "counter":
+        if d.energy_method == "counter":
+            try:
                 r.energy_mj = int(lib.nvmlDeviceGetTotalEnergyConsumption(h))
+            except NVMLError as e:
+                if getattr(e, "value", None) not in COUNTER_ABSENT:
+                    r.error = error_kind(e)
+                    return r
+                log.warning("GPU %d: no energy counter in this driver (%s): integrating power from now on",
+                            d.index, error_kind(e))
+                d.energy_method = "power_integration"
+                r.field_errors["energy"] = error_kind(e)
+        try:
             r.power_mw = int(lib.nvmlDeviceGetPowerUsage(h))
+        except NVMLError as e:
+            if r.energy_mj is None:
+                r.error = error_kind(e)
+                return r
+            r.field_errors["power"] = error_kind(e)
+        try:
             r.memory_used = int(lib.nvmlDeviceGetMemoryInfo(h).used)
-            for p in lib.nvmlDeviceGetComputeRunningProcesses(h):
+        except NVMLError as e:
+            r.field_errors["memory"] = error_kind(e)
+        try:
+            for p in self._processes(h):
                 used = p.usedGpuMemory
                 r.processes[int(p.pid)] = r.processes.get(int(p.pid), 0) + (int(used) if used else 0)
         except NVMLError as e:
-            r.error = error_kind(e)
-            return r
+            r.processes.clear()  # residents unknown: the energy goes to the GPU's owner or unallocated
+            r.field_errors["processes"] = error_kind(e)
         self._read_util(d, r)
         return r
+
+    def _processes(self, h: Any) -> list:
+        """The compute processes, through the newest process-list symbol the driver has:
+        nvidia-ml-py >= 12.535 calls ``..._v3``, which drivers before R510 lack (FunctionNotFound);
+        then ``..._v2``. The first symbol that works is kept."""
+        while True:
+            fn = self._proc_calls[0]
+            try:
+                return fn(h)
+            except NVMLError as e:
+                if getattr(e, "value", None) != pynvml.NVML_ERROR_FUNCTION_NOT_FOUND or len(self._proc_calls) == 1:
+                    raise
+                log.info("NVML: %s is missing in this driver; using the older symbol", getattr(fn, "__name__", fn))
+                self._proc_calls = self._proc_calls[1:]
 
     @property
     def needs_polling(self) -> bool:

@@ -50,6 +50,7 @@ _CALLS = {
     "power": "nvmlDeviceGetPowerUsage",
     "memory": "nvmlDeviceGetMemoryInfo",
     "processes": "nvmlDeviceGetComputeRunningProcesses",
+    "processes_v2": "nvmlDeviceGetComputeRunningProcesses_v2",
     "utilization": "nvmlDeviceGetProcessUtilization",
     "name": "nvmlDeviceGetName",
     "handle": "nvmlDeviceGetHandleByIndex",
@@ -331,7 +332,13 @@ class SimulatedNVML:
         return _MemInfo(gpu.memory_total, gpu.memory_total - used, used)
 
     def nvmlDeviceGetComputeRunningProcesses(self, handle: Any) -> list[_ProcInfo]:
+        """pynvml's default (``_v3`` since nvidia-ml-py 12.535): a fault
+        ``{call: processes, error: FUNCTION_NOT_FOUND}`` plays a driver before R510."""
         gpu, t = self._gpu(handle, _CALLS["processes"])
+        return [_ProcInfo(pid, p.memory_bytes) for pid, p in gpu.procs_at(t)]
+
+    def nvmlDeviceGetComputeRunningProcesses_v2(self, handle: Any) -> list[_ProcInfo]:
+        gpu, t = self._gpu(handle, _CALLS["processes_v2"])
         return [_ProcInfo(pid, p.memory_bytes) for pid, p in gpu.procs_at(t)]
 
     def nvmlDeviceGetProcessUtilization(self, handle: Any, timeStamp: int) -> list[_UtilSample]:
