@@ -48,6 +48,8 @@ class Contributor(Protocol):
 def go_float(v: float) -> str:
     """A sample value as Prometheus's Go code writes it (prometheus_client's floatToGoString)."""
     d = float(v)
+    if d == 0.0:
+        return "0.0"  # also for -0.0 (client_python writes "-0.0"): the same series, the same text
     if d == math.inf:
         return "+Inf"
     if d == -math.inf:
@@ -92,7 +94,7 @@ class _Family:
         """One sample line; most values do not change between samples, so the last line of
         each series is kept and reused while its value is the same."""
         hit = self.lines.get(labels)
-        if hit is not None and hit[0] == v and v:  # (0.0 and -0.0 are equal but print apart)
+        if hit is not None and hit[0] == v:
             return hit[1]
         if len(self.lines) > 100_000:
             self.lines.clear()
@@ -134,6 +136,7 @@ class Renderer:
     def __init__(self) -> None:
         self._families: dict[str, _Family] = {}
         self._process = ProcessMetrics()
+        self._texts: dict[str, tuple[Series, str]] = {}  # family -> (its series, its text) last sample
         self.current = Exposition()
         self._lock = threading.Lock()  # render() may be called from two threads in tests
 
@@ -148,11 +151,20 @@ class Renderer:
     def render(self, snap: Snapshot) -> Exposition:
         with self._lock:
             out: list[str] = []
+            cache = self._texts
+            texts: dict[str, tuple[Series, str]] = {}
             for short, series in snap.values.items():
-                fam = self.family(short)
-                out.append(fam.header)
-                line = fam.line
-                out.extend([line(labels, v) for labels, v in series.items()])
+                hit = cache.get(short)
+                if hit is not None and hit[0] == series:  # unchanged family (info, static gauges)
+                    text = hit[1]
+                else:
+                    fam = self.family(short)
+                    line = fam.line
+                    text = fam.header + "".join([line(labels, v) for labels, v in series.items()])
+                    series = dict(series)  # the snapshot's dict may be shared with its owner
+                texts[short] = (series, text)
+                out.append(text)
+            self._texts = texts
             out.extend(self._process.lines())
             self.current = Exposition("".join(out).encode())
             return self.current

@@ -4,7 +4,6 @@ same for every GPU backend. A snapshot (``copy()``) restores it after a failed s
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 
@@ -25,7 +24,8 @@ class GpuAccount:
     power_w: float = 0.0
 
     def copy(self) -> "GpuAccount":
-        return copy.copy(self)
+        return GpuAccount(self.last_mj, self.last_power_w, self.last_t, self.min_power_w, self.min_idle_power_w,
+                          self.power_w)
 
     def update(self, energy_mj: int | None, power_mw: int | None, now: float) -> Delta:
         """Joules since this GPU's last good read (gaps included: nothing is lost). The energy
