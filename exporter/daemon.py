@@ -109,6 +109,7 @@ def start_engines(cfg: config.Config, sampler: Any) -> Any:
                                  float(b["grams_per_request"])) for b in e.budgets]
     scraper = EngineScraper(sampler.engine_targets, e.interval, e.timeout, e.max_bytes)
     sampler.engines = scraper
+    sampler.requests.expire_s = 2 * e.interval + 1.0  # no increment for two scrapes: no model was active
     return scraper
 
 

@@ -165,7 +165,7 @@ class Sampler:
             cpu_time = self.cpu.read_time()                    # processes and node CPU time
             gpu_ivs = self.gpus.read(t0, led)                  # GPU energy deltas per device
             cpu_iv = self.cpu.read_energy(dt, cpu_time, led)   # CPU energy per zone
-            self.requests.apply(led)                           # engine requests and tokens
+            self.requests.apply(led, t0)                       # engine requests and tokens
             procs = self.procs.procs
             if dt > 0:                                         # attribution → identity → ledger
                 booked = self.booking.book(gpu_ivs, cpu_iv, procs, self.gpus.uuids(),

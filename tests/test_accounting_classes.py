@@ -214,3 +214,34 @@ def test_exited_gpu_process_keeps_its_endpoint(tmp_path):
     m = node.step()
     assert value(m, "wattprint_endpoint_energy_joules_total", endpoint="vllm-8001", component="gpu") > before
     assert value(m, "wattprint_endpoint_energy_joules_total", endpoint="unidentified") == 0
+
+
+def test_multi_model_split_follows_the_interval_activity_not_stale_weights(tmp_path):
+    """A Triton server with two models: once only B is active, A gets none of the energy (old: A
+    kept its last share, 2,000 of 8,000 J). With no activity for two scrape intervals the energy
+    stays on the server's own label set, as documented in exporter/pipeline/requests.py."""
+    triton = ["tritonserver", "--model-repository=/models", "--http-port=8000"]
+    node = _gpu_node(tmp_path, [], {20: {"comm": "tritonserver", "cmdline": triton}})
+    src = _Source()
+    node.sampler.engines = src
+    node.sampler.requests.expire_s = 3.0
+    m = node.step()
+    ep = next(labels["endpoint"] for key in m.get("wattprint_endpoint_energy_joules_total", {})
+              for labels in [dict(key)] if labels.get("component") == "gpu")
+    w = Workload("", ep, "")
+
+    def gpu_j(model):
+        return value(m, "wattprint_endpoint_energy_joules_total", endpoint=ep, model=model, component="gpu")
+
+    src.queue += [Increment(w, "a", {"requests": 1, "compute_seconds": 1.0}),
+                  Increment(w, "b", {"requests": 1, "compute_seconds": 3.0})]
+    m = node.step()
+    a0, b0 = gpu_j("a"), gpu_j("b")
+    assert b0 == pytest.approx(3 * a0)
+    src.queue += [Increment(w, "b", {"requests": 1, "compute_seconds": 2.0})]   # only B is active now
+    m = node.step()
+    assert gpu_j("a") == pytest.approx(a0) and gpu_j("b") > b0
+    own0 = gpu_j("")
+    for _ in range(5):                                                          # nothing active for 5 s
+        m = node.step()
+    assert gpu_j("") > own0 and gpu_j("a") == pytest.approx(a0)

@@ -1,6 +1,13 @@
 """Requests stage: the engine scraper's request/token increments into the ledger, inside the
 sample (a rolled-back sample leaves them for the next), and each multi-model server's split
-weights for the booking stage."""
+weights for the booking stage.
+
+A multi-model server (Triton: two or more models seen in one scrape) is split by the activity of
+its latest scrape window: the models' compute time, else their requests. A model with no
+activity in that window gets none of the energy. When no increment has arrived for
+``expire_s`` (two engine scrape intervals and a second), no model was active: the weights are
+dropped and the server's energy stays on its own label set (its identity's model) until a model
+is active again."""
 
 from __future__ import annotations
 
@@ -10,9 +17,12 @@ from ..identity.resolver import Workload
 
 
 class RequestStage:
-    def __init__(self) -> None:
+    def __init__(self, expire_s: float = 11.0) -> None:
         self.source: Any = None           # the EngineScraper (drain() → increments), when scraping is on
+        self.expire_s = expire_s
         self.model_weights: dict[Workload, dict[str, float]] = {}
+        self.multi_model: set[Workload] = set()      # servers seen serving two or more models
+        self._weights_at: dict[Workload, float] = {}
         self.budgets: list[tuple[tuple[str, str, str], float]] = []
         self._carry: list[Any] = []     # increments a failed sample drained: the next one books them
         self._drained: list[Any] = []
@@ -20,15 +30,15 @@ class RequestStage:
     def checkpoint(self) -> tuple:
         """Taken at the start of every sample: nothing is drained by this sample yet."""
         self._drained = []
-        return list(self._carry), dict(self.model_weights)
+        return list(self._carry), dict(self.model_weights), dict(self._weights_at)
 
     def restore(self, cp: tuple) -> None:
         """The sample failed: its ledger increments were dropped, so give back what it drained."""
-        carry, self.model_weights = cp
+        carry, self.model_weights, self._weights_at = cp
         self._carry = carry + self._drained
         self._drained = []
 
-    def apply(self, ledger: Any) -> None:
+    def apply(self, ledger: Any, now: float = 0.0) -> None:
         if self.source is None:
             return
         compute: dict[Workload, dict[str, float]] = {}
@@ -44,12 +54,18 @@ class RequestStage:
             compute.setdefault(w, {})[inc.model] = c.get("compute_seconds", 0.0)
             requests.setdefault(w, {})[inc.model] = c.get("requests", 0.0)
         for w in compute:
-            if len(compute[w]) < 2:
+            if len(compute[w]) >= 2:
+                self.multi_model.add(w)
+            if w not in self.multi_model:
                 continue  # one model: nothing to split
             basis = compute[w] if sum(compute[w].values()) > 0 else requests[w]
             total = sum(basis.values())
-            if total > 0:
-                self.model_weights[w] = {m: v / total for m, v in basis.items()}
+            if total > 0:  # this window's activity only: an idle model gets nothing
+                self.model_weights[w] = {m: v / total for m, v in basis.items() if v > 0}
+                self._weights_at[w] = now
+        for w in [w for w, at in self._weights_at.items() if now - at > self.expire_s]:
+            del self._weights_at[w]
+            self.model_weights.pop(w, None)
 
     def contribute(self, snap: Any) -> None:
         for labels, grams in self.budgets:
