@@ -245,3 +245,25 @@ def test_multi_model_split_follows_the_interval_activity_not_stale_weights(tmp_p
     for _ in range(5):                                                          # nothing active for 5 s
         m = node.step()
     assert gpu_j("") > own0 and gpu_j("a") == pytest.approx(a0)
+
+
+def test_a_persistent_exception_on_one_process_costs_only_its_identity(tmp_path):
+    """Old: one process whose identity raised made every sample roll back, for ever (no energy at
+    all). Now its energy goes to `unidentified`, counted, and everything else is booked."""
+    procs = {20: {"comm": "python3", "cmdline": VLLM}, 30: {"comm": "python", "cmdline": ["python", "x.py"]}}
+    gpu = {**H100, "processes": [{"pid": 20, "sm_util": 50}, {"pid": 30, "sm_util": 50}]}
+    node = FaultNode(tmp_path, [gpu], procs)
+    real = node.sampler.resolver.resolve
+
+    def resolve(pid, *a, **kw):
+        if pid == 30:
+            raise RuntimeError("bad data in this process")
+        return real(pid, *a, **kw)
+    node.sampler.resolver.resolve = resolve  # type: ignore[method-assign]
+    for _ in range(4):
+        m = node.step(ticks={20: 10, 30: 10})
+    assert value(m, "wattprint_gpu_energy_joules_total") == pytest.approx(node.gpu_truth(0), rel=1e-9)
+    assert value(m, "wattprint_endpoint_energy_joules_total", endpoint="vllm-8001", component="gpu") > 0
+    assert value(m, "wattprint_endpoint_energy_joules_total", endpoint="unidentified", component="gpu") > 0
+    assert value(m, "wattprint_collector_errors_total", collector="attribution", kind="resolve_runtimeerror") >= 4
+    assert value(m, "wattprint_collector_errors_total", collector="sampler") == 0

@@ -14,6 +14,8 @@ from typing import Any, Callable
 
 from .. import attribution
 from ..identity.resolver import SYSTEM, UNALLOCATED, Workload
+
+UNIDENTIFIED = Workload("", "unidentified", "")
 from .health import Health
 
 
@@ -62,7 +64,7 @@ class Booking:
             else:
                 w = resolved.get(key)
                 if w is None:
-                    w = resolved[key] = resolve(key, procs, on_gpu=key in on_gpu)
+                    w = resolved[key] = self._resolve_one(resolve, key, procs, key in on_gpu)
             weights = model_weights.get(w) if model_weights else None
             for w, joules in split_models(w, s.joules, weights) if weights else ((w, s.joules),):
                 labels = w[:3] + (s.component, s.mode)
@@ -72,6 +74,15 @@ class Booking:
             ledger.add("endpoint_energy_joules_total", labels, joules)
         self.resolver.forget(procs)
         return out
+
+    def _resolve_one(self, resolve: Callable[..., Workload], key: Any, procs: dict, on_gpu: bool) -> Workload:
+        """One process's identity; a bug or bad data there costs that process its identity, not
+        the whole sample (which would roll back every sample while the process lives)."""
+        try:
+            return resolve(key, procs, on_gpu=on_gpu)
+        except Exception as e:  # noqa: BLE001 - counted and logged once per kind
+            self.health.degraded("attribution", "resolve_" + type(e).__name__.lower(), f"pid {key}: {e}")
+            return UNIDENTIFIED if on_gpu else SYSTEM
 
     def _book(self, s: attribution.Share, w: Workload, joules: float, procs: dict, out: Booked,
               ledger: Any) -> None:
@@ -98,7 +109,12 @@ class Booking:
             return  # every process has its own series
         table = procs.procs
         for pid in procs.new:
-            if pid not in on_gpu and not self.resolver.matters(pid, table):
+            try:
+                matters = pid in on_gpu or self.resolver.matters(pid, table)
+            except Exception as e:  # noqa: BLE001 - isolated like resolve: the process stays hot
+                self.health.degraded("attribution", "resolve_" + type(e).__name__.lower(), f"pid {pid}: {e}")
+                matters = True
+            if not matters:
                 procs.mark_cold(pid)
         for pid in on_gpu:
             if procs.is_cold(pid):
