@@ -267,3 +267,39 @@ def test_a_persistent_exception_on_one_process_costs_only_its_identity(tmp_path)
     assert value(m, "wattprint_endpoint_energy_joules_total", endpoint="unidentified", component="gpu") > 0
     assert value(m, "wattprint_collector_errors_total", collector="attribution", kind="resolve_runtimeerror") >= 4
     assert value(m, "wattprint_collector_errors_total", collector="sampler") == 0
+
+
+def test_rapl_counter_reset_is_not_booked_as_a_wrap(tmp_path):
+    """powercap ABI (Linux Documentation/power/powercap/powercap.rst): each zone has
+    constraint_N_max_power_uw / constraint_N_power_limit_uw. A counter that restarts (not a
+    wrap) used to be booked as a near-full wrap: 262 kJ of phantom energy in one second."""
+    from exporter.sensors.rapl import RaplMeter
+    from support import make_powercap, set_energy
+
+    root = make_powercap(tmp_path / "sys", {"intel-rapl:0": {"name": "package-0", "energy_uj": 200_000_000_000}})
+    (root / "class/powercap/intel-rapl:0/constraint_0_max_power_uw").write_text("250000000\n")  # 250 W
+    meter = RaplMeter(str(root))
+    assert meter.zones[0].max_power_uw == 250_000_000
+    meter.measure(1.0, None)
+    set_energy(root, "intel-rapl:0", 200_000_000_000 + 100_000_000)       # +100 J in 1 s: fine
+    assert meter.measure(1.0, None).joules["intel-rapl:0"] == pytest.approx(100.0)
+    set_energy(root, "intel-rapl:0", 40_000_000)                           # reset: 40 J since
+    r = meter.measure(1.0, None)
+    assert r.joules["intel-rapl:0"] == pytest.approx(40.0) and r.errors == {"intel-rapl:0": "reset"}
+    set_energy(root, "intel-rapl:0", 140_000_000)
+    assert meter.measure(1.0, None).joules["intel-rapl:0"] == pytest.approx(100.0)
+
+
+def test_a_real_rapl_wrap_is_still_a_wrap(tmp_path):
+    from exporter.sensors.rapl import RaplMeter
+    from support import make_powercap, set_energy
+
+    rng = 65_712_999_613  # a real 65.7 kJ package range
+    root = make_powercap(tmp_path / "sys", {"intel-rapl:0": {"name": "package-0", "energy_uj": rng - 50_000_000,
+                                                           "max_energy_range_uj": rng}})
+    (root / "class/powercap/intel-rapl:0/constraint_0_power_limit_uw").write_text("280000000\n")
+    meter = RaplMeter(str(root))
+    meter.measure(1.0, None)
+    set_energy(root, "intel-rapl:0", 230_000_000)                          # wrapped: 50 + 230 J in 1 s
+    r = meter.measure(1.0, None)
+    assert r.joules["intel-rapl:0"] == pytest.approx(280.0) and not r.errors

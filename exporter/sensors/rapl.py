@@ -36,6 +36,7 @@ class RaplZone:
     readable: bool
     problem: str = ""   # why it is not readable
     used_in_total: bool = False
+    max_power_uw: int = 0  # the largest constraint_N_max_power_uw / _power_limit_uw (0: unknown)
 
     @property
     def component(self) -> str:
@@ -82,7 +83,7 @@ def discover(sysfs: str) -> tuple[list[RaplZone], str]:
         domain = nm.group("domain") if nm else name
         ids = m.group("ids").split(":")
         socket = "platform" if domain == "psys" else (nm.group("n") if nm and nm.group("n") else ids[0])
-        zone = RaplZone(entry, zdir, domain, socket, 0, True)
+        zone = RaplZone(entry, zdir, domain, socket, 0, True, max_power_uw=_max_power_uw(zdir))
         try:
             zone.max_range_uj = _read_int(os.path.join(zdir, "max_energy_range_uj"))
             _read_int(os.path.join(zdir, "energy_uj"))
@@ -97,6 +98,22 @@ def discover(sysfs: str) -> tuple[list[RaplZone], str]:
     if not zones:
         return [], f"{base} has no RAPL zones (no intel-rapl/amd rapl driver on this kernel)"
     return zones, ""
+
+
+def _max_power_uw(zdir: str) -> int:
+    """The largest power a zone may draw, from its constraints (kernel powercap ABI:
+    ``constraint_N_max_power_uw``, else ``constraint_N_power_limit_uw``); 0 when none is readable."""
+    best = 0
+    for n in range(4):
+        for leaf in ("max_power_uw", "power_limit_uw"):
+            try:
+                best = max(best, _read_int(os.path.join(zdir, f"constraint_{n}_{leaf}")))
+            except (OSError, ValueError):
+                continue
+    return best
+
+
+PLAUSIBLE_FACTOR = 2.0  # energy implied above this × the zone's largest power constraint is refused
 
 
 def _select_totals(zones: list[RaplZone]) -> None:
@@ -126,20 +143,38 @@ class RaplMeter:
     def __init__(self, sysfs: str) -> None:
         self.zones, self.problem = discover(sysfs)
         self._last: dict[str, int] = {}
+        self._span: dict[str, float] = {}  # seconds since each zone's last good read (before this one)
 
     def cpu_zones(self) -> list[CpuZone]:
         return [CpuZone(z.zone, z.socket, z.domain, "rapl", z.used_in_total, z.readable, z.component)
                 for z in self.zones]
 
     def measure(self, dt_s: float, busy_ratio: float | None) -> CpuReading:
+        """Per-zone joules since the last read. A decrease that implies more than
+        PLAUSIBLE_FACTOR × the zone's largest power constraint over the time since its last good
+        read is not a wrap but a counter reset: only the counter's count since the reset (an
+        exact lower bound) is booked, and ``kind="reset"`` is counted."""
+        before = dict(self._last)
         deltas, errors = self.read()
+        for z in self.zones:
+            span = self._span.get(z.zone, 0.0) + dt_s
+            if z.zone in errors or z.zone not in deltas:
+                self._span[z.zone] = span  # the next good read covers this time too
+                continue
+            self._span[z.zone] = 0.0
+            prev, cur = before.get(z.zone), self._last.get(z.zone)
+            if z.max_power_uw and prev is not None and cur is not None and cur < prev and span > 0:
+                if deltas[z.zone] > PLAUSIBLE_FACTOR * z.max_power_uw / 1e6 * span:
+                    deltas[z.zone] = cur / 1e6
+                    errors[z.zone] = "reset"
         return CpuReading(deltas, errors)
 
     def checkpoint(self) -> Any:
-        return dict(self._last)
+        return dict(self._last), dict(self._span)
 
     def restore(self, checkpoint: Any) -> None:
-        self._last = dict(checkpoint)
+        last, span = checkpoint
+        self._last, self._span = dict(last), dict(span)
 
     @property
     def usable(self) -> bool:
