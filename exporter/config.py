@@ -27,6 +27,13 @@ _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 
 Duration = Annotated[float, BeforeValidator(lambda v: parse_duration(v))]
+
+
+def within(v: float, lo: float, hi: float, text: str) -> float:
+    """A duration's allowed range, as a validator (the error says it in the user's units)."""
+    if not lo <= v <= hi:
+        raise ValueError(f"must be {text}")
+    return v
 """Seconds, written as 5, 5s, 500ms, 2m or 1h."""
 
 
@@ -81,12 +88,7 @@ class SampleConfig(_Section):
         5.0, description="Time between samples (e.g. 1s, 5s). Energy counters are exact at any "
         "interval; shorter intervals follow load changes more closely and cost more CPU.")
 
-    @field_validator("interval")
-    @classmethod
-    def _range(cls, v: float) -> float:
-        if not 0.1 <= v <= 300:
-            raise ValueError("must be between 100ms and 5m")
-        return v
+    _range = field_validator("interval")(lambda v: within(v, 0.1, 300, "between 100ms and 5m"))
 
 
 class LogConfig(_Section):
@@ -120,12 +122,7 @@ class GpuConfig(_Section):
         default_factory=dict, description="Idle baseline per GPU index or UUID (file only), "
         "overriding the learned and table values.")
 
-    @field_validator("util_poll_interval")
-    @classmethod
-    def _poll(cls, v: float) -> float:
-        if not 0.1 <= v <= 60:
-            raise ValueError("must be between 100ms and 1m")
-        return v
+    _poll = field_validator("util_poll_interval")(lambda v: within(v, 0.1, 60, "between 100ms and 1m"))
 
     @field_validator("idle_power_watts")
     @classmethod

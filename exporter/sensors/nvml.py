@@ -287,16 +287,12 @@ def describe(meter: GpuMeter | None, name: str, error: str = "") -> Probe:
                   "gpus": gpus}, advice_)
 
 
-def _open(cfg: "Config") -> GpuMeter:
-    return opened(GpuMeter(), cfg, "nvml")
-
-
-def _opened_quietly() -> GpuMeter:
+def _probe(cfg: "Config") -> Probe:
     meter = GpuMeter()
-    meter.open()
-    return meter
+    meter.open()  # a probe reports a failed open, it does not raise
+    return describe(meter, "nvml")
 
 
 METER = MeterSpec("nvml", "gpu", "NVIDIA GPUs through NVML (nvidia-ml-py): energy counter or power, "
-                  "processes, per-process SM utilisation", auto=True, open=_open,
-                  probe=lambda cfg: describe(_opened_quietly(), "nvml"), usable=usable)
+                  "processes, per-process SM utilisation", auto=True,
+                  open=lambda cfg: opened(GpuMeter(), cfg, "nvml"), probe=_probe, usable=usable)
