@@ -45,6 +45,11 @@ METRICS: tuple[Metric, ...] = (
        "CPU/DRAM energy per RAPL zone (method=rapl) or from the utilisation model "
        "(method=estimate). Zones overlap (package contains core/uncore, psys contains package): "
        "never sum this metric; use wattprint_node_energy_joules_total for node totals."),
+    _m("cpu_energy_estimated_joules_total", "counter", "socket domain method", "joules",
+       "CPU/DRAM energy estimated, not measured: whole RAPL counter wraps hidden in a gap longer "
+       "than one wrap period (the zone was unreadable), priced from the zone's power before and "
+       "after the gap. Not in wattprint_cpu_energy_joules_total nor in any endpoint's energy: "
+       "measured + estimated is the best figure for the zone."),
     _m("endpoint_energy_joules_total", "counter", ENDPOINT_LABELS + " component mode", "joules",
        "Energy attributed to each model endpoint. The sum over all series equals the node's "
        "measured energy (wattprint_node_energy_joules_total). endpoint=\"unallocated\" is GPU "
@@ -101,7 +106,11 @@ METRICS: tuple[Metric, ...] = (
        "integrated from power instead."),
     _m("gpu_idle_power_watts", "gauge", "gpu uuid name source", "watts",
        "Idle baseline used to split GPU energy into idle and active "
-       "(source=configured|learned|table)."),
+       "(source=configured|learned|table|unknown; learned only from sustained quiet, see "
+       "wattprint_gpu_idle_power_age_seconds)."),
+    _m("gpu_idle_power_age_seconds", "gauge", "gpu uuid name", "seconds",
+       "Age of the idle baseline's newest evidence: since its last vote when source=learned "
+       "(sustained quiet readings), else since the GPU's first read."),
     _m("cpu_zone_info", "info", "zone socket domain method used_in_total readable", "",
        "One series per CPU energy zone: whether it is readable and whether it counts in the "
        "node totals (overlapping zones never do)."),

@@ -105,6 +105,7 @@ class Sampler:
         # the loop sleeps in select() on a pipe that stop() writes to: one system call a wake-up,
         # about 40 µs cheaper than threading.Event.wait's lock machinery on a VM
         self._wake = os.pipe()
+        self.cpu.start()
         self._thread = threading.Thread(target=self._run, name="wattprint-sampler", daemon=True)
         self._thread.start()
 
@@ -114,6 +115,7 @@ class Sampler:
             os.write(self._wake[1], b"x")
         if self._thread:
             self._thread.join(timeout=5)
+        self.cpu.stop()
         if self._wake is not None and (self._thread is None or not self._thread.is_alive()):
             for fd in self._wake:
                 os.close(fd)

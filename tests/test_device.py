@@ -37,8 +37,9 @@ def test_idle_baseline_sources_in_order():
     assert a.idle_baseline(None, 70.0) == (70.0, "table")
     assert a.idle_baseline(None, None) == (250.0, "learned")
     assert a.idle_baseline(55.0, 70.0) == (55.0, "configured")
-    a.update(None, 90_000, 1.0)
-    a.learn_idle(quiet=True)
+    for t in range(1, 20):                    # sustained quiet: learned once a bucket of settled readings votes
+        a.update(None, 90_000, float(t))
+        a.learn_idle(quiet=True)
     assert a.idle_baseline(None, 70.0) == (90.0, "learned")
 
 
@@ -55,3 +56,64 @@ def test_quiet_means_no_process_or_every_sample_zero():
     assert quiet({1: 10}, {1: 0.0})
     assert not quiet({1: 10}, {})          # no new sample is not quiet
     assert not quiet({1: 10}, {1: 0.0, 2: 5.0})
+
+
+def _quiet_run(a, watts, t0, seconds, table=None, limit=None, quiet_=True):
+    for i in range(seconds):
+        a.update(None, int(watts(i) * 1000) if callable(watts) else int(watts * 1000), t0 + i)
+        a.learn_idle(quiet_, table, limit)
+    return t0 + seconds
+
+
+def test_idle_baseline_is_not_poisoned_by_the_reading_after_a_process_exits():
+    """NVML power on Hopper is a 1-s average: the first quiet reading after an exit mixes busy
+    and idle power. Old: the baseline became 340 W (true 100 W) and kept it."""
+    a = GpuAccount()
+    t = _quiet_run(a, 600.0, 0.0, 5, quiet_=False)          # busy
+    t = _quiet_run(a, lambda i: 340.0 if i == 0 else 100.0, t, 30, table=None, limit=700.0)
+    assert a.idle_baseline(None, None) == (100.0, "learned")
+
+
+def test_idle_baseline_refuses_a_zero_reading():
+    """Old: one 0 mW reading set the baseline to 0 W, so reserved GPUs carried no idle energy."""
+    a = GpuAccount()
+    t = _quiet_run(a, lambda i: 0.0 if i == 7 else 100.0, 0.0, 30, table=70.0, limit=700.0)
+    assert a.idle_baseline(None, 70.0) == (100.0, "learned")
+    b = GpuAccount()
+    _quiet_run(b, 0.0, 0.0, 30, table=70.0)                   # a sensor that says 0 W all along
+    assert b.idle_baseline(None, 70.0) == (70.0, "table")
+
+
+def test_idle_baseline_is_robust_to_spikes_in_a_quiet_window():
+    a = GpuAccount()
+    _quiet_run(a, lambda i: 450.0 if i % 4 == 0 else 95.0, 0.0, 60, limit=700.0)
+    assert a.idle_baseline(None, None)[0] == pytest.approx(95.0)
+
+
+def test_idle_baseline_moves_up_as_well_as_down():
+    a = GpuAccount()
+    t = _quiet_run(a, 70.0, 0.0, 200, limit=700.0)
+    assert a.idle_baseline(None, None) == (70.0, "learned")
+    t = _quiet_run(a, 110.0, t, 600, limit=700.0)             # a new persistence mode / memory clock
+    assert a.idle_baseline(None, None) == (110.0, "learned")
+    _quiet_run(a, 60.0, t, 600, limit=700.0)
+    assert a.idle_baseline(None, None) == (60.0, "learned")
+
+
+def test_idle_baseline_is_bounded_by_the_power_limit_and_the_table():
+    a = GpuAccount()
+    _quiet_run(a, 400.0, 0.0, 60, limit=700.0)                # "quiet" at 400 W: more than half the limit
+    assert a.idle_baseline(None, None) == (0.0, "unknown")
+    b = GpuAccount()
+    _quiet_run(b, 15.0, 0.0, 60, table=100.0)                 # below 0.3 × the table's idle
+    assert b.idle_baseline(None, 100.0) == (100.0, "table")
+
+
+def test_idle_baseline_shows_its_age():
+    a = GpuAccount()
+    t = _quiet_run(a, 90.0, 0.0, 20)
+    assert a.idle_baseline(None, None) == (90.0, "learned")
+    voted = a.learned_t
+    _quiet_run(a, 300.0, t, 100, quiet_=False)                # busy since: no new evidence
+    assert a.idle_age_s(False) == pytest.approx(a.last_t - voted)
+    assert a.idle_age_s(True) == pytest.approx(a.last_t)      # configured: in use since the first read

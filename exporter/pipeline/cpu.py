@@ -22,6 +22,9 @@ class CpuTime:
         return min(1.0, self.busy_s / self.total_s) if self.total_s > 0 else 0.0
 
 
+DEGRADED = {"gap_estimated"}  # error kinds of a reading that was still used whole
+
+
 class CpuStage:
     def __init__(self, meter: Any, procs: Any, health: Health) -> None:
         self.meter = meter                # a CpuMeter (exporter.sensors.base)
@@ -33,6 +36,15 @@ class CpuStage:
     @property
     def method(self) -> str:
         return self.meter.name
+
+    def start(self) -> None:
+        """Start the meter's own poller, where it has one (RAPL reads on its own schedule)."""
+        if hasattr(self.meter, "start"):
+            self.meter.start()
+
+    def stop(self) -> None:
+        if hasattr(self.meter, "stop"):
+            self.meter.stop()
 
     def checkpoint(self) -> tuple:
         return self.procs.checkpoint(), self.meter.checkpoint(), self.busy_ratio
@@ -62,16 +74,27 @@ class CpuStage:
     def read_energy(self, dt: float, t: CpuTime, ledger: Any) -> attribution.CpuInterval | None:
         reading = self.meter.measure(dt, t.busy_ratio if t.known else None)
         name = self.meter.name
+        failed = False
         for zone, kind in reading.errors.items():
-            self.health.fail(name, kind, f"zone {zone}")
-        if not reading.errors and name != "estimate":
+            if kind in DEGRADED:
+                self.health.degraded(name, kind, f"zone {zone}")
+            else:
+                self.health.fail(name, kind, f"zone {zone}")
+                failed = True
+        if not failed and name != "estimate":
             self.health.ok(name)
+        zones = self.meter.cpu_zones()
+        if zones is not self.zones:  # a rediscovery found zones (or lost them)
+            self.zones = zones
         energy: dict[str, float] = {}
         for z in self.zones:
             labels = (z.socket, z.domain, z.method)
             ledger.ensure("cpu_energy_joules_total", labels)
             j = reading.joules.get(z.zone, 0.0)
             ledger.add("cpu_energy_joules_total", labels, j)
+            est = reading.estimated.get(z.zone)
+            if est:  # never booked as measured, never dropped: a counter of its own
+                ledger.add("cpu_energy_estimated_joules_total", labels, est)
             if z.used_in_total:
                 energy[z.component] = energy.get(z.component, 0.0) + j
         for component, j in energy.items():

@@ -4,7 +4,7 @@ same for every GPU backend. A snapshot (``copy()``) restores it after a failed s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 
 @dataclass
@@ -14,18 +14,46 @@ class Delta:
     counter_reset: bool = False
 
 
+QUIET_SETTLE_S = 3.0      # NVML power on Ampere+ is a 1-s average: the first seconds of quiet mix busy power
+BUCKET = 10               # settled quiet readings per vote (its median)
+MAX_VOTES = 30            # the baseline is the median of the latest votes …
+HORIZON_S = 3600.0        # … none older than this: it follows the GPU up as well as down
+MIN_TABLE_FRACTION = 0.3  # a reading ≤ 0, or below this × the model table's idle power, is not idle power
+MAX_TABLE_FACTOR = 3.0    # nor one above this × the table's idle power …
+MAX_LIMIT_FRACTION = 0.5  # … or above half the GPU's power limit
+
+
+def plausible_idle(p: float, table_w: float | None, limit_w: float | None) -> bool:
+    """Whether a power reading can be a GPU's idle power at all (bounds documented above)."""
+    if p <= 0:
+        return False
+    if table_w and not MIN_TABLE_FRACTION * table_w <= p <= MAX_TABLE_FACTOR * table_w:
+        return False
+    return not (limit_w and p > MAX_LIMIT_FRACTION * limit_w)
+
+
+def median(values: list[float]) -> float:
+    v = sorted(values)
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+
+
 @dataclass
 class GpuAccount:
     last_mj: int | None = None
     last_power_w: float | None = None
     last_t: float | None = None
-    min_power_w: float | None = None      # lowest power seen (learned baseline)
-    min_idle_power_w: float | None = None  # lowest power seen with no SM activity
     power_w: float = 0.0
+    first_t: float | None = None
+    min_power_w: float | None = None       # lowest plausible power seen (caps the table's value)
+    quiet_since: float | None = None       # start of the current quiet window
+    bucket: list[float] = field(default_factory=list)
+    votes: list[tuple[float, float]] = field(default_factory=list)  # (time, median of a bucket)
+    learned_w: float | None = None         # the median of the votes
+    learned_t: float | None = None         # time of the newest vote
 
     def copy(self) -> "GpuAccount":
-        return GpuAccount(self.last_mj, self.last_power_w, self.last_t, self.min_power_w, self.min_idle_power_w,
-                          self.power_w)
+        return replace(self, bucket=list(self.bucket), votes=list(self.votes))
 
     def update(self, energy_mj: int | None, power_mw: int | None, now: float) -> Delta:
         """Joules since this GPU's last good read (gaps included: nothing is lost). The energy
@@ -48,26 +76,56 @@ class GpuAccount:
             prev = self.last_power_w if self.last_power_w is not None else power_w
             joules = (power_w + prev) / 2 * dt
             self.last_mj = None
+        if self.first_t is None:
+            self.first_t = now
         self.last_t, self.last_power_w, self.power_w = now, power_w, power_w
         return Delta(joules, dt, reset)
 
-    def learn_idle(self, quiet: bool) -> None:
-        """Track the lowest power seen, and the lowest seen while the GPU was quiet."""
-        p = self.power_w
-        self.min_power_w = p if self.min_power_w is None else min(self.min_power_w, p)
-        if quiet:
-            self.min_idle_power_w = p if self.min_idle_power_w is None else min(self.min_idle_power_w, p)
+    def learn_idle(self, quiet: bool, table_w: float | None = None, limit_w: float | None = None) -> None:
+        """Learn the idle baseline from sustained quiet only: a reading counts once the GPU has
+        been quiet for QUIET_SETTLE_S (the first reading of a quiet window never does), is
+        plausible (:func:`plausible_idle`), and votes through the median of BUCKET readings;
+        the baseline is the median of the votes of the last HORIZON_S."""
+        p, now = self.power_w, self.last_t if self.last_t is not None else 0.0
+        ok = plausible_idle(p, table_w, limit_w)
+        if ok:
+            self.min_power_w = p if self.min_power_w is None else min(self.min_power_w, p)
+        if not quiet:
+            self.quiet_since = None
+            self.bucket.clear()
+            return
+        if self.quiet_since is None:
+            self.quiet_since = now
+            return
+        if now - self.quiet_since < QUIET_SETTLE_S or not ok:
+            return
+        self.bucket.append(p)
+        if len(self.bucket) < BUCKET:
+            return
+        self.votes = [v for v in self.votes[-(MAX_VOTES - 1):] if now - v[0] <= HORIZON_S] + [(now, median(self.bucket))]
+        self.bucket.clear()
+        self.learned_w, self.learned_t = median([w for _, w in self.votes]), now
 
     def idle_baseline(self, configured: float | None, table: float | None) -> tuple[float, str]:
-        """(watts, source): configured, else learned while quiet, else the model table (capped by
-        the lowest power seen), else the lowest power seen."""
+        """(watts, source): configured, else learned from sustained quiet, else the model table
+        (capped by the lowest plausible power seen), else the lowest plausible power seen."""
         if configured is not None:
             return configured, "configured"
-        if self.min_idle_power_w is not None:
-            return self.min_idle_power_w, "learned"
+        if self.learned_w is not None:
+            return self.learned_w, "learned"
         if table is not None:
             return min(table, self.min_power_w if self.min_power_w is not None else table), "table"
-        return (self.min_power_w or 0.0), "learned"
+        if self.min_power_w is not None:
+            return self.min_power_w, "learned"
+        return 0.0, "unknown"  # no table row and no plausible reading yet: all energy is active
+
+    def idle_age_s(self, configured: bool) -> float:
+        """Seconds since the baseline's newest evidence: its last vote when learned, else since
+        the device's first read (a configured or table value has been in use that long)."""
+        if self.last_t is None:
+            return 0.0
+        since = self.learned_t if self.learned_t is not None and not configured else self.first_t
+        return max(0.0, self.last_t - (since if since is not None else self.last_t))
 
 
 def quiet(processes: dict[int, int], sm_util: dict[int, float]) -> bool:

@@ -38,7 +38,7 @@ class GpuStage:
             return []
         ivs = []
         failed = False
-        power, used, total, nprocs, idle = {}, {}, {}, {}, {}
+        power, used, total, nprocs, idle, age = {}, {}, {}, {}, {}, {}
         for r in self.backend.read():
             d = r.device
             labels = self._labels(d)
@@ -55,11 +55,13 @@ class GpuStage:
             delta = acct.update(r.energy_mj, r.power_mw, now)
             if delta.counter_reset:
                 ledger.add("gpu_energy_counter_resets_total", labels, 1)
-            acct.learn_idle(quiet(r.processes, r.sm_util))
+            configured, table = self._idle_inputs(d)
+            acct.learn_idle(quiet(r.processes, r.sm_util), table, d.power_limit_w or None)
             power[labels], used[labels] = acct.power_w, float(r.memory_used or 0)
             total[labels], nprocs[labels] = float(d.memory_total), float(len(r.processes))
-            idle_w, source = acct.idle_baseline(*self._idle_inputs(d))
+            idle_w, source = acct.idle_baseline(configured, table)
             idle[labels + (source,)] = idle_w
+            age[labels] = acct.idle_age_s(configured is not None)
             if delta.joules is None or delta.dt_s <= 0:
                 continue
             ledger.add("gpu_energy_joules_total", labels, delta.joules)
@@ -74,7 +76,8 @@ class GpuStage:
         if not failed:
             self.health.ok("gpu")
         self.gauges = {"gpu_power_watts": power, "gpu_memory_used_bytes": used, "gpu_memory_total_bytes": total,
-                       "gpu_processes": nprocs, "gpu_idle_power_watts": idle}
+                       "gpu_processes": nprocs, "gpu_idle_power_watts": idle,
+                       "gpu_idle_power_age_seconds": age}
         return ivs
 
     def _labels(self, d: Any) -> tuple[str, str, str]:

@@ -40,6 +40,7 @@ class GpuDevice:
     energy_method: str          # "counter" | "power_integration"
     mig_mode: str               # "enabled" | "disabled" | "unsupported"
     memory_total: int = 0
+    power_limit_w: float = 0.0          # enforced power limit (0: unknown); bounds the idle baseline
 
 
 @dataclass
@@ -96,6 +97,7 @@ class CpuZone:
 class CpuReading:
     joules: dict[str, float]           # zone -> joules since the previous read
     errors: dict[str, str] = field(default_factory=dict)   # zone -> error kind
+    estimated: dict[str, float] = field(default_factory=dict)  # zone -> joules not measured but estimated
 
 
 class CpuMeter(Protocol):

@@ -104,8 +104,10 @@ class GpuMeter:
         except NVMLError:
             mig = "unsupported"
         mem = _try(lambda: lib.nvmlDeviceGetMemoryInfo(h))
+        limit_mw = _try(lambda: lib.nvmlDeviceGetEnforcedPowerLimit(h))  # mW (NVML >= 4.304)
         return GpuDevice(i, _text(lib.nvmlDeviceGetUUID(h)), _text(lib.nvmlDeviceGetName(h)), h,
-                         method, mig, getattr(mem, "total", 0) or 0)
+                         method, mig, getattr(mem, "total", 0) or 0,
+                         limit_mw / 1000.0 if isinstance(limit_mw, int) and limit_mw > 0 else 0.0)
 
     def read(self) -> list[GpuReading]:
         if self.undiscovered:

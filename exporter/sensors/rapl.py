@@ -12,15 +12,21 @@ package + dram where packages exist, else psys. ``energy_uj`` is root-only since
 from __future__ import annotations
 
 import errno
+import logging
+import math
 import os
 import re
+import threading
+import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from .base import CpuReading, CpuZone, MeterSpec, Probe
 
 if TYPE_CHECKING:
     from ..config import Config
+
+log = logging.getLogger(__name__)
 
 _ZONE_DIR = re.compile(r"^(?P<type>[a-z][a-z-]*rapl[a-z-]*):(?P<ids>\d+(?::\d+)*)$")
 _NAME = re.compile(r"^(?P<domain>[a-z]+)(?:-(?P<n>\d+))?$")
@@ -134,47 +140,150 @@ def wrap_delta(prev: int, cur: int, max_range: int) -> int:
     return max(0, cur)  # a read beyond the zone's own range: treat as a counter reset
 
 
+UNKNOWN_MAX_W = 1000.0   # a zone without power constraints: assumed to draw at most this (for wrap timing)
+POLL_MIN_S, POLL_MAX_S = 1.0, 60.0
+REDISCOVER_S = 60.0      # how often zones that are missing or unreadable are looked for again
+
+
+def plausible_max_w(zone: RaplZone) -> float | None:
+    """The most power a zone can be believed to draw: PLAUSIBLE_FACTOR × its largest power
+    constraint; None when the zone has no constraint to go by."""
+    return PLAUSIBLE_FACTOR * zone.max_power_uw / 1e6 if zone.max_power_uw else None
+
+
+def wrap_period_s(zone: RaplZone) -> float:
+    """The shortest time the zone's counter can take to go once round its range."""
+    if zone.max_range_uj <= 0:
+        return float("inf")
+    return zone.max_range_uj / 1e6 / (plausible_max_w(zone) or UNKNOWN_MAX_W)
+
+
+def poll_interval_s(zones: list[RaplZone]) -> float:
+    """Read often enough that no zone can wrap twice between reads: a quarter of the shortest
+    wrap period, within [POLL_MIN_S, POLL_MAX_S]."""
+    periods = [wrap_period_s(z) for z in zones if z.readable]
+    shortest = min(periods, default=float("inf"))
+    return max(POLL_MIN_S, min(POLL_MAX_S, shortest / 4))
+
+
+def gap_wraps(mod_j: float, span_s: float, range_j: float, power_w: float, max_w: float) -> int:
+    """Whole wraps hidden in a gap longer than one wrap period: the counter shows only the
+    energy modulo its range (``mod_j``), so the number of wraps is the one that brings the
+    total nearest the power estimate × the gap, bounded by what the zone can plausibly draw."""
+    if range_j <= 0 or span_s <= 0:
+        return 0
+    most = max(0, math.floor((max_w * span_s - mod_j) / range_j))
+    return min(most, max(0, round((power_w * span_s - mod_j) / range_j)))
+
+
+@dataclass
+class _ZoneState:
+    value_uj: int
+    t: float
+    power_w: float | None = None            # over its last unambiguous interval
+    gap: tuple[float, float] | None = None  # (mod joules, seconds) of a gap waiting for the power after it
+
+
 class RaplMeter:
-    """Per-zone energy deltas in joules, wrap-aware; a zone that fails keeps its last value, so
-    the next good read carries the energy of the gap (nothing is lost unless it wrapped twice)."""
+    """Per-zone energy in joules, wrap-aware.
+
+    Every zone is read at least four times per wrap period (:func:`poll_interval_s`) by a poller
+    thread of its own (``start()``), so neither a late sample nor a hung GPU call can let a
+    counter go round twice unseen; the sampler's ``measure()`` hands over what was read since
+    the last one. A zone that fails keeps its last value and time, so its next good read covers
+    the gap. A gap longer than one wrap period (the zone was unreadable) cannot be read back
+    exactly: the counter's advance modulo its range is booked, and the whole wraps hidden in
+    the gap are estimated from the zone's power before and after it — reported apart, in
+    ``CpuReading.estimated`` (``wattprint_cpu_energy_estimated_joules_total``) and a log line,
+    never booked as measured and never silently dropped. A decrease that implies more than
+    PLAUSIBLE_FACTOR × the zone's largest power constraint is a counter reset, not a wrap: only
+    the count since the reset (an exact lower bound) is booked, and ``kind="reset"`` is counted.
+
+    ``clock`` is the meter's time (``time.monotonic`` in the daemon); without one, the time
+    passed to ``measure()`` is the only time there is, and there is no poller.
+    Missing or unreadable zones are looked for again every REDISCOVER_S."""
 
     name = "rapl"
 
-    def __init__(self, sysfs: str) -> None:
+    def __init__(self, sysfs: str, clock: Callable[[], float] | None = None) -> None:
+        self.sysfs = sysfs
         self.zones, self.problem = discover(sysfs)
-        self._last: dict[str, int] = {}
-        self._span: dict[str, float] = {}  # seconds since each zone's last good read (before this one)
+        self._clock = clock
+        self._vnow = 0.0
+        self._lock = threading.Lock()
+        self._state: dict[str, _ZoneState] = {}
+        self._joules: dict[str, float] = {}      # read, not handed over yet
+        self._estimated: dict[str, float] = {}
+        self._errors: dict[str, str] = {}
+        self._handed: list[tuple[dict[str, float], dict[str, float]]] = []  # since the checkpoint
+        self._zone_list = self._make_zone_list()
+        self._rediscover_at = REDISCOVER_S
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
-    def cpu_zones(self) -> list[CpuZone]:
+    def _make_zone_list(self) -> list[CpuZone]:
         return [CpuZone(z.zone, z.socket, z.domain, "rapl", z.used_in_total, z.readable, z.component)
                 for z in self.zones]
 
+    def cpu_zones(self) -> list[CpuZone]:
+        """The zones (the same list object until a rediscovery changes them)."""
+        return self._zone_list
+
+    def _now(self) -> float:
+        return self._clock() if self._clock is not None else self._vnow
+
+    # --- the poller ---------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._clock is None or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._poll_loop, name="wattprint-rapl", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _poll_loop(self) -> None:
+        while not self._stop.wait(poll_interval_s(self.zones)):
+            try:
+                self.poll()
+            except Exception:  # a poller hiccup must not end polling; measure() reads again
+                log.debug("RAPL poll failed", exc_info=True)
+
+    def poll(self) -> None:
+        """Read every zone now; what was read waits for the next ``measure()``."""
+        with self._lock:
+            self._poll(self._now())
+
+    # --- the sampler's side -------------------------------------------------------------------
     def measure(self, dt_s: float, busy_ratio: float | None) -> CpuReading:
-        """Per-zone joules since the last read. A decrease that implies more than
-        PLAUSIBLE_FACTOR × the zone's largest power constraint over the time since its last good
-        read is not a wrap but a counter reset: only the counter's count since the reset (an
-        exact lower bound) is booked, and ``kind="reset"`` is counted."""
-        before = dict(self._last)
-        deltas, errors = self.read()
-        for z in self.zones:
-            span = self._span.get(z.zone, 0.0) + dt_s
-            if z.zone in errors or z.zone not in deltas:
-                self._span[z.zone] = span  # the next good read covers this time too
-                continue
-            self._span[z.zone] = 0.0
-            prev, cur = before.get(z.zone), self._last.get(z.zone)
-            if z.max_power_uw and prev is not None and cur is not None and cur < prev and span > 0:
-                if deltas[z.zone] > PLAUSIBLE_FACTOR * z.max_power_uw / 1e6 * span:
-                    deltas[z.zone] = cur / 1e6
-                    errors[z.zone] = "reset"
-        return CpuReading(deltas, errors)
+        """Per-zone joules since the last measure (primed by the first read of a zone)."""
+        if self._clock is None:
+            self._vnow += max(0.0, dt_s)
+        with self._lock:
+            now = self._now()
+            if now >= self._rediscover_at:
+                self._rediscover(now)
+            self._poll(now)
+            joules, estimated, errors = self._joules, self._estimated, self._errors
+            self._joules, self._estimated, self._errors = {}, {}, {}
+            self._handed.append((joules, estimated))
+        return CpuReading(joules, errors, estimated)
 
     def checkpoint(self) -> Any:
-        return dict(self._last), dict(self._span)
+        with self._lock:
+            self._handed = []
+        return None
 
     def restore(self, checkpoint: Any) -> None:
-        last, span = checkpoint
-        self._last, self._span = dict(last), dict(span)
+        """Give back what was handed over since the checkpoint: the next measure hands it again."""
+        with self._lock:
+            for joules, estimated in self._handed:
+                for into, part in ((self._joules, joules), (self._estimated, estimated)):
+                    for zone, j in part.items():
+                        into[zone] = into.get(zone, 0.0) + j
+            self._handed = []
 
     @property
     def usable(self) -> bool:
@@ -182,23 +291,80 @@ class RaplMeter:
 
     def read(self) -> tuple[dict[str, float], dict[str, str]]:
         """({zone: joules since last read}, {zone: error kind}) — first read primes, yields 0."""
-        deltas: dict[str, float] = {}
-        errors: dict[str, str] = {}
+        reading = self.measure(0.0, None)
+        return reading.joules, reading.errors
+
+    # --- reading the zones (under the lock) ----------------------------------------------------
+    def _poll(self, now: float) -> None:
         for z in self.zones:
             if not z.readable:
                 continue
             try:
                 cur = _read_int(os.path.join(z.path, "energy_uj"))
             except OSError as e:
-                errors[z.zone] = "permission" if e.errno in (errno.EACCES, errno.EPERM) else "read"
+                self._errors[z.zone] = "permission" if e.errno in (errno.EACCES, errno.EPERM) else "read"
                 continue
             except ValueError:
-                errors[z.zone] = "parse"
+                self._errors[z.zone] = "parse"
                 continue
-            prev = self._last.get(z.zone)
-            self._last[z.zone] = cur
-            deltas[z.zone] = 0.0 if prev is None else wrap_delta(prev, cur, z.max_range_uj) / 1e6
-        return deltas, errors
+            st = self._state.get(z.zone)
+            if st is None:
+                self._state[z.zone] = _ZoneState(cur, now)
+                self._joules.setdefault(z.zone, 0.0)
+                continue
+            self._step(z, st, cur, now)
+
+    def _step(self, z: RaplZone, st: _ZoneState, cur: int, now: float) -> None:
+        span = now - st.t
+        mod_j = wrap_delta(st.value_uj, cur, z.max_range_uj) / 1e6
+        max_w = plausible_max_w(z)
+        booked = mod_j
+        if span > wrap_period_s(z):           # the counter may have gone round more than once
+            if st.gap is not None:            # two gaps in a row: the first is priced on what came before
+                self._price_gap(z, st, None)
+            st.gap = (mod_j, span)            # priced when the power after it is known
+        elif cur < st.value_uj and max_w is not None and span > 0 and mod_j > max_w * span:
+            booked = cur / 1e6                # not a wrap: a reset; the count since it is exact
+            self._errors[z.zone] = "reset"
+        else:
+            if span > 0:
+                power = mod_j / span
+                if st.gap is not None:
+                    self._price_gap(z, st, power)
+                st.power_w = power
+        st.value_uj, st.t = cur, now
+        self._joules[z.zone] = self._joules.get(z.zone, 0.0) + booked
+
+    def _price_gap(self, z: RaplZone, st: _ZoneState, power_after: float | None) -> None:
+        mod_j, span = st.gap or (0.0, 0.0)
+        st.gap = None
+        before = st.power_w if st.power_w is not None else power_after
+        if before is None:  # no clean interval on either side: the gap's own average, wraps unknown
+            before = mod_j / span if span > 0 else 0.0
+        power_after = before if power_after is None else power_after
+        power = (before + power_after) / 2
+        wraps = gap_wraps(mod_j, span, z.max_range_uj / 1e6, power, plausible_max_w(z) or UNKNOWN_MAX_W)
+        est = wraps * z.max_range_uj / 1e6
+        log.warning("RAPL zone %s was not read for %.0f s, longer than one wrap period (%.0f s): "
+                    "%.0f J booked as measured, %d hidden wrap(s) = %.0f J estimated from %.0f W "
+                    "before and %.0f W after (wattprint_cpu_energy_estimated_joules_total)",
+                    z.zone, span, wrap_period_s(z), mod_j, wraps, est, before, power_after)
+        if est > 0:
+            self._estimated[z.zone] = self._estimated.get(z.zone, 0.0) + est
+            self._errors[z.zone] = "gap_estimated"
+
+    def _rediscover(self, now: float) -> None:
+        """Zones that appeared or became readable since the last look are read from now on."""
+        self._rediscover_at = now + REDISCOVER_S
+        if self.zones and all(z.readable for z in self.zones):
+            return
+        zones, problem = discover(self.sysfs)
+        if [(z.zone, z.readable) for z in zones] == [(z.zone, z.readable) for z in self.zones]:
+            return
+        log.info("RAPL zones changed: %s", ", ".join(f"{z.zone}{'' if z.readable else ' (unreadable)'}"
+                                                    for z in zones) or "none")
+        self.zones, self.problem = zones, problem
+        self._zone_list = self._make_zone_list()
 
 
 # --- registry entry ---------------------------------------------------------------------------
@@ -233,5 +399,5 @@ def probe(cfg: "Config") -> Probe:
 
 
 METER = MeterSpec("rapl", "cpu", "CPU package/DRAM energy counters from the powercap sysfs tree (Intel, AMD)",
-                  auto=True, open=lambda cfg: RaplMeter(cfg.path.sysfs), probe=probe,
+                  auto=True, open=lambda cfg: RaplMeter(cfg.path.sysfs, clock=time.monotonic), probe=probe,
                   usable=lambda meter: meter.usable)

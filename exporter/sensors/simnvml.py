@@ -326,6 +326,11 @@ class SimulatedNVML:
         gpu, t = self._gpu(handle, _CALLS["power"])
         return int(round(gpu.power_w(gpu.phase_at(t).procs) * 1000))
 
+    def nvmlDeviceGetEnforcedPowerLimit(self, handle: Any) -> int:
+        """The power limit in mW: the scenario's ``max_w`` (NVML: nvmlDeviceGetEnforcedPowerLimit)."""
+        gpu, _ = self._gpu(handle, "nvmlDeviceGetEnforcedPowerLimit")
+        return int(gpu.max_w * 1000)
+
     def nvmlDeviceGetMemoryInfo(self, handle: Any) -> _MemInfo:
         gpu, t = self._gpu(handle, _CALLS["memory"])
         used = min(gpu.memory_total, 600 * 1024**2 + sum(p.memory_bytes for _, p in gpu.procs_at(t)))
