@@ -76,16 +76,20 @@ class FaultNode:
     like the hardware does."""
 
     def __init__(self, tmp: Path, gpus: list[dict], procs: dict[int, dict], *, rapl: bool = True,
-                 wrap=None, carbon=None, library: str = "present") -> None:
+                 wrap=None, carbon=None, library: str = "present", scenario: dict | None = None,
+                 rapl_range_uj: int = MAX_RANGE_UJ, rapl_limit_w: float | None = None) -> None:
         self.tmp, self.clock, self.procs = tmp, Clock(), procs
+        self.rapl_range_uj = rapl_range_uj
         self.busy, self.idle = 1000, 1000
         make_procfs(tmp / "proc", procs, self.busy, self.idle)
         self.uj = 5_000_000
         self.zone = tmp / "sys" / "class" / "powercap" / "intel-rapl:0"
         if rapl:
             make_powercap(tmp / "sys", {"intel-rapl:0": {"name": "package-0", "energy_uj": self.uj,
-                                                         "max_energy_range_uj": MAX_RANGE_UJ}})
-        scenario = write_scenario(tmp / "sim.yaml", {"library": library, "gpus": gpus})
+                                                         "max_energy_range_uj": rapl_range_uj}})
+            if rapl_limit_w is not None:
+                (self.zone / "constraint_0_power_limit_uw").write_text(f"{int(rapl_limit_w * 1e6)}\n")
+        scenario = write_scenario(tmp / "sim.yaml", {"library": library, "gpus": gpus, **(scenario or {})})
         self.sim = SimulatedNVML.from_file(str(scenario), self.clock)
         self.lib = wrap(self.sim) if wrap else self.sim
         gpu = GpuMeter(self.lib, backend="simulated")
@@ -105,7 +109,7 @@ class FaultNode:
                 self.procs[pid]["ticks"] = self.procs[pid].get("ticks", 0) + n
         self.busy, self.idle = self.busy + busy, self.idle + idle
         make_procfs(self.tmp / "proc", self.procs, self.busy, self.idle)
-        self.uj = (self.uj + int(cpu_w * dt * 1e6)) % MAX_RANGE_UJ
+        self.uj = (self.uj + int(cpu_w * dt * 1e6)) % self.rapl_range_uj
         self.cpu_true_j += cpu_w * dt
         if (self.zone / "energy_uj").exists() and os.access(self.zone / "energy_uj", os.W_OK):
             set_energy(self.tmp / "sys", "intel-rapl:0", self.uj)

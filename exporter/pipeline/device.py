@@ -21,6 +21,8 @@ HORIZON_S = 3600.0        # … none older than this: it follows the GPU up as w
 MIN_TABLE_FRACTION = 0.3  # a reading ≤ 0, or below this × the model table's idle power, is not idle power
 MAX_TABLE_FACTOR = 3.0    # nor one above this × the table's idle power …
 MAX_LIMIT_FRACTION = 0.5  # … or above half the GPU's power limit
+FLOOR_FRACTION = 0.5      # a counter advancing below this × the idle floor has restarted (a hidden reset) …
+FLOOR_MIN_DT_S = 2.0      # … judged over intervals at least this long (the counter updates in steps)
 
 
 def plausible_idle(p: float, table_w: float | None, limit_w: float | None) -> bool:
@@ -55,22 +57,35 @@ class GpuAccount:
     def copy(self) -> "GpuAccount":
         return replace(self, bucket=list(self.bucket), votes=list(self.votes))
 
-    def update(self, energy_mj: int | None, power_mw: int | None, now: float) -> Delta:
+    def update(self, energy_mj: int | None, power_mw: int | None, now: float,
+               floor_w: float | None = None, limit_w: float | None = None) -> Delta:
         """Joules since this GPU's last good read (gaps included: nothing is lost). The energy
-        counter where there is one; a counter that went backwards (driver reload) and power-only
-        devices integrate power (trapezoid) over the interval."""
+        counter where there is one; power-only devices integrate power (trapezoid).
+
+        A counter restart (driver reload) is either a counter that went backwards, or one whose
+        new value hides it. A new value that fits in Δt at ``limit_w`` (Δt ≥ FLOOR_MIN_DT_S) may
+        be a count since a restart: it is one when the advance is below ``floor_w`` × Δt (less
+        than the GPU draws idle), or when the new value is nearer the power readings' estimate
+        of Δt than the advance is. Either way the count since the restart is an exact lower
+        bound, and the power readings around the gap bridge it when they say more."""
         power_w = self.power_w if power_mw is None else power_mw / 1000.0  # unread power: the last one
         dt = 0.0 if self.last_t is None else now - self.last_t
         joules: float | None = None
         reset = False
         if energy_mj is not None:
             if self.last_mj is not None:
-                if energy_mj >= self.last_mj:
-                    joules = (energy_mj - self.last_mj) / 1000.0
-                else:  # a driver reload restarted the counter: what it counted since is exact
+                joules = (energy_mj - self.last_mj) / 1000.0
+                since = energy_mj / 1000.0
+                bridged = (power_w + (self.last_power_w or power_w)) / 2 * dt
+                hidden = False
+                if joules >= 0 and dt >= FLOOR_MIN_DT_S and (limit_w is None or since <= limit_w * dt):
+                    # the new value fits in the interval: did the counter go on, or restart?
+                    below_floor = floor_w is not None and joules < floor_w * dt
+                    nearer = abs(since - bridged) < abs(joules - bridged)
+                    hidden = below_floor or nearer
+                if joules < 0 or hidden:  # the counter restarted: what it counted since is exact
                     reset = True
-                    bridged = (power_w + (self.last_power_w or power_w)) / 2 * dt
-                    joules = max(bridged, energy_mj / 1000.0)
+                    joules = max(bridged, since)
             self.last_mj = energy_mj
         elif self.last_t is not None:  # no counter (or it was given up on): integrate power
             prev = self.last_power_w if self.last_power_w is not None else power_w
@@ -105,6 +120,12 @@ class GpuAccount:
         self.votes = [v for v in self.votes[-(MAX_VOTES - 1):] if now - v[0] <= HORIZON_S] + [(now, median(self.bucket))]
         self.bucket.clear()
         self.learned_w, self.learned_t = median([w for _, w in self.votes]), now
+
+    def power_floor_w(self, table_w: float | None) -> float | None:
+        """The least this GPU can draw while powered: FLOOR_FRACTION × the lower of its model
+        table's idle power and the lowest plausible power seen; None when neither is known."""
+        known = [w for w in (table_w, self.min_power_w) if w]
+        return FLOOR_FRACTION * min(known) if known else None
 
     def idle_baseline(self, configured: float | None, table: float | None) -> tuple[float, str]:
         """(watts, source): configured, else learned from sustained quiet, else the model table

@@ -18,7 +18,8 @@ class GpuStage:
         self.backend = backend            # a GpuBackend (exporter.sensors.base), or None
         self.health = health
         self.idle_cfg = idle_power_config or {}
-        self.accounts: dict[int, GpuAccount] = {}
+        self.accounts: dict[str, GpuAccount] = {}   # by GPU UUID
+        self._reinits = 0
         self.gauges: dict[str, dict[tuple[str, ...], float]] = {}
         self._label_cache: dict[int, tuple[str, str, str]] = {}
         self._idle_cache: dict[tuple[int, str], tuple[float | None, float | None]] = {}
@@ -27,24 +28,31 @@ class GpuStage:
     def active(self) -> bool:
         return self.backend is not None and self.backend.status.state == "ok"
 
-    def checkpoint(self) -> dict[int, GpuAccount]:
-        return {i: a.copy() for i, a in self.accounts.items()}
+    def checkpoint(self) -> tuple[dict[str, GpuAccount], int]:
+        return {u: a.copy() for u, a in self.accounts.items()}, self._reinits
 
-    def restore(self, cp: dict[int, GpuAccount]) -> None:
-        self.accounts = cp
+    def restore(self, cp: tuple[dict[str, GpuAccount], int]) -> None:
+        self.accounts, self._reinits = cp
 
     def read(self, now: float, ledger: Any) -> list[attribution.GpuInterval]:
-        if not self.active:
+        if self.backend is None:
             return []
         ivs = []
         failed = False
         power, used, total, nprocs, idle, age = {}, {}, {}, {}, {}, {}
-        for r in self.backend.read():
+        readings = self.backend.read()  # a backend that is not open tries again on its own schedule
+        reinits = getattr(self.backend, "reinits", 0)
+        if reinits != self._reinits:
+            self.health.degraded("gpu", "reinit", f"{self.backend.status.detail}")
+            self._reinits = reinits
+        if not self.active:
+            return []
+        for r in readings:
             d = r.device
             labels = self._labels(d)
-            acct = self.accounts.get(d.index)
+            acct = self.accounts.get(d.uuid)   # by UUID: a re-initialised driver may number GPUs anew
             if acct is None:
-                acct = self.accounts[d.index] = GpuAccount()
+                acct = self.accounts[d.uuid] = GpuAccount()
                 ledger.ensure("gpu_energy_joules_total", labels)
             if r.error:
                 self.health.fail("gpu", r.error, f"GPU {d.index} ({d.uuid})")
@@ -52,11 +60,12 @@ class GpuStage:
                 continue
             for fld, kind in r.field_errors.items():  # degraded alone: counted, the energy still booked
                 self.health.degraded("gpu", f"{fld}_{kind}", f"GPU {d.index} ({d.uuid}) {fld}")
-            delta = acct.update(r.energy_mj, r.power_mw, now)
+            configured, table = self._idle_inputs(d)
+            limit = d.power_limit_w or None
+            delta = acct.update(r.energy_mj, r.power_mw, now, acct.power_floor_w(table), limit)
             if delta.counter_reset:
                 ledger.add("gpu_energy_counter_resets_total", labels, 1)
-            configured, table = self._idle_inputs(d)
-            acct.learn_idle(quiet(r.processes, r.sm_util), table, d.power_limit_w or None)
+            acct.learn_idle(quiet(r.processes, r.sm_util), table, limit)
             power[labels], used[labels] = acct.power_w, float(r.memory_used or 0)
             total[labels], nprocs[labels] = float(d.memory_total), float(len(r.processes))
             idle_w, source = acct.idle_baseline(configured, table)

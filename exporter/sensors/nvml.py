@@ -9,7 +9,8 @@ on the host is a normal state (``state="no_library"``), reported once, not an er
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+import time
+from typing import TYPE_CHECKING, Any, Callable
 
 import pynvml
 from pynvml import NVMLError
@@ -49,15 +50,22 @@ def advice(e: NVMLError) -> str:
 
 
 COUNTER_ABSENT = (pynvml.NVML_ERROR_NOT_SUPPORTED, pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
+REOPEN_MIN_S, REOPEN_MAX_S = 10.0, 300.0  # retrying NVML after a failed open or a lost session: backoff
+REOPEN_AFTER_READS = 2                     # every GPU failing this many reads in a row: re-initialise
 NvmlStatus = GpuStatus  # the name this module used before the meter protocols
 
 
 class GpuMeter:
     """Reads every GPU once per sample. ``lib`` is ``pynvml`` or a ``SimulatedNVML``."""
 
-    def __init__(self, lib: Any = pynvml, backend: str = "nvml") -> None:
+    def __init__(self, lib: Any = pynvml, backend: str = "nvml", clock: Callable[[], float] | None = None) -> None:
         self.lib = lib
         self.backend = backend
+        self.clock = clock or getattr(lib, "clock", None) or time.monotonic  # a simulated NVML brings its own
+        self.reinits = 0                          # successful re-initialisations after the first open
+        self._failed_reads = 0
+        self._retry_at = 0.0
+        self._backoff = REOPEN_MIN_S
         self.devices: list[GpuDevice] = []
         self.status = GpuStatus("error", "not opened", backend=backend)
         self.undiscovered: dict[int, str] = {}   # GPU index -> error kind of its last discovery try
@@ -110,9 +118,50 @@ class GpuMeter:
                          limit_mw / 1000.0 if isinstance(limit_mw, int) and limit_mw > 0 else 0.0)
 
     def read(self) -> list[GpuReading]:
+        """One reading per GPU. NVML that failed to open (no driver yet: the GPU operator installs
+        it after the DaemonSet starts) is tried again with a backoff; a session in which every
+        GPU fails REOPEN_AFTER_READS reads in a row (a driver reload: stale handles, DRIVER_NOT_LOADED,
+        UNINITIALIZED, UNKNOWN) is shut down and opened again, devices matched by UUID."""
+        if self.status.state != "ok":
+            if not self._reopen():
+                return []
         if self.undiscovered:
             self._retry_discovery()
-        return [self._read_one(d) for d in self.devices]
+        readings = [self._read_one(d) for d in self.devices]
+        if readings and all(r.error for r in readings):
+            self._failed_reads += 1
+            if self._failed_reads >= REOPEN_AFTER_READS and self._reopen():
+                readings = [self._read_one(d) for d in self.devices]
+        else:
+            self._failed_reads, self._backoff = 0, REOPEN_MIN_S
+        return readings
+
+    def _reopen(self) -> bool:
+        """Shut NVML down and open it again (at most once per backoff); True when it is open."""
+        now = self.clock()
+        if now < self._retry_at:
+            return False
+        before = (self.status, self.devices, self.undiscovered)
+        if before[0].state == "ok":
+            log.warning("NVML: every GPU has failed %d reads in a row: re-initialising", self._failed_reads)
+            _try(self.lib.nvmlShutdown)
+        self.undiscovered = {}
+        try:
+            status = self.open()
+        except NVMLError as e:  # the device count or a handle failed mid-open
+            status = self.status = GpuStatus("error", advice(e), backend=self.backend)
+        if status.state != "ok":
+            self._retry_at, self._backoff = now + self._backoff, min(REOPEN_MAX_S, 2 * self._backoff)
+            log.debug("NVML still unavailable (%s); next try in %.0f s", status.detail, self._retry_at - now)
+            if before[0].state == "ok":  # keep the GPUs: each read goes on failing, counted, until it works
+                self.status, self.devices, self.undiscovered = before
+            return False
+        self._util_ts, self._util_sum, self._residents = {}, {}, {}
+        self.reinits += 1
+        self._failed_reads, self._backoff, self._retry_at = 0, REOPEN_MIN_S, 0.0
+        log.warning("NVML re-initialised: %s (the energy counters restarted with the driver: the gap "
+                    "is bridged, see wattprint_gpu_energy_counter_resets_total)", status.detail)
+        return True
 
     def _retry_discovery(self) -> None:
         """A GPU that failed at start-up is tried again each sample; counted from its first good read."""

@@ -18,7 +18,7 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from .base import CpuReading, CpuZone, MeterSpec, Probe
@@ -181,7 +181,8 @@ class _ZoneState:
     value_uj: int
     t: float
     power_w: float | None = None            # over its last unambiguous interval
-    gap: tuple[float, float] | None = None  # (mod joules, seconds) of a gap waiting for the power after it
+    gaps: list[tuple[float, float, float | None]] = field(default_factory=list)
+    # (mod joules, seconds, power before) of gaps waiting for the power after them
 
 
 class RaplMeter:
@@ -274,11 +275,13 @@ class RaplMeter:
     def checkpoint(self) -> Any:
         with self._lock:
             self._handed = []
-        return None
+        return self._vnow
 
     def restore(self, checkpoint: Any) -> None:
-        """Give back what was handed over since the checkpoint: the next measure hands it again."""
+        """Give back what was handed over since the checkpoint: the next measure hands it again
+        (and, without a clock, its time: the next measure's Δt covers the failed sample too)."""
         with self._lock:
+            self._vnow = checkpoint
             for joules, estimated in self._handed:
                 for into, part in ((self._joules, joules), (self._estimated, estimated)):
                     for zone, j in part.items():
@@ -320,28 +323,25 @@ class RaplMeter:
         max_w = plausible_max_w(z)
         booked = mod_j
         if span > wrap_period_s(z):           # the counter may have gone round more than once
-            if st.gap is not None:            # two gaps in a row: the first is priced on what came before
-                self._price_gap(z, st, None)
-            st.gap = (mod_j, span)            # priced when the power after it is known
+            st.gaps.append((mod_j, span, st.power_w))  # priced when the power after it is known
         elif cur < st.value_uj and max_w is not None and span > 0 and mod_j > max_w * span:
             booked = cur / 1e6                # not a wrap: a reset; the count since it is exact
             self._errors[z.zone] = "reset"
         else:
             if span > 0:
                 power = mod_j / span
-                if st.gap is not None:
-                    self._price_gap(z, st, power)
+                for gap in st.gaps:
+                    self._price_gap(z, gap, power)
+                st.gaps.clear()
                 st.power_w = power
         st.value_uj, st.t = cur, now
         self._joules[z.zone] = self._joules.get(z.zone, 0.0) + booked
 
-    def _price_gap(self, z: RaplZone, st: _ZoneState, power_after: float | None) -> None:
-        mod_j, span = st.gap or (0.0, 0.0)
-        st.gap = None
-        before = st.power_w if st.power_w is not None else power_after
-        if before is None:  # no clean interval on either side: the gap's own average, wraps unknown
-            before = mod_j / span if span > 0 else 0.0
-        power_after = before if power_after is None else power_after
+    def _price_gap(self, z: RaplZone, gap: tuple[float, float, float | None], power_after: float) -> None:
+        """Estimate the whole wraps of one gap from the zone's power over the nearest clean
+        intervals before and after it (only after, when the gap came first)."""
+        mod_j, span, before = gap
+        before = power_after if before is None else before
         power = (before + power_after) / 2
         wraps = gap_wraps(mod_j, span, z.max_range_uj / 1e6, power, plausible_max_w(z) or UNKNOWN_MAX_W)
         est = wraps * z.max_range_uj / 1e6

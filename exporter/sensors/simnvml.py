@@ -24,6 +24,11 @@ Scenario YAML (see ``tests/fixtures/sim/``)::
         faults:                 # errors injected on a time window since nvmlInit
           - {call: energy, error: GPU_IS_LOST, after_s: 5, for_s: 10}
         energy_resets_at_s: [30]   # driver reload: the counter restarts from 0
+    driver_reloads:             # the whole driver goes away and comes back (an upgrade, a reset)
+      - {at_s: 60, down_s: 5, stale_error: UNINITIALIZED}
+                                # while down every call raises DRIVER_NOT_LOADED; after, every
+                                # counter restarts from 0 and handles of the old session raise
+                                # stale_error until nvmlInit() is called again
     start_unix: 1790000000.0    # optional: time zero as a Unix time, so several processes
                                 # (the daemon and a validation script) see the same counters
 
@@ -93,6 +98,24 @@ class _Fault:
 
     def active(self, t: float) -> bool:
         return self.after_s <= t < self.after_s + self.for_s
+
+
+@dataclass
+class _Reload:
+    at_s: float
+    down_s: float
+    stale_code: int
+
+    @property
+    def end_s(self) -> float:
+        return self.at_s + self.down_s
+
+
+@dataclass
+class _Handle:
+    """A device handle of one NVML session (nvmlInit): stale once the driver reloads after it."""
+    gpu: "_Gpu"
+    session_s: float
 
 
 @dataclass
@@ -198,6 +221,17 @@ def parse_scenario(data: dict) -> tuple[str, str, list[_Gpu]]:
     return library, str(data.get("driver_version", "550.54.15")), gpus
 
 
+def parse_reloads(data: dict) -> list[_Reload]:
+    out = []
+    for j, r in enumerate(data.get("driver_reloads") or []):
+        where = f"driver_reloads[{j}]"
+        if not isinstance(r, dict):
+            raise ScenarioError(f"{where}: expected a mapping with at_s, down_s, stale_error")
+        out.append(_Reload(_num(r, "at_s", None, where), _num(r, "down_s", 0, where),
+                           _error_code(r.get("stale_error", "UNINITIALIZED"), where)))
+    return sorted(out, key=lambda r: r.at_s)
+
+
 @dataclass
 class _MemInfo:
     total: int
@@ -233,6 +267,8 @@ class SimulatedNVML:
     _gpus: list[_Gpu] = field(default_factory=list, init=False)
     _library: str = field(default="present", init=False)
     _driver: str = field(default="", init=False)
+    _reloads: list[_Reload] = field(default_factory=list, init=False)
+    _session_s: float = field(default=0.0, init=False)
 
     # constants and errors the meter uses, re-exported from pynvml
     NVMLError = NVMLError
@@ -251,6 +287,9 @@ class SimulatedNVML:
     def load(self, data: dict) -> None:
         """Take a parsed scenario (the YAML's mapping)."""
         self._library, self._driver, self._gpus = parse_scenario(data)
+        self._reloads = parse_reloads(data)
+        for gpu in self._gpus:  # a reload restarts every counter
+            gpu.resets = sorted(gpu.resets + [r.end_s for r in self._reloads])
         if data.get("start_unix") is not None:  # a timebase shared by several processes
             self.clock, self._t0 = time.time, float(data["start_unix"])
 
@@ -258,10 +297,18 @@ class SimulatedNVML:
     def elapsed(self) -> float:
         if self._t0 is None:
             raise NVMLError(pynvml.NVML_ERROR_UNINITIALIZED)
-        return self.clock() - self._t0
+        t = self.clock() - self._t0
+        if any(r.at_s <= t < r.end_s for r in self._reloads):
+            raise NVMLError(pynvml.NVML_ERROR_DRIVER_NOT_LOADED)
+        return t
 
     def _gpu(self, handle: Any, call: str) -> tuple[_Gpu, float]:
         t = self.elapsed()
+        if isinstance(handle, _Handle):
+            for r in self._reloads:
+                if handle.session_s < r.end_s <= t:
+                    raise NVMLError(r.stale_code)
+            handle = handle.gpu
         gpu: _Gpu = handle
         for f in gpu.faults:
             if f.active(t) and (f.call == "all" or _CALLS[f.call] == call):
@@ -280,6 +327,7 @@ class SimulatedNVML:
             raise NVMLError(pynvml.NVML_ERROR_DRIVER_NOT_LOADED)
         if self._t0 is None:
             self._t0 = self.clock()
+        self._session_s = self.elapsed()  # raises DRIVER_NOT_LOADED while a reload is under way
 
     def nvmlShutdown(self) -> None:
         self.elapsed()
@@ -296,7 +344,7 @@ class SimulatedNVML:
         self.elapsed()
         if not 0 <= index < len(self._gpus):
             raise NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
-        return self._gpu(self._gpus[index], _CALLS["handle"])[0]
+        return _Handle(self._gpu(self._gpus[index], _CALLS["handle"])[0], self._session_s)
 
     def nvmlDeviceGetName(self, handle: Any) -> str:
         return self._gpu(handle, _CALLS["name"])[0].name
