@@ -142,6 +142,7 @@ def wrap_delta(prev: int, cur: int, max_range: int) -> int:
 
 UNKNOWN_MAX_W = 1000.0   # a zone without power constraints: assumed to draw at most this (for wrap timing)
 POLL_MIN_S, POLL_MAX_S = 1.0, 60.0
+MAX_PENDING_GAPS = 16    # gaps of one zone waiting for a clean interval after them
 REDISCOVER_S = 60.0      # how often zones that are missing or unreadable are looked for again
 
 
@@ -216,7 +217,7 @@ class RaplMeter:
         self._joules: dict[str, float] = {}      # read, not handed over yet
         self._estimated: dict[str, float] = {}
         self._errors: dict[str, str] = {}
-        self._handed: list[tuple[dict[str, float], dict[str, float]]] = []  # since the checkpoint
+        self._handed: list[tuple[dict[str, float], dict[str, float]]] | None = None  # since the checkpoint
         self._zone_list = self._make_zone_list()
         self._rediscover_at = REDISCOVER_S
         self._stop = threading.Event()
@@ -269,7 +270,8 @@ class RaplMeter:
             self._poll(now)
             joules, estimated, errors = self._joules, self._estimated, self._errors
             self._joules, self._estimated, self._errors = {}, {}, {}
-            self._handed.append((joules, estimated))
+            if self._handed is not None:  # only a caller that checkpoints can restore
+                self._handed.append((joules, estimated))
         return CpuReading(joules, errors, estimated)
 
     def checkpoint(self) -> Any:
@@ -282,7 +284,7 @@ class RaplMeter:
         (and, without a clock, its time: the next measure's Δt covers the failed sample too)."""
         with self._lock:
             self._vnow = checkpoint
-            for joules, estimated in self._handed:
+            for joules, estimated in self._handed or []:
                 for into, part in ((self._joules, joules), (self._estimated, estimated)):
                     for zone, j in part.items():
                         into[zone] = into.get(zone, 0.0) + j
@@ -324,6 +326,10 @@ class RaplMeter:
         booked = mod_j
         if span > wrap_period_s(z):           # the counter may have gone round more than once
             st.gaps.append((mod_j, span, st.power_w))  # priced when the power after it is known
+            if len(st.gaps) > MAX_PENDING_GAPS:  # bounded: the oldest is priced on what came before it
+                old_mod, old_span, old_before = st.gaps.pop(0)
+                self._price_gap(z, (old_mod, old_span, old_before),
+                                old_before if old_before is not None else old_mod / old_span)
         elif cur < st.value_uj and max_w is not None and span > 0 and mod_j > max_w * span:
             booked = cur / 1e6                # not a wrap: a reset; the count since it is exact
             self._errors[z.zone] = "reset"
