@@ -17,17 +17,10 @@ import pytest
 from exporter.sensors import rapl
 from exporter.sensors.rapl import RaplMeter, gap_wraps, poll_interval_s, wrap_period_s
 from support import make_powercap, set_energy
+from test_faults import Clock
 
 RANGE = 65_712_999_613  # µJ
 ZONE = "intel-rapl:0"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 class Package:

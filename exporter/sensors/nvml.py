@@ -84,6 +84,7 @@ class GpuMeter:
             state = {pynvml.NVML_ERROR_LIBRARY_NOT_FOUND: "no_library",
                      pynvml.NVML_ERROR_DRIVER_NOT_LOADED: "driver_not_loaded"}.get(code, "error")
             self.status = GpuStatus(state, advice(e), backend=self.backend)
+            self._retry_at = self.clock() + self._backoff  # read() tries again after the backoff
             return self.status
         driver = _text(_try(lib.nvmlSystemGetDriverVersion) or "")
         self.devices = []
@@ -159,8 +160,8 @@ class GpuMeter:
         self._util_ts, self._util_sum, self._residents = {}, {}, {}
         self.reinits += 1
         self._failed_reads, self._backoff, self._retry_at = 0, REOPEN_MIN_S, 0.0
-        log.warning("NVML re-initialised: %s (the energy counters restarted with the driver: the gap "
-                    "is bridged, see wattprint_gpu_energy_counter_resets_total)", status.detail)
+        log.warning("NVML opened again: %s (where the driver reloaded, its energy counters restarted: "
+                    "the gap is bridged, see wattprint_gpu_energy_counter_resets_total)", status.detail)
         return True
 
     def _retry_discovery(self) -> None:
