@@ -269,9 +269,10 @@ class KubernetesConfig(_Section):
         "/var/lib/kubelet/pod-resources/kubelet.sock", description="kubelet pod-resources socket: "
         "GPU → pod assignments, used when mounted.")
     model_labels: list[str] = Field(
-        default_factory=lambda: ["serving.kserve.io/inferenceservice", "llm-d.ai/model",
-                                 "app.kubernetes.io/name"],
-        description="Pod labels (file only) whose value is the served model, first match wins.")
+        default_factory=lambda: ["serving.kserve.io/inferenceservice", "llm-d.ai/model"],
+        description="Pod labels (file only) naming the model of a pod whose processes are not a "
+        "recognised inference server (first match wins); a recognised server's model is always "
+        "the one its engine reports.")
 
     def wanted(self) -> bool:
         """Whether the Kubernetes identity is to be used here (auto: inside a pod, or with an API URL)."""
@@ -281,7 +282,8 @@ class KubernetesConfig(_Section):
 
 class EnginesConfig(_Section):
     enabled: bool = Field(True, description="Read request and token counters from the local "
-                          "inference servers' /metrics (vLLM, SGLang, TGI, Triton, llama.cpp, TRT-LLM, NIM).")
+                          "inference servers' /metrics (vLLM, SGLang, TGI, Triton, llama.cpp, TRT-LLM, NIM, "
+                          "LMDeploy, Dynamo workers, KServe; other servers by pod annotations).")
     interval: Duration = Field(5.0, description="Time between engine scrapes.")
     timeout: Duration = Field(2.0, description="Time limit of one engine scrape.")
     max_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="Largest /metrics body read from an engine.")

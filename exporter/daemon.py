@@ -81,6 +81,7 @@ def may_ask_metadata(cfg: config.Config) -> bool:
 
 
 def build_sampler(cfg: config.Config, carbon: Any = None, cluster: Any = None) -> Any:
+    from .identity import cmdline
     from .identity.resolver import Resolver, Rule
     from .sampler import Sampler
     from .sensors import open_cpu, open_gpu
@@ -88,7 +89,8 @@ def build_sampler(cfg: config.Config, carbon: Any = None, cluster: Any = None) -
 
     rules = [Rule.parse(r, f"attribution.rules[{i}]") for i, r in enumerate(cfg.attribution.rules)]
     return Sampler(gpu=open_gpu(cfg), cpu=open_cpu(cfg),
-                   procs=ProcessTable(cfg.path.procfs, max(1, round(FULL_SCAN_S / cfg.sample.interval))),
+                   procs=ProcessTable(cfg.path.procfs, max(1, round(FULL_SCAN_S / cfg.sample.interval)),
+                                      environ_keys=(cmdline.wants_environ, frozenset(cmdline.env_keys()))),
                    resolver=Resolver(rules, pods=cluster),
                    interval_s=cfg.sample.interval, idle_power_config=cfg.gpu.idle_power_watts,
                    gpu_idle_policy=cfg.attribution.gpu_idle_policy,

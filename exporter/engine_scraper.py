@@ -12,11 +12,13 @@ ledger inside its next sample.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import queue
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -26,6 +28,7 @@ from .engine_targets import Target
 from .identity.resolver import Workload
 
 log = logging.getLogger(__name__)
+MAX_MODELS = 32  # models read per llama.cpp router, at most
 
 @dataclass
 class Increment:
@@ -50,6 +53,7 @@ class EngineScraper:
         self.out: queue.SimpleQueue[Increment] = queue.SimpleQueue()
         self.normaliser = Normaliser()
         self.states: dict[Target, ScrapeState] = {}
+        self.served: dict[Target, frozenset[str]] = {}  # models of each target's latest good scrape
         self.resets: dict[tuple[str, str], int] = {}
         # errors by (endpoint, engine, kind) for the daemon's lifetime: a target that leaves the
         # list and comes back must not restart its counter (ScrapeState.errors is per target visit)
@@ -69,12 +73,15 @@ class EngineScraper:
         live = set(targets)
         for gone in [t for t in self.states if t not in live]:
             del self.states[gone]
+            self.served.pop(gone, None)
 
     async def _scrape(self, session: aiohttp.ClientSession, t: Target) -> None:
         st = self.states.setdefault(t, ScrapeState())
         try:
-            text = await self._fetch(session, t.url)
-            reading = READERS[t.engine].parse(text)
+            if t.per_model:
+                readings = await self._per_model(session, t)
+            else:
+                readings = [("", READERS[t.engine].parse(await self._fetch(session, t.url)))]
         except EngineParseError as e:
             return self._fail(t, st, f"parse_{e.kind}", str(e))
         except TooLarge:
@@ -88,8 +95,13 @@ class EngineScraper:
         if not st.up:
             log.info("engine %s at %s: scraping", t.engine, t.url)
         st.up = True
+        self.served[t] = frozenset(name or fill or t.model for fill, r in readings for name in r.models)
+        for fill, reading in readings:
+            self._book(t, reading, fill)
+
+    def _book(self, t: Target, reading: Any, fill: str) -> None:
         for name, mc in reading.models.items():
-            model = name or t.model
+            model = name or fill or t.model
             counts = mc.counters()
             key = (t.workload, t.url, model)
             before = self.normaliser.resets.get(key, 0)
@@ -99,6 +111,24 @@ class EngineScraper:
                 self.resets[k] = self.resets.get(k, 0) + 1
             if any(v > 0 for v in inc.values()):
                 self.out.put(Increment(t.workload, model, inc))
+
+    async def _per_model(self, session: aiohttp.ClientSession, t: Target) -> list[tuple[str, Any]]:
+        """llama.cpp router mode: the loaded models from ``/models`` (``data[].id``,
+        ``status.value``), then ``/metrics?model=<id>&autoload=false`` for each, at most
+        ``MAX_MODELS`` (a scrape must never load a model: an unloaded one has nothing to count)."""
+        base = t.url.split("?", 1)[0].rsplit("/", 1)[0]
+        try:
+            listing = json.loads(await self._fetch(session, base + "/models"))
+            ids = [m["id"] for m in listing["data"]
+                   if isinstance(m, dict) and isinstance(m.get("id"), str)
+                   and (m.get("status") or {}).get("value", "loaded") == "loaded"]
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise EngineParseError("format", f"/models: not a model list ({type(e).__name__})") from None
+        out = []
+        for model in ids[:MAX_MODELS]:
+            url = f"{base}/metrics?model={quote(model, safe='')}&autoload=false"
+            out.append((model, READERS[t.engine].parse(await self._fetch(session, url))))
+        return out
 
     async def _fetch(self, session: aiohttp.ClientSession, url: str) -> str:
         # never follow redirects: an engine (or a pod annotation) must not point us elsewhere
@@ -130,6 +160,14 @@ class EngineScraper:
             snap.set("engine_scrape_errors_total", labels, float(n))
         for (endpoint, engine), n in list(self.resets.items()):
             snap.set("engine_counter_resets_total", (endpoint, engine), float(n))
+
+    def served_models(self) -> dict[Workload, frozenset[str]]:
+        """Workload → the models its engines reported in their latest good scrapes (called by the
+        sampler thread: one C-level copy of the dict, then plain reads)."""
+        out: dict[Workload, frozenset[str]] = {}
+        for t, models in list(self.served.items()):
+            out[t.workload] = out.get(t.workload, frozenset()) | models
+        return out
 
     def drain(self) -> list[Increment]:
         out = []

@@ -56,7 +56,7 @@ class Sampler:
         self.booking = Booking(resolver, self.health, gpu_idle_policy=gpu_idle_policy,
                                cpu_idle_policy=cpu_idle_policy, level=level, gpu_owners=gpu_owners)
         self.carbon = CarbonStage(carbon) if carbon is not None else None
-        self.targets = TargetFinder(resolver)
+        self.targets = TargetFinder(resolver, getattr(procs, "read_process_file", None))
         self.renderer = Renderer()
         self._last_t: float | None = None
         self.samples = 0
@@ -174,7 +174,8 @@ class Sampler:
                                            self.requests.model_weights, led)
                 if self.carbon is not None:                    # → CO2e from the same split
                     self.carbon.book(booked, led)
-            self.booking.classify_new(self.procs, {p for iv in gpu_ivs for p in (*iv.memory_bytes, *iv.sm_util)})
+            on_gpu = {p for iv in gpu_ivs for p in (*iv.memory_bytes, *iv.sm_util)}
+            self.booking.classify_new(self.procs, on_gpu)
         except BaseException:
             led.rollback()
             self._last_t, gpus, cpu, requests = checkpoint  # the meters' baselines too: the next sample covers this
@@ -184,7 +185,7 @@ class Sampler:
             raise
         led.commit()
         if self.requests.source is not None:  # engine scraping is on: where are the servers?
-            self.targets.maybe_refresh(t0, procs)
+            self.targets.maybe_refresh(t0, procs, on_gpu)
         self.samples += 1
         self.last_duration_s = self.clock() - t0
         self.last_wall = time.time()

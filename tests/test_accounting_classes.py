@@ -70,6 +70,10 @@ class _Source:
         self.queue: list[Increment] = []
         self.states: dict = {}
         self.resets: dict = {}
+        self.served: dict = {}
+
+    def served_models(self) -> dict:
+        return dict(self.served)
 
     def drain(self) -> list[Increment]:
         out, self.queue = self.queue, []

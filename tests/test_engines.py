@@ -54,16 +54,30 @@ EXPECTED = {
         "llama2": (20 + 5, None, None, 3.0 + 3.1 + 0.9),  # versions 1 and 2, two GPUs
         "vllm_model": (1, 10, 16, 0.086861),
     }),
+    # TensorRT-LLM repository (tensorrt_llm served beside the composites): preprocessing,
+    # tensorrt_llm and postprocessing are steps of ensemble/tensorrt_llm_bls, not models
     "triton_ensemble": ("triton", {
         "ensemble": (100, None, None, None),  # composite: its time repeats the others'
-        "preprocessing": (100, None, None, 0.989026),
-        "tensorrt_llm": (130, None, None, 0.0),  # decoupled: stuck at 0, reported as is
-        "postprocessing": (100, None, None, 0.412),
         "tensorrt_llm_bls": (30, None, None, None),  # composite (BLS)
     }),
+    # streamed: postprocessing ran 41,870 times for 1,200 requests; tokens are the _sum of the
+    # tensorrt_llm model's nv_llm_*_token_len histograms, the sole composite's
+    "triton_trtllm_streaming": ("triton", {"ensemble": (1200, 412880, 41870, None)}),
     "llamacpp": ("llamacpp", {"": (None, 1234570, 98304, None)}),  # no request counter
     "trtllm": ("trtllm", {"Qwen/Qwen3-8B": (412 + 88, 256000, 128512, None)}),  # not timeout
     "nim": ("nim", {"meta/llama-3.1-8b-instruct": (320, 52340, 71002, None)}),
+    # current upstream shapes (docs/research/*.md; each fixture's header cites its source)
+    "vllm_current": ("vllm", {"Qwen/Qwen3-8B": (1187 + 213 + 1164 + 221, 1843206 + 1791552,
+                                                402117 + 398540, None)}),
+    "sglang_current": ("sglang", {LLAMA: (212 + 431, 48210 + 91544, 30117 + 77203, None)}),  # is_streaming summed
+    "lmdeploy": ("lmdeploy", {"internlm/internlm2_5-7b-chat": (517, 120433, 88410, None)}),  # FINISH only
+    "dynamo_frontend": ("dynamo", {"Qwen/Qwen3-8B": (2311 + 402 + 88, 2384112, 704120, None)}),  # success only
+    "dynamo_worker_vllm": ("vllm", {"Qwen/Qwen3-8B": (2391 + 405, 2384112, 704120, None)}),
+    "llamacpp_current": ("llamacpp", {"": (None, 913422 + 2481940, 187305, None)}),  # + cached
+    "llamacpp_legacy": ("llamacpp", {"": (None, 913422, 187305, None)}),
+    "trtllm_current": ("trtllm", {"Llama-3.1-8B-Instruct": (10, 12800, 5120, None)}),
+    "nim_v1": ("nim", {"meta/llama3-8b-instruct": (40, 40960, 10240, None)}),
+    "nim_sglang_backend": ("nim", {"meta/llama-3.1-8b-instruct": (None, 51200, 20480, None)}),
 }
 
 
@@ -78,11 +92,12 @@ def test_fixture_counters(name: str) -> None:
 
 
 def test_registry_covers_the_engines_with_prometheus_metrics() -> None:
-    assert set(READERS) == (set(ENGINES) - {"ollama"}) | {"nim"}  # Ollama has no /metrics
+    assert set(READERS) == (set(ENGINES) - {"ollama"}) | {"auto"}  # Ollama has no /metrics
     assert all(reader.engine == engine for engine, reader in READERS.items())
     assert {e: r.metrics_path for e, r in READERS.items()} == {
         "vllm": "/metrics", "sglang": "/metrics", "tgi": "/metrics", "triton": "/metrics",
-        "llamacpp": "/metrics", "trtllm": "/prometheus/metrics", "nim": "/v1/metrics"}
+        "llamacpp": "/metrics", "trtllm": "/prometheus/metrics", "nim": "/v1/metrics", "auto": "/metrics",
+        "lmdeploy": "/metrics", "dynamo": "/metrics", "kserve": "/metrics"}
 
 
 @pytest.mark.parametrize("engine, needle", [
@@ -106,10 +121,18 @@ def test_trtllm_undefined_model_label_means_no_name() -> None:
 
 
 def test_triton_composite_models_are_configurable() -> None:
-    reader = dataclasses.replace(READERS["triton"], composite=frozenset({"preprocessing"}))
+    reader = dataclasses.replace(READERS["triton"], composite=frozenset({"preprocessing"}), internal=None)
     models = reader.parse(fixture("triton_ensemble")).models
     assert models["preprocessing"].compute_seconds is None
     assert models["ensemble"].compute_seconds == pytest.approx(25.85684)
+
+
+def test_triton_steps_are_models_where_no_tensorrt_llm_is_served() -> None:
+    """preprocessing/postprocessing are common names: they are steps only in the TensorRT-LLM
+    repository (tensorrt_llm served beside a composite)."""
+    text = fixture("triton_ensemble").replace('model="tensorrt_llm"', 'model="resnet"')
+    assert set(parse("triton", text).models) == {"ensemble", "preprocessing", "resnet", "postprocessing",
+                                                 "tensorrt_llm_bls"}
 
 
 def test_nim_falls_back_to_backend_native_names() -> None:
@@ -399,12 +422,28 @@ PORT_CASES = [
     ("llamacpp", ["llama-server", "-m", "/models/qwen.gguf", "--metrics"], None, 8080),
     ("llamacpp", ["llama-server", "-m", "/m.gguf"], {"LLAMA_ARG_ENDPOINT_METRICS": "1"}, 8080),
     ("llamacpp", ["llama-server", "-m", "/m.gguf"], {"LLAMA_ARG_ENDPOINT_METRICS": "0"}, None),
-    ("trtllm", ["trtllm-serve", "serve", "/models/Qwen3-8B", "--port", "8010"], None, 8010),
+    # /prometheus/metrics only with return_perf_metrics: true in the config file (openai_server.py)
+    ("trtllm", ["trtllm-serve", "serve", "/models/Qwen3-8B", "--port", "8010"], None, None),
+    ("trtllm", ["trtllm-serve", "/models/Qwen3-8B", "--config", "/c.yaml", "--port", "8010"], None, 8010),
+    ("trtllm", ["trtllm-serve", "/m", "--extra_llm_api_options", "c.yaml", "--config-read-by-wattprint",
+                "--return-perf-metrics"], None, 8000),
+    ("trtllm", ["trtllm-serve", "/m", "--config", "c.yaml", "--config-read-by-wattprint"], None, None),
+    ("trtllm", ["trtllm-serve", "disaggregated", "-c", "disagg.yaml"], None, None),  # the proxy
+    ("lmdeploy", ["lmdeploy", "serve", "api_server", "internlm/internlm2_5-7b-chat"], None, 23333),
+    ("lmdeploy", ["lmdeploy", "serve", "api_server", "m", "--disable-metrics"], None, None),
+    ("vllm", ["python3", "-m", "dynamo.vllm", "--model", "Qwen/Qwen3-8B"], None, None),  # no system port
+    ("vllm", ["python3", "-m", "dynamo.vllm", "--model", "Qwen/Qwen3-8B"], {"DYN_SYSTEM_PORT": "8081"}, 8081),
+    ("dynamo", ["python3", "-m", "dynamo.frontend", "--http-port", "8000"], None, 8000),  # there; not scraped (find)
+    ("llamacpp", ["llama-server", "-m", "/m.gguf"], {"LLAMA_ARG_ENDPOINT_METRICS": "yes"}, None),
+    ("llamacpp", ["llama-server", "-m", "/m.gguf"], {"LLAMA_ARG_ENDPOINT_METRICS": "enabled"}, 8080),
+    ("llamacpp", ["llama", "serve", "-m", "/m.gguf", "--metrics"], None, 8080),
     ("nim", ["/opt/nim/start_server.sh"], None, 8000),
     ("nim", ["/opt/nim/start_server.sh"], {"NIM_SERVER_PORT": "9999"}, 9999),
     ("nim", ["python3", "-m", "vllm_nvext.entrypoints.openai.api_server", "--port", "8123"], None,
      8123),
-    ("vllm", ["python3", "-m", "huggingfaceserver", "--model_name=x", "--metrics-port=8081"], None,
+    ("kserve", ["python3", "-m", "huggingfaceserver", "--model_name=x", "--http_port=8081"], None,
+     8081),
+    ("vllm", ["python3", "-m", "my_wrapper", "--model", "x", "--metrics-port=8081"], None,
      8081),  # a wrapper detect() does not know
     ("ollama", ["/bin/sh", "-c", "sleep 1"], None, None),
     ("vllm", [], None, 8000),  # nothing readable: the documented default

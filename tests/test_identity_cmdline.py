@@ -111,6 +111,45 @@ DETECT_CASES = [
      ident("trtllm", "llama-3-8b", 8000)),
     (["trtllm-serve", "./checkpoints/mistral", "--host", "0.0.0.0", "--port=8005"], None,
      ident("trtllm", "mistral", 8005)),
+    # issue 13: shapes as upstream documents them (docs/research/*.md)
+    # vllm serve: the positional model may follow the flags (argparse nargs="?"); none at all
+    # serves ModelConfig.model's default
+    (["vllm", "serve", "--port", "8000", "Qwen/Qwen3-8B"], None, ident("vllm", "Qwen/Qwen3-8B", 8000)),
+    (["vllm", "serve", "--enforce-eager", "--port=8001", "--trust-remote-code", "Qwen/Qwen3-8B"], None,
+     ident("vllm", "Qwen/Qwen3-8B", 8001)),
+    (["vllm", "serve", "--port", "8002"], None, ident("vllm", "Qwen/Qwen3-0.6B", 8002)),
+    (["vllm", "serve", "/mnt/models", "--served-model-name", "llama", "publishers/ns/models/llama",
+      "--port", "8001"], None, ident("vllm", "llama", 8001)),  # KServe LLMInferenceService
+    # sglang serve: a leading positional is rewritten to --model-path (sglang/cli/serve.py)
+    (["sglang", "serve", "Qwen/Qwen3-32B", "--enable-metrics"], None, ident("sglang", "Qwen/Qwen3-32B", 30000)),
+    # NIM: NIM_SERVER_PORT, NIM_SERVED_MODEL_NAME
+    (["nim-serve"], {"NIM_SERVED_MODEL_NAME": "meta/llama-3.1-8b-instruct", "NIM_SERVER_PORT": "8080"},
+     ident("nim", "meta/llama-3.1-8b-instruct", 8080)),
+    # LMDeploy: lmdeploy serve api_server MODEL (console script through python)
+    (["/usr/bin/python3", "/usr/local/bin/lmdeploy", "serve", "api_server", "internlm/internlm2_5-7b-chat",
+      "--server-port", "23334", "--backend", "pytorch"], None,
+     ident("lmdeploy", "internlm/internlm2_5-7b-chat", 23334)),
+    (["lmdeploy", "serve", "api_server", "/models/qwen", "--model-name", "qwen"], None,
+     ident("lmdeploy", "qwen", 23333)),
+    # KServe huggingfaceserver: the vLLM label is --model_id (or the model dir), not --model_name
+    (["python3", "-m", "huggingfaceserver", "--model_name=llama", "--model_id=meta-llama/Llama-3.1-8B"], None,
+     ident("kserve", "meta-llama/Llama-3.1-8B", 8080)),
+    (["python3", "-m", "huggingfaceserver", "--model_name=llama"], None, ident("kserve", "/mnt/models", 8080)),
+    # trtllm-serve disaggregated: a proxy (its servers are scraped); no model
+    (["trtllm-serve", "disaggregated", "-c", "disagg_config.yaml"], None,
+     EngineIdentity("trtllm", "", 8000, 8000, "trtllm-disaggregated-8000")),
+    # llama.cpp: the unified binary; router mode
+    (["llama", "serve", "-m", "/models/Qwen3-8B-Q4_K_M.gguf", "--metrics"], None,
+     ident("llamacpp", "Qwen3-8B-Q4_K_M", 8080)),
+    (["llama-server", "--models-dir", "/models", "--metrics", "--port", "8090"], None,
+     EngineIdentity("llamacpp", "", 8090, 8090, "llamacpp-router-8090")),
+    # NVIDIA Dynamo: workers' only port is DYN_SYSTEM_PORT; the front end's is --http-port / DYN_HTTP_PORT
+    (["python3", "-m", "dynamo.vllm", "--model", "Qwen/Qwen3-8B"], {"DYN_SYSTEM_PORT": "8081"},
+     EngineIdentity("vllm", "Qwen/Qwen3-8B", 8081, 8081, "dynamo-vllm-8081")),
+    (["python3", "-m", "dynamo.sglang", "--model-path", "Qwen/Qwen3-8B", "--served-model-name", "qwen"],
+     {"DYN_SYSTEM_PORT": "8082"}, EngineIdentity("sglang", "qwen", 8082, 8082, "dynamo-sglang-8082")),
+    (["python3", "-m", "dynamo.frontend"], {"DYN_HTTP_PORT": "8010"},
+     EngineIdentity("dynamo", "", 8010, 8010, "dynamo-frontend-8010")),
     # Ollama
     (["/usr/local/bin/ollama", "serve"], None, ident("ollama", "", 11434)),
     (["ollama", "serve"], {"OLLAMA_HOST": "0.0.0.0:11500"}, ident("ollama", "", 11500)),
@@ -284,7 +323,9 @@ def test_resolve_reuses_parsed_argv():
         assert resolve(220, HOST) is not None
     after = cmdline._detect.cache_info()
     assert after.misses == before.misses
-    assert after.hits == before.hits + 50 * 3  # three processes on the path, each a cache hit
+    # five processes on the path to init (the outermost server of the engine names the
+    # endpoint, so the walk goes on past the first), each a cache hit
+    assert after.hits == before.hits + 50 * 5
 
 
 # --- fuzz --------------------------------------------------------------------------------------------
@@ -344,3 +385,33 @@ def test_resolve_never_raises_and_names_an_ancestor(raw, pid):
         ancestors.append(cur)
         cur = procs[cur].ppid
     assert carrier in ancestors[:8]
+
+
+def test_every_process_of_one_server_lands_on_its_outermost_server_endpoint():
+    """TGI without a readable environment: the launcher says port 3000 (its default), the router
+    child says --port 80 and the shard says nothing. Old: the router was tgi-80 and the shards
+    tgi-3000, so requests (read from the router) and energy (the shards') never met. Now both are
+    the launcher's endpoint. A llama.cpp router's per-model children (--alias, a random --port,
+    tools/server/server-models.cpp) keep their model and take the router's endpoint."""
+    procs = tree(
+        p(1, 0, "/sbin/init"),
+        p(400, 1, "text-generation-launcher"),
+        p(410, 400, "text-generation-router", "--tokenizer-name", "HuggingFaceH4/zephyr-7b-beta", "--port", "80"),
+        p(420, 400, "/opt/conda/bin/python3.11", "/opt/conda/bin/text-generation-server", "serve",
+          "HuggingFaceH4/zephyr-7b-beta", "--uds-path", "/tmp/text-generation-server"),
+        p(500, 1, "llama-server", "--models-dir", "/models", "--metrics", "--port", "8090"),
+        p(510, 500, "/usr/local/bin/llama-server", "--alias", "qwen3-8b", "--host", "127.0.0.1", "--metrics",
+          "--model", "/models/Qwen3-8B-Q4_K_M.gguf", "--port", "41537"),
+    )
+    router, shard = resolve(410, procs)[0], resolve(420, procs)[0]
+    assert router.endpoint == shard.endpoint == "tgi-3000"
+    assert router.model == shard.model == "HuggingFaceH4/zephyr-7b-beta"
+    child = resolve(510, procs)[0]
+    assert (child.endpoint, child.model) == ("llamacpp-router-8090", "qwen3-8b")
+    assert resolve(500, procs)[0].endpoint == "llamacpp-router-8090"
+
+
+def test_another_engine_above_a_server_does_not_name_it():
+    procs = tree(p(1, 0, "/sbin/init"), p(10, 1, "nim-serve"),
+                 p(20, 10, "vllm", "serve", "meta/llama", "--port", "8100"), p(30, 20, "VLLM::EngineCore"))
+    assert resolve(30, procs)[0].endpoint == "vllm-8100"

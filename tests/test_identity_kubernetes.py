@@ -294,9 +294,8 @@ def test_resolve_endpoint_kinds():
 def test_pod_meta_from_recorded_pods():
     m = pod_meta_from_object(VLLM)
     assert (m.uid, m.namespace, m.name) == (VLLM["metadata"]["uid"], "models", VLLM["metadata"]["name"])
-    assert m.model == "llama-3-8b"  # first allow-listed label wins over app.kubernetes.io/name=vllm
-    assert dict(m.labels) == {"serving.kserve.io/inferenceservice": "llama-3-8b",
-                              "app.kubernetes.io/name": "vllm"}
+    assert m.model == "llama-3-8b"  # app.kubernetes.io/name=vllm names the app, not a model: not read
+    assert dict(m.labels) == {"serving.kserve.io/inferenceservice": "llama-3-8b"}
     assert dict(m.annotations) == {"prometheus.io/port": "8080", "prometheus.io/path": "/metrics",
                                    "prometheus.io/scrape": "true"}
     main = normalize_container_id(cid_of(VLLM, "kserve-container"))
@@ -309,7 +308,8 @@ def test_pod_meta_from_recorded_pods():
         m.labels["x"] = "y"  # type: ignore[index]
 
     s = pod_meta_from_object(STS)
-    assert s.model == "qwen-72b" and s.endpoint == "qwen-72b"
+    # app.kubernetes.io/name only: no model label (the server's own reported model names it)
+    assert s.model == "" and s.endpoint == "qwen-72b"
     assert set(s.containers.values()) == {"sglang", "log-shipper"}
     assert len(s.containers) == 3  # + the OOM-killed previous sglang container (lastState)
     assert dict(s.annotations) == {"prometheus.io/scrape": "true", "prometheus.io/port": "30000"}

@@ -43,6 +43,8 @@ def test_pod_metadata_that_arrives_late_is_picked_up():
     pods.meta = SimpleNamespace(namespace="models", endpoint="llama-3-8b-predictor", model="llama-3-8b",
                                 name="llama-3-8b-predictor-7d9f8b6c5d-x2x7q")
     w = r.resolve(10, procs)
-    assert (w.namespace, w.endpoint, w.model) == ("models", "llama-3-8b-predictor", "llama-3-8b")
+    # the pod names the endpoint; the model stays the one the server serves (issue 13: a pod label
+    # never overrides it, or energy and requests land on different label sets)
+    assert (w.namespace, w.endpoint, w.model) == ("models", "llama-3-8b-predictor", "meta-llama/Llama-3.1-8B")
     pods.meta = None
     assert r.resolve(10, procs) == w                      # now cached for the process's lifetime

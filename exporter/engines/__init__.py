@@ -9,11 +9,12 @@ Adding an engine is one module with a ``READER`` (usually a ``TableReader``: whi
 which counter) and one name in ``_MODULES``.
 """
 
-from . import llamacpp, nim, sglang, tgi, triton, trtllm, vllm
+from . import auto, dynamo, kserve, llamacpp, lmdeploy, nim, sglang, tgi, triton, trtllm, vllm
 from .base import COUNTERS, EngineParseError, ModelCounters, Reader, Reading
 
-_MODULES = (vllm, sglang, tgi, triton, llamacpp, trtllm, nim)
+_MODULES = (vllm, sglang, tgi, triton, llamacpp, trtllm, nim, lmdeploy, dynamo, kserve)
 
 READERS: dict[str, Reader] = {m.READER.engine: m.READER for m in _MODULES}
+READERS["auto"] = auto.AutoReader("auto", "/metrics", READERS)  # a server no command line names
 
 __all__ = ["COUNTERS", "READERS", "EngineParseError", "ModelCounters", "Reader", "Reading"]

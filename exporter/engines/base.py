@@ -96,19 +96,27 @@ class Family:
     types: tuple[str, ...] = ("counter",)
     suffix: str = ""  # the sample read: "_sum" of a histogram (or summary)
     exclude: tuple[str, frozenset[str]] | None = None  # (label, values) not counted
+    only: tuple[str, frozenset[str]] | None = None  # (label, values): only these counted
     scale: float = 1.0  # unit conversion, e.g. µs → s
+    plus: tuple[str, ...] = ()  # families added to this one where present (their sample names)
 
     @property
     def sample(self) -> str:
         return self.name + self.suffix
 
     def counts(self, labels: Mapping[str, str]) -> bool:
+        if self.only is not None and labels.get(self.only[0]) not in self.only[1]:
+            return False
         return self.exclude is None or labels.get(self.exclude[0]) not in self.exclude[1]
 
     def describe(self) -> str:
         text = f"sum of {self.sample}"
         if self.exclude:
             text += f" except {self.exclude[0]} in {'/'.join(sorted(self.exclude[1]))}"
+        if self.only:
+            text += f" where {self.only[0]} in {'/'.join(sorted(self.only[1]))}"
+        if self.plus:
+            text += f" + {' + '.join(self.plus)} where present"
         if self.suffix:
             text += f" ({'/'.join(self.types)} sum)"
         if self.scale != 1.0:
@@ -123,6 +131,10 @@ def histogram_sum(name: str) -> Family:
 
 def success(name: str) -> Family:
     return Family(name, exclude=("finished_reason", UNSUCCESSFUL))
+
+
+def histogram_count(name: str) -> Family:
+    return Family(name, ("histogram", "summary"), "_count")
 
 
 _NAME = re.compile(r"[^\s{]+")
@@ -226,11 +238,19 @@ class TableReader:
     model_labels: tuple[str, ...] = ()  # first label present names the model; none: model ""
     anonymous: frozenset[str] = frozenset()  # label values meaning "no name" (TRT-LLM's)
     composite: frozenset[str] = frozenset()  # models whose compute time repeats others' (Triton)
+    # (marker model, internal models): where the marker is served beside a composite model, the
+    # internal models are steps of the composite's requests, not models users call (Triton's
+    # TensorRT-LLM repository: preprocessing → tensorrt_llm → postprocessing, run once per
+    # streamed chunk). Their requests are not counted, none of the energy goes to them, and their
+    # tokens are the composite's when one composite is served.
+    internal: tuple[str, frozenset[str]] | None = None
     notes: tuple[str, ...] = ()
     _wanted: list[Family] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_wanted", [f for alts in self.fields.values() for f in alts])
+        wanted = [f for alts in self.fields.values() for f in alts]
+        wanted += [Family(extra) for f in list(wanted) for extra in f.plus]  # counters added in
+        object.__setattr__(self, "_wanted", wanted)
 
     def _model(self, labels: Mapping[str, str]) -> str:
         name = next((labels[k] for k in self.model_labels if k in labels), "")
@@ -257,7 +277,18 @@ class TableReader:
         for name, alternatives in self.fields.items():
             family = next((f for f in alternatives if f.name in found), None)
             if family is not None and (series := found[family.name]) is not None:
-                values[name] = self._per_model(family, series)
+                per_model = self._per_model(family, series)
+                for extra in family.plus:  # a malformed one is no news: the field reads None
+                    if extra in found:
+                        more = found[extra]
+                        if more is None:
+                            per_model = None
+                            break
+                        for m, v in self._per_model(Family(extra), more).items():
+                            per_model[m] = per_model.get(m, 0.0) + v
+                if per_model is None:
+                    continue
+                values[name] = per_model
                 derived.append(f"{name} = {family.describe()}")
         if not values:
             raise self._empty(found, dropped)
@@ -265,6 +296,7 @@ class TableReader:
             names = ", ".join(sorted(self.composite))
             derived.append(f"compute_seconds left None for composite models ({names}): "
                            "their time repeats their composing models' time")
+        self._fold_internal(values, derived)
         models = {
             m: ModelCounters(m, **{
                 name: None if name == "compute_seconds" and m in self.composite else v.get(m)
@@ -274,6 +306,23 @@ class TableReader:
         }
         return Reading(self.engine, models, (*derived, *self.notes), self.metrics_path,
                        tuple(dropped))
+
+    def _fold_internal(self, values: dict[str, dict[str, float]], derived: list[str]) -> None:
+        if self.internal is None:
+            return
+        marker, internal = self.internal
+        served = {m for per_model in values.values() for m in per_model}
+        composites = sorted(served & self.composite)
+        if marker not in served or not composites:
+            return
+        steps = sorted(served & internal)
+        owner = composites[0] if len(composites) == 1 else None
+        for name, per_model in values.items():
+            moved = sum(per_model.pop(m, 0.0) for m in steps)
+            if owner is not None and name in ("prompt_tokens", "generation_tokens") and moved:
+                per_model[owner] = per_model.get(owner, 0.0) + moved
+        derived.append(f"{', '.join(steps)}: steps of {', '.join(composites)} (not counted as "
+                       f"models{'; tokens are ' + owner + chr(39) + 's' if owner else ''})")
 
     def _empty(self, found: Mapping[str, Series | None], dropped: list[str]) -> EngineParseError:
         if found:  # present, and every one malformed

@@ -6,24 +6,27 @@ else ``--port``, …) and adds what detect does not know:
 - engines it does not recognise by program name (NIM, or a wrapper around a known engine):
   ``--metrics-port``/``--prometheus-port``, else ``--port``, else the engine's default port;
 - whether metrics are switched on at all: llama.cpp serves ``/metrics`` only with ``--metrics``
-  (``LLAMA_ARG_ENDPOINT_METRICS``), SGLang only with ``--enable-metrics`` (unknown, so assumed
-  on, when a ``--config`` file is given), Triton not with ``--allow-metrics=false``. None then,
+  (``LLAMA_ARG_ENDPOINT_METRICS``), SGLang only with ``--enable-metrics``, trtllm-serve only with
+  ``return_perf_metrics: true`` in its config file (read by the daemon, ``with_config``; one it
+  cannot read may switch them on, so they are assumed on), Triton not with
+  ``--allow-metrics=false``, LMDeploy not with ``--disable-metrics``. No scrape point then,
   rather than a port that answers 404/501 on every scrape.
+- the ports: vLLM's data-parallel API servers, SGLang's gRPC-mode sidecar, LMDeploy's ranks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from exporter.identity.cmdline import detect
+from exporter.identity.cmdline import detect, is_llamacpp_router
 
 # Used only when detect() does not recognise the command line.
 _DEFAULT_PORT = {
     "vllm": 8000, "sglang": 30000, "tgi": 3000, "triton": 8002, "llamacpp": 8080,
-    "trtllm": 8000, "nim": 8000,
+    "trtllm": 8000, "nim": 8000, "lmdeploy": 23333, "kserve": 8080, "dynamo": 8000,
 }
-_PORT_ENV = {"nim": "NIM_SERVER_PORT"}  # [unverified] NIM's documented port variable
+_PORT_ENV = {"nim": "NIM_SERVER_PORT"}  # NIM's port variable (NIM docs; nim-deploy chart)
 _FALSE = frozenset({"0", "false", "no", "off"})
 
 
@@ -31,23 +34,39 @@ _FALSE = frozenset({"0", "false", "no", "off"})
 class _Switch:
     on: tuple[str, ...] = ()  # metrics only with one of these flags …
     env: str | None = None  # … or this variable set true
+    true: frozenset[str] | None = None  # the values the engine reads as true (None: not false)
     unknown: tuple[str, ...] = ()  # flags that may switch them on out of sight (a config file)
     off: str | None = None  # a boolean flag that, false, switches them off
+    disable: tuple[str, ...] = ()  # flags that switch them off
 
 
 _SWITCHES = {
-    "llamacpp": _Switch(on=("--metrics",), env="LLAMA_ARG_ENDPOINT_METRICS"),
+    # common/arg.cpp: an env boolean is true only as exactly "on", "enabled", "true" or "1"
+    "llamacpp": _Switch(on=("--metrics",), env="LLAMA_ARG_ENDPOINT_METRICS",
+                        true=frozenset({"on", "enabled", "true", "1"})),
+    # a --config file is read by the daemon; one it cannot read may switch them on: assumed on
     "sglang": _Switch(on=("--enable-metrics",), unknown=("--config",)),
     "triton": _Switch(off="--allow-metrics"),
+    # lmdeploy ≥ 0.14: metrics on by default, --disable-metrics switches them off
+    "lmdeploy": _Switch(disable=("--disable-metrics",)),
+    # trtllm-serve: /prometheus/metrics only with return_perf_metrics: true in its --config /
+    # --extra_llm_api_options YAML (openai_server.py); the daemon reads that file, and without
+    # one metrics are off
+    "trtllm": _Switch(on=("--return-perf-metrics",), unknown=("--config", "--extra-llm-api-options")),
 }
 
 
+def _norm(flag: str) -> str:
+    return flag.replace("_", "-") if flag.startswith("--") else flag
+
+
 def _flag(argv: Sequence[str], names: tuple[str, ...]) -> str | None:
-    """Value of the last ``--x=v`` or ``--x v`` among ``names`` ("" for a bare flag)."""
+    """Value of the last ``--x=v`` or ``--x v`` among ``names`` ("" for a bare flag; ``_`` and
+    ``-`` alike in long flags, as vLLM, SGLang and trtllm-serve accept both)."""
     value = None
     for i, arg in enumerate(argv):
         key, eq, attached = arg.partition("=")
-        if key in names:
+        if _norm(key) in names:
             nxt = argv[i + 1] if i + 1 < len(argv) else ""
             value = attached if eq else ("" if nxt.startswith("-") else nxt)
     return value
@@ -66,22 +85,88 @@ def _enabled(engine: str, argv: Sequence[str], environ: Mapping[str, str]) -> bo
         return True
     if switch.off and (_flag(argv, (switch.off,)) or "").strip().lower() in _FALSE:
         return False
+    if switch.disable and _flag(argv, switch.disable) is not None:
+        return False
     if not switch.on:
         return True
-    env = str(environ.get(switch.env, "")).strip().lower() if switch.env else ""
-    return _flag(argv, switch.on + switch.unknown) is not None or env not in _FALSE | {""}
+    if _flag(argv, switch.on) not in (None, *_FALSE):
+        return True
+    if CONFIG_READ not in argv and _flag(argv, switch.unknown) is not None:
+        return True  # a config file nobody read may switch them on
+    env = str(environ.get(switch.env, "")) if switch.env else ""
+    if switch.true is not None:
+        return env in switch.true
+    return env.strip().lower() not in _FALSE | {""}
 
 
-def metrics_port_from_cmdline(
+@dataclass(frozen=True)
+class ScrapePoint:
+    """One place to read an engine's metrics on its host: a port, and a path where it is not
+    the reader's own (``""``), and a reader where it is not the engine's own."""
+
+    port: int
+    path: str = ""
+    engine: str = ""
+    per_model: bool = False  # llama.cpp router: list /models, then /metrics?model=<id> for each
+
+
+MAX_PORTS = 64  # data-parallel API servers read per process, at most
+
+
+def _count(argv: Sequence[str], *names: str) -> int:
+    for name in names:
+        if n := _port(_flag(argv, (name,))):
+            return min(n, MAX_PORTS)
+    return 1
+
+
+def _vllm_ports(argv: Sequence[str], env: Mapping[str, str], port: int) -> tuple[int, ...]:
+    """vLLM data parallel (vllm/entrypoints/cli/serve.py, openai/dp_supervisor.py): --headless
+    runs engines only (no HTTP; the head's API server reports them); with
+    --data-parallel-multi-port-external-lb one ``vllm serve`` supervises one API server per
+    local rank on --port + local rank, each counting only its own rank. Every other mode serves
+    all its ranks on --port."""
+    if _flag(argv, ("--headless",)) is not None:
+        return ()
+    if _flag(argv, ("--data-parallel-multi-port-external-lb",)) is not None:
+        local = _count(argv, "--data-parallel-size-local", "--data-parallel-size", "-dp")
+        return tuple(port + rank for rank in range(local))
+    return (port,)
+
+
+def _sglang_ports(argv: Sequence[str], env: Mapping[str, str], port: int) -> tuple[int, ...]:
+    """SGLang --smg-grpc-mode (--grpc-mode): gRPC on --port and /metrics on an HTTP sidecar at
+    --smg-http-sidecar-port (alias --grpc-http-sidecar-port), default --port + 1
+    (srt/entrypoints/grpc_server.py)."""
+    if _flag(argv, ("--smg-grpc-mode", "--grpc-mode")) is None:
+        return (port,)
+    sidecar = _port(_flag(argv, ("--smg-http-sidecar-port", "--grpc-http-sidecar-port")))
+    return (sidecar or port + 1,)
+
+
+def _lmdeploy_ports(argv: Sequence[str], env: Mapping[str, str], port: int) -> tuple[int, ...]:
+    """lmdeploy --dp N: one api_server per rank on --server-port + rank
+    (serve/openai/launch_server.py)."""
+    return tuple(port + rank for rank in range(_count(argv, "--dp")))
+
+
+# engine → function(argv, environ, first port) → the ports of its metrics; the default is the
+# first port alone
+_PORTS: dict[str, Callable[[Sequence[str], Mapping[str, str], int], tuple[int, ...]]] = {
+    "vllm": _vllm_ports, "sglang": _sglang_ports, "lmdeploy": _lmdeploy_ports,
+}
+
+
+def scrape_points(
     engine: str, argv: Sequence[str], environ: Mapping[str, str] | None = None
-) -> int | None:
-    """The port of ``engine``'s Prometheus metrics, as its command line (and environment) says;
-    None when the command line is another engine's, or says metrics are off."""
+) -> tuple[ScrapePoint, ...]:
+    """Where ``engine``'s Prometheus metrics are, as its command line (and environment) says;
+    () when the command line is another engine's, or says metrics are off or absent."""
     env = environ or {}
     identity = detect(argv, environ)
     if identity is not None:
         if identity.engine != engine:
-            return None
+            return ()
         port = identity.metrics_port
     else:
         port = (
@@ -90,7 +175,19 @@ def metrics_port_from_cmdline(
             or _port(env.get(_PORT_ENV.get(engine, ""), ""))
             or _DEFAULT_PORT.get(engine)
         )
-    return port if port and _enabled(engine, argv, env) else None
+    if not port or not _enabled(engine, argv, env):
+        return ()
+    ports = _PORTS[engine](argv, env, port) if engine in _PORTS else (port,)
+    per_model = engine == "llamacpp" and is_llamacpp_router(argv, environ)
+    return tuple(ScrapePoint(p, per_model=per_model) for p in ports if 0 < p < 65536)
+
+
+def metrics_port_from_cmdline(
+    engine: str, argv: Sequence[str], environ: Mapping[str, str] | None = None
+) -> int | None:
+    """The first port of ``scrape_points``; None when there is none."""
+    points = scrape_points(engine, argv, environ)
+    return points[0].port if points else None
 
 
 def from_annotations(
@@ -105,3 +202,58 @@ def from_annotations(
     path = annotations.get("prometheus.io/path")
     path = path.strip() if isinstance(path, str) and path.strip() else default_path
     return port, path if path.startswith("/") else "/" + path
+
+
+# --- settings in a server's config file ----------------------------------------------------------
+
+# (engine, the flags naming its YAML config) and the keys read from it: ports and metrics
+# switches only (vLLM --config: each key is a flag, vllm/utils/argparse_utils.py; SGLang --config:
+# the same, flags win; trtllm-serve --config/--extra_llm_api_options: LLM API options)
+CONFIG_FLAGS = {
+    "vllm": ("--config",),
+    "sglang": ("--config",),
+    "trtllm": ("--config", "--extra-llm-api-options"),
+}
+CONFIG_KEYS = frozenset({
+    "port", "headless", "data-parallel-multi-port-external-lb", "data-parallel-size-local",
+    "data-parallel-size", "enable-metrics", "smg-grpc-mode", "grpc-mode", "smg-http-sidecar-port",
+    "grpc-http-sidecar-port", "return-perf-metrics",
+})
+CONFIG_MAX_BYTES = 1 << 20
+CONFIG_READ = "--config-read-by-wattprint"  # appended once the config file's settings are in argv
+
+
+def config_path(engine: str, argv: Sequence[str]) -> str | None:
+    """The config file a server's command line names, or None."""
+    names = CONFIG_FLAGS.get(engine)
+    return (_flag(argv, names) or None) if names else None
+
+
+def with_config(argv: Sequence[str], text: str | None) -> tuple[str, ...]:
+    """``argv`` with the port and metrics settings of its YAML config file appended as flags,
+    where the command line does not set them (flags win over the file). A file that is not a
+    YAML mapping adds no setting; an unreadable one (``text`` None) leaves ``argv`` as it is, so
+    that the metrics switches read its config flag as "may be on"."""
+    if text is None:
+        return tuple(argv)
+    if not text:
+        return (*argv, CONFIG_READ)
+    import yaml  # only for a server with a config file
+
+    try:
+        data = yaml.safe_load(text[:CONFIG_MAX_BYTES])
+    except Exception:  # untrusted text: any parser failure means "no settings"
+        return tuple(argv)
+    if not isinstance(data, dict):
+        return (*argv, CONFIG_READ)
+    extra: list[str] = [CONFIG_READ]
+    given = {_norm(a.partition("=")[0]) for a in argv if a.startswith("--")}
+    for key, value in data.items():
+        flag = "--" + str(key).replace("_", "-")
+        if flag[2:] not in CONFIG_KEYS or flag in given:
+            continue
+        if value is True:
+            extra.append(flag)
+        elif isinstance(value, (int, str)) and not isinstance(value, bool):
+            extra += [flag, str(value)]
+    return (*argv, *extra)

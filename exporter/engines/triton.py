@@ -12,9 +12,23 @@ do not say which models are composite: ``composite`` names them; the default is 
 TensorRT-LLM backend's standard repository (``ensemble``, ``tensorrt_llm_bls``). For another
 repository, ``dataclasses.replace(READER, composite=frozenset({...}))`` with the names whose
 config has ``platform: "ensemble"`` or is a BLS Python model.
+
+
+TensorRT-LLM backend (tensorrtllm_backend ``all_models/inflight_batcher_llm``, c2e65b8): tokens
+are the ``_sum`` of the ``tensorrt_llm`` model's histograms ``nv_llm_input_token_len`` /
+``nv_llm_output_token_len`` (``response_metric_type`` ``total_input_tokens`` /
+``total_output_tokens``, recorded when a request finishes). A streamed ensemble runs
+``postprocessing`` once per chunk (41,870 executions for 1,200 requests), and the Python
+``tensorrt_llm`` model's compute time is near 0 (it only queues the request): where
+``tensorrt_llm`` is served beside ``ensemble`` or ``tensorrt_llm_bls``, ``preprocessing``,
+``tensorrt_llm`` and ``postprocessing`` are steps of the user-facing model, not models of their
+own: their requests are not counted, the energy is split between the user-facing models by
+their requests, and the tokens are the user-facing model's where there is one.
 """
 
-from .base import Family, TableReader
+from .base import Family, TableReader, histogram_sum
+
+_TRTLLM_STEPS = frozenset({"preprocessing", "tensorrt_llm", "postprocessing"})
 
 READER = TableReader(
     engine="triton",
@@ -22,11 +36,20 @@ READER = TableReader(
     model_labels=("model",),
     fields={
         "requests": (Family("nv_inference_request_success"),),
-        "prompt_tokens": (Family("vllm:prompt_tokens_total"),),
-        "generation_tokens": (Family("vllm:generation_tokens_total"),),
+        "prompt_tokens": (
+            Family("vllm:prompt_tokens_total"),
+            Family("nv_llm_input_token_len", ("histogram",), "_sum",
+                   only=("response_metric_type", frozenset({"total_input_tokens"}))),
+        ),
+        "generation_tokens": (
+            Family("vllm:generation_tokens_total"),
+            Family("nv_llm_output_token_len", ("histogram",), "_sum",
+                   only=("response_metric_type", frozenset({"total_output_tokens"}))),
+        ),
         "compute_seconds": (Family("nv_inference_compute_infer_duration_us", scale=1e-6),),
     },
     composite=frozenset({"ensemble", "tensorrt_llm_bls"}),
+    internal=("tensorrt_llm", _TRTLLM_STEPS),
     notes=("decoupled TensorRT-LLM models may report 0 compute time (tensorrtllm_backend #49, "
            "#284): split by tokens there",),
 )

@@ -1,5 +1,9 @@
 """TensorRT-LLM ``trtllm-serve``: Prometheus text at ``/prometheus/metrics`` (``/metrics`` is
-JSON iteration stats), only with ``return_perf_metrics: true``.
+JSON iteration stats, and reading it drains a buffer other readers depend on: never read), only
+with ``return_perf_metrics: true`` at the top level of the ``--config`` /
+``--extra_llm_api_options`` YAML (``tensorrt_llm/serve/openai_server.py``); discovery reads that
+file. ``trtllm-serve disaggregated`` is a proxy (no GPU, metrics without a model): its context and
+generation servers are scraped instead.
 
 Names from ``tensorrt_llm/metrics/collector.py``. Successes by ``finished_reason``: stop and
 length count; timeout and not_finished (a disaggregated context-only phase) do not. Older builds
@@ -15,8 +19,10 @@ READER = TableReader(
     model_labels=("model_name",),
     anonymous=frozenset({"undefined"}),
     fields={
-        "requests": (success("trtllm_request_success_total"),),
-        "prompt_tokens": (Family("trtllm_prompt_tokens_total"),),
-        "generation_tokens": (Family("trtllm_generation_tokens_total"),),
+        # the first collector had no prefix (request_success_total, …); read as a fallback
+        "requests": (success("trtllm_request_success_total"), success("request_success_total")),
+        "prompt_tokens": (Family("trtllm_prompt_tokens_total"), Family("prompt_tokens_total")),
+        "generation_tokens": (Family("trtllm_generation_tokens_total"),
+                              Family("generation_tokens_total")),
     },
 )

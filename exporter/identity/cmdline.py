@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Protocol
 from urllib.parse import urlsplit
 
-ENGINES = ("vllm", "sglang", "tgi", "triton", "llamacpp", "trtllm", "ollama")
+ENGINES = ("vllm", "sglang", "tgi", "triton", "llamacpp", "trtllm", "ollama", "nim", "lmdeploy",
+           "dynamo", "kserve")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,9 @@ class EngineIdentity:
     port: int | None  # HTTP (API) port: from flags/env, else the engine's documented default
     metrics_port: int | None  # where its Prometheus /metrics listens (= port unless separate)
     endpoint: str  # workload name outside Kubernetes: "<engine>-<port>"
+    # False: a front end whose counts are its workers' (Dynamo, TRT-LLM's proxy) or a launcher
+    # whose child serves (TGI): not scraped itself
+    scraped: bool = field(default=True, compare=False)
 
 
 class ProcLike(Protocol):
@@ -102,7 +106,7 @@ class _Source:
 
     flags: tuple[str, ...] = ()  # last occurrence wins, as with argparse/clap
     env: str | None = None
-    positional: bool = False  # the first argument after the program (and subcommand)
+    positional: bool = False  # the first positional argument (after the subcommand, or later)
     convert: Callable[[str], str] = _verbatim
 
 
@@ -118,20 +122,58 @@ class _Program:
     # A helper process of a server (shard, backend stub, runner): it has no public port of its
     # own, so resolve() takes port and endpoint from the nearest server ancestor of its engine.
     helper: bool = False
+    # How a positional is found among flags: the flags that take no value (argparse store_true,
+    # BooleanOptionalAction; any --no-x too) and those taking several (nargs="+"). Others take one.
+    bool_flags: frozenset[str] = frozenset()
+    list_flags: frozenset[str] = frozenset()
+    positional_anywhere: bool = False  # argparse: a positional may follow the flags
+    name: str = ""  # the endpoint's prefix, when not the engine's ("dynamo-frontend")
+    scraped: bool = True
 
 
+# vllm serve: argparse with BooleanOptionalAction/store_true flags (vllm/engine/arg_utils.py,
+# vllm/entrypoints/openai/cli_args.py); a model after them is still the positional model_tag
+_VLLM_BOOLS = frozenset({
+    "--enforce-eager", "--trust-remote-code", "--enable-prefix-caching", "--enable-chunked-prefill",
+    "--disable-log-requests", "--disable-log-stats", "--enable-log-requests", "--enable-lora",
+    "--enable-auto-tool-choice", "--headless", "--data-parallel-external-lb",
+    "--data-parallel-hybrid-lb", "--data-parallel-multi-port-external-lb", "--enable-expert-parallel",
+    "--disable-custom-all-reduce", "--enable-sleep-mode", "--disable-fastapi-docs",
+    "--enable-prompt-tokens-details", "--enable-server-load-tracking", "--enable-mfu-metrics",
+    "--async-scheduling", "--skip-tokenizer-init", "--disable-frontend-multiprocessing",
+    "--enable-request-id-headers", "--return-tokens-as-token-ids", "--enable-force-include-usage",
+    "--disable-uvicorn-access-log", "--enable-log-outputs", "--ssl-cert-reqs-none",
+})
+_VLLM_LISTS = frozenset({"--served-model-name", "--middleware", "--lora-modules", "--allowed-origins",
+                         "--allowed-methods", "--allowed-headers", "--api-key"})
+
+
+# vLLM's default model when none is given (vllm/config/model.py ModelConfig.model)
+VLLM_DEFAULT_MODEL = "Qwen/Qwen3-0.6B"
 _VLLM = _Program(
-    "vllm", 8000, (_Source(("--served-model-name",)), _Source(("--model",), positional=True))
+    "vllm", 8000, (_Source(("--served-model-name",)), _Source(("--model",), positional=True)),
+    VLLM_DEFAULT_MODEL, bool_flags=_VLLM_BOOLS, list_flags=_VLLM_LISTS, positional_anywhere=True,
 )
-_SGLANG = _Program(
-    "sglang", 30000, (_Source(("--served-model-name",)), _Source(("--model-path", "--model")))
+# the vLLM worker of NVIDIA Dynamo: vLLM's own flags (--model, no positional); its only port is
+# the system server's DYN_SYSTEM_PORT (metrics off when unset: Dynamo's default -1)
+_DYN_SYSTEM = (_Source(env="DYN_SYSTEM_PORT"),)
+_DYNAMO_VLLM = _Program(
+    "vllm", 0, (_Source(("--served-model-name",)), _Source(("--model",))), VLLM_DEFAULT_MODEL,
+    port=_DYN_SYSTEM, name="dynamo-vllm",
 )
+_SGLANG_MODEL = (_Source(("--served-model-name",)), _Source(("--model-path", "--model"), positional=True))
+# sglang serve MODEL: sglang/cli/serve.py rewrites a leading positional to --model-path
+_SGLANG = _Program("sglang", 30000, _SGLANG_MODEL)
+_DYNAMO_SGLANG = _Program("sglang", 0, _SGLANG_MODEL, port=_DYN_SYSTEM, name="dynamo-sglang")
 _TGI_PORTS = dict(
     port=(_Source(("--port", "-p"), env="PORT"),),
     metrics=(_Source(("--prometheus-port",), env="PROMETHEUS_PORT"),),
 )
+# the launcher serves nothing itself: its router child (given --port/--prometheus-port
+# explicitly, launcher/src/main.rs) is the HTTP server, and the one scraped
 _TGI = _Program(
-    "tgi", 3000, (_Source(("--model-id",), env="MODEL_ID"),), "bigscience/bloom-560m", **_TGI_PORTS
+    "tgi", 3000, (_Source(("--model-id",), env="MODEL_ID"),), "bigscience/bloom-560m", **_TGI_PORTS,
+    scraped=False,
 )
 _TGI_ROUTER = _Program("tgi", 3000, (_Source(("--tokenizer-name",)),), **_TGI_PORTS)
 _TGI_SHARD = _Program("tgi", 3000, (_Source(positional=True),), helper=True)
@@ -155,7 +197,42 @@ _LLAMACPP = _Program(
     ),
     port=(_Source(("--port",), env="LLAMA_ARG_PORT"),),
 )
+# router mode (--models-dir / --models-preset, no model): one child llama-server per loaded model
+# (--host 127.0.0.1 --port <free> --alias <id>, tools/server/server-models.cpp); the router's
+# /metrics needs ?model=<id> (and loads an unloaded model unless &autoload=false)
+_LLAMACPP_ROUTER_FLAGS = ("--models-dir", "--models-preset")
+_LLAMACPP_ROUTER = replace(_LLAMACPP, model=(), name="llamacpp-router")
 _TRTLLM = _Program("trtllm", 8000, (_Source(positional=True, convert=_trtllm_name),))
+# trtllm-serve disaggregated -c cfg.yaml: a proxy in front of context/generation servers (each a
+# trtllm-serve of its own, scraped as such); it holds no GPU and its metrics have no model
+_TRTLLM_PROXY = _Program("trtllm", 8000, port=(), name="trtllm-disaggregated", scraped=False)
+_DYNAMO_TRTLLM = _Program(
+    "trtllm", 0, (_Source(("--served-model-name",)), _Source(("--model-path", "--model"), convert=_trtllm_name)),
+    port=_DYN_SYSTEM, name="dynamo-trtllm",
+)
+# Dynamo's HTTP front end (python -m dynamo.frontend): a router; the workers hold the GPUs and
+# report the requests (requests land where the energy is), so it is not scraped by default
+_DYNAMO_FRONTEND = _Program(
+    "dynamo", 8000, port=(_Source(("--http-port",), env="DYN_HTTP_PORT"),), name="dynamo-frontend",
+    scraped=False,
+)
+# NVIDIA NIM for LLMs: NIM_SERVER_PORT (8000), NIM_SERVED_MODEL_NAME (NIM docs, configuration)
+_NIM = _Program(
+    "nim", 8000, (_Source(env="NIM_SERVED_MODEL_NAME"), _Source(env="NIM_MODEL_NAME")),
+    port=(_Source(env="NIM_SERVER_PORT"),),
+)
+# lmdeploy serve api_server MODEL [--model-name N] [--server-port 23333] (lmdeploy/cli/serve.py)
+_LMDEPLOY = _Program(
+    "lmdeploy", 23333, (_Source(("--model-name",)), _Source(positional=True)),
+    port=(_Source(("--server-port",)),),
+)
+# KServe's huggingfaceserver: python -m huggingfaceserver --model_name=ISVC [--model_id=HF |
+# --model_dir=DIR] (vLLM in-process; its model_name label is --served-model-name, else the
+# model id or directory: huggingfaceserver/__main__.py load_model); REST and /metrics on 8080
+_KSERVE = _Program(
+    "kserve", 8080, (_Source(("--served-model-name",)), _Source(("--model-id",)), _Source(("--model-dir",))),
+    "/mnt/models", port=(_Source(("--http-port",)),),
+)
 _OLLAMA_PORT = (_Source(env="OLLAMA_HOST", convert=_ollama_port),)
 _OLLAMA = _Program("ollama", 11434, port=_OLLAMA_PORT)
 _OLLAMA_RUNNER = _Program("ollama", 11434, port=_OLLAMA_PORT, helper=True)
@@ -175,8 +252,17 @@ _PROGRAMS: dict[tuple[str, str | None], _Program] = {
     ("tritonserver", None): _TRITON,
     ("triton_python_backend_stub", None): _TRITON_STUB,
     ("llama-server", None): _LLAMACPP,
+    ("llama", "serve"): _LLAMACPP,  # the unified llama binary
     ("trtllm-serve", "serve"): _TRTLLM,
-    ("trtllm-serve", None): _TRTLLM,
+    ("trtllm-serve", None): _TRTLLM,  # serve is the default subcommand (DefaultGroup)
+    ("trtllm-serve", "disaggregated"): _TRTLLM_PROXY,
+    ("nim-serve", None): _NIM,
+    ("lmdeploy", "serve api_server"): _LMDEPLOY,
+    ("dynamo.vllm", None): _DYNAMO_VLLM,
+    ("dynamo.sglang", None): _DYNAMO_SGLANG,
+    ("dynamo.trtllm", None): _DYNAMO_TRTLLM,
+    ("dynamo.frontend", None): _DYNAMO_FRONTEND,
+    ("huggingfaceserver", None): _KSERVE,
     ("ollama", "serve"): _OLLAMA,
     ("ollama", "runner"): _OLLAMA_RUNNER,
     ("ollama_llama_server", None): _OLLAMA_RUNNER,
@@ -184,6 +270,35 @@ _PROGRAMS: dict[tuple[str, str | None], _Program] = {
 _ENV_KEYS = tuple(
     sorted({s.env for p in _PROGRAMS.values() for s in (*p.model, *p.port, *p.metrics) if s.env})
 )
+_PROGRAM_NAMES = frozenset(name for name, _sub in _PROGRAMS)
+_NO_PROGRAM = _Program("", 0)
+
+
+# read by exporter.engines.discovery (metrics switches, ports of engines found otherwise); a test
+# checks that every variable it reads is listed here
+DISCOVERY_ENV_KEYS = ("LLAMA_ARG_ENDPOINT_METRICS", "NIM_SERVER_PORT", "LLAMA_ARG_MODELS_DIR",
+                      "LLAMA_ARG_MODELS_PRESET")
+
+
+_ALL_ENV_KEYS = tuple(sorted({*_ENV_KEYS, *DISCOVERY_ENV_KEYS}))
+
+
+def env_keys() -> tuple[str, ...]:
+    """Every environment variable a known server reads its model, ports or metrics switch from
+    (and nothing else: an environment holds tokens and keys)."""
+    return _ALL_ENV_KEYS
+
+
+def wants_environ(argv: Sequence[str]) -> bool:
+    """Whether ``argv`` is a program whose settings may come from its environment: one of the
+    servers of the table. Cheap; called once per new process."""
+    try:
+        if len(argv) == 1 and " " in argv[0]:
+            argv = argv[0].split()
+        found = _program(argv) if argv and argv[0] else None
+    except (TypeError, ValueError, AttributeError, IndexError):
+        return False
+    return found is not None and found[0] in _PROGRAM_NAMES
 _OLLAMA_BLOB = re.compile(r"/blobs/sha256[-:][0-9a-f]+$")
 
 # --- argv reading --------------------------------------------------------------------------------
@@ -231,18 +346,57 @@ def _flag(args: Sequence[str], names: tuple[str, ...]) -> str | None:
     return value or None
 
 
+def _positional(args: Sequence[str], program: _Program) -> str | None:
+    """The first positional argument: ``args[0]``, or with ``positional_anywhere`` the first one
+    that no flag takes as its value (``vllm serve --port 8000 Qwen/Qwen3-8B``)."""
+    if args and not args[0].startswith("-"):
+        return args[0]
+    if not program.positional_anywhere:
+        return None
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("-"):
+            return arg
+        key, eq, _v = arg.partition("=")
+        key = _norm(key)
+        i += 1
+        if eq or key in program.bool_flags or key.startswith("--no-"):
+            continue
+        if key in program.list_flags:
+            while i < len(args) and not args[i].startswith("-"):
+                i += 1
+        elif i < len(args) and not args[i].startswith("-"):
+            i += 1  # the flag's value
+    return None
+
+
 def _lookup(
-    sources: tuple[_Source, ...], args: Sequence[str], env: Mapping[str, str]
+    sources: tuple[_Source, ...], args: Sequence[str], env: Mapping[str, str],
+    program: _Program | None = None,
 ) -> str | None:
     for src in sources:
         value = (
-            (args[0] if src.positional and args and not args[0].startswith("-") else None)
+            (_positional(args, program or _NO_PROGRAM) if src.positional else None)
             or _flag(args, src.flags)
             or (env.get(src.env) if src.env else None)
         )
         if value:
             return src.convert(value)
     return None
+
+
+def _is_llamacpp_router(args: Sequence[str], env: Mapping[str, str]) -> bool:
+    has_model = _lookup(_LLAMACPP.model[1:], args, env)
+    routed = any(_flag(args, (f,)) for f in _LLAMACPP_ROUTER_FLAGS) or any(
+        env.get(v) for v in ("LLAMA_ARG_MODELS_DIR", "LLAMA_ARG_MODELS_PRESET"))
+    return routed and not has_model
+
+
+def is_llamacpp_router(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> bool:
+    """A llama.cpp server in router mode (its metrics are per model: ``/metrics?model=``)."""
+    identity = detect(argv, environ)
+    return identity is not None and identity.endpoint.startswith("llamacpp-router")
 
 
 def _port(value: str | None) -> int | None:
@@ -264,22 +418,27 @@ def _detect(
     if found is None:
         return None
     name, args = found
-    program, args = (
-        (_PROGRAMS[(name, args[0])], args[1:])
-        if args and (name, args[0]) in _PROGRAMS
-        else (_PROGRAMS.get((name, None)), args)
-    )
+    if len(args) > 1 and (name, f"{args[0]} {args[1]}") in _PROGRAMS:
+        program, args = _PROGRAMS[(name, f"{args[0]} {args[1]}")], args[2:]
+    elif args and (name, args[0]) in _PROGRAMS:
+        program, args = _PROGRAMS[(name, args[0])], args[1:]
+    else:
+        program = _PROGRAMS.get((name, None))
     if program is None:
         return None
     env = dict(env_items)
     if program is _LLAMACPP and _OLLAMA_BLOB.search(_flag(args, ("--model", "-m")) or ""):
         program = _OLLAMA_RUNNER  # Ollama ≥ 0.30 runs upstream llama-server on its blobs
-    model = _lookup(program.model, args, env) or program.default_model
-    port = _port(_lookup(program.port, args, env)) or program.default_port
+    elif program is _LLAMACPP and _is_llamacpp_router(args, env):
+        program = _LLAMACPP_ROUTER
+    model = _lookup(program.model, args, env, program) or program.default_model
+    port = _port(_lookup(program.port, args, env)) or program.default_port or None
     metrics_port = (
         _port(_lookup(program.metrics, args, env)) or program.default_metrics_port or port
     )
-    identity = EngineIdentity(program.engine, model, port, metrics_port, f"{program.engine}-{port}")
+    name = program.name or program.engine
+    endpoint = f"{name}-{port}" if port else name
+    identity = EngineIdentity(program.engine, model, port, metrics_port, endpoint, program.scraped)
     return identity, program.helper
 
 
@@ -288,10 +447,16 @@ def _identify(
 ) -> tuple[EngineIdentity, bool] | None:
     """``_detect`` on untrusted input: what is not text gives None, never an error."""
     try:
-        env = tuple((k, v) for k in _ENV_KEYS if environ and isinstance(v := environ.get(k), str))
+        env = tuple((k, v) for k in _ALL_ENV_KEYS if environ and isinstance(v := environ.get(k), str))
         return _detect(tuple(argv), env)
     except (TypeError, ValueError, AttributeError):
         return None
+
+
+def is_helper(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> bool:
+    """Whether ``argv`` is a helper process of a server (a shard, a backend stub, a runner)."""
+    hit = _identify(argv, environ)
+    return hit is not None and hit[1]
 
 
 def detect(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> EngineIdentity | None:
@@ -324,22 +489,28 @@ def resolve(
     """The identity of ``pid``: its own, or its nearest identifiable ancestor's, with the pid that
     carried it. O(depth): each step is a cached parse of that process's argv.
 
-    A helper process (TGI shard, Triton stub, Ollama runner) keeps its own model (or inherits the
-    server's when it has none) and takes port and endpoint from the nearest server ancestor of
-    the same engine, so every process of one server lands on one endpoint.
+    Every process of one server lands on one endpoint: the outermost server of the same engine
+    in the ancestry names the endpoint (TGI's launcher over its router child, llama.cpp's router
+    over its per-model children), and the innermost process with a model names the model (a
+    llama.cpp child's ``--alias``, a Triton stub's model directory). Helper processes (TGI
+    shards, Triton stubs, Ollama runners) never name the endpoint.
     """
-    helper: tuple[EngineIdentity, int] | None = None
+    own: tuple[EngineIdentity, int] | None = None   # the innermost identifiable process
+    server: EngineIdentity | None = None            # the outermost server of own's engine so far
     for proc in _ancestry(pid, procs, max_depth):
         hit = _identify(proc.cmdline, getattr(proc, "environ", None))
         if hit is None:
             continue
         identity, is_helper = hit
-        if helper is None:
-            if not is_helper:
-                return identity, proc.pid
-            helper = identity, proc.pid
-        elif identity.engine == helper[0].engine and not is_helper:
-            own, own_pid = helper
-            server = replace(identity, model=own.model or identity.model)
-            return server, own_pid
-    return helper
+        if own is None:
+            own = identity, proc.pid
+        elif identity.engine != own[0].engine:
+            break  # another engine's process above: a wrapper, not this server
+        if not is_helper:
+            server = identity
+    if own is None:
+        return None
+    if server is None:
+        return own
+    model = own[0].model or server.model
+    return (server if model == server.model else replace(server, model=model)), own[1]

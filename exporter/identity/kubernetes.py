@@ -42,12 +42,12 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL_LABELS: tuple[str, ...] = (
     "serving.kserve.io/inferenceservice",
     "llm-d.ai/model",
-    "app.kubernetes.io/name",
 )
 ANNOTATION_ALLOWLIST: tuple[str, ...] = (
     "prometheus.io/port",
     "prometheus.io/path",
     "prometheus.io/scrape",
+    "wattprint.io/engine",
 )
 LWS_NAME_LABEL = "leaderworkerset.sigs.k8s.io/name"
 POD_TEMPLATE_HASH_LABEL = "pod-template-hash"

@@ -90,10 +90,11 @@ class Resolver:
 
     def _identify(self, p: Any, procs: Mapping[int, Any]) -> Workload | None:
         meta = self.pod_of(p)
-        if meta is not None:
-            model = meta.model or _engine_model(p.pid, procs)
-            return Workload(meta.namespace, meta.endpoint, model, meta.name)
         found = cmdline_mod.resolve(p.pid, procs)
+        if meta is not None:
+            # a pod names the endpoint; the served model is the engine's own, never a pod label's
+            model = found[0].model if found is not None else meta.model
+            return Workload(meta.namespace, meta.endpoint, model, meta.name)
         if found is not None:
             ident, _carrier = found
             return Workload("", ident.endpoint, ident.model)
@@ -125,7 +126,3 @@ class Resolver:
         if len(self._last) > 2 * len(live) + 64:  # exited pids' identities: kept until the map doubles
             self._last = {pid: w for pid, w in self._last.items() if pid in live}
 
-
-def _engine_model(pid: int, procs: Mapping[int, Any]) -> str:
-    found = cmdline_mod.resolve(pid, procs)
-    return found[0].model if found else ""

@@ -56,8 +56,14 @@ class CpuStage:
 
     def read_time(self) -> CpuTime:
         try:
+            unreadable = getattr(self.procs, "environ_unreadable", 0)
             per_process = self.procs.scan()
             self.health.ok("procfs")
+            for _ in range(getattr(self.procs, "environ_unreadable", 0) - unreadable):
+                self.health.degraded("procfs", "environ_unreadable",
+                                     "an inference server's /proc/<pid>/environ is not readable "
+                                     "(another user's process: run as root or with CAP_SYS_PTRACE); "
+                                     "its port and model come from its command line and defaults only")
         except OSError as e:
             self.health.fail("procfs", type(e).__name__.lower(), str(e))
             per_process = {}

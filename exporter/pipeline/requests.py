@@ -1,13 +1,20 @@
 """Requests stage: the engine scraper's request/token increments into the ledger, inside the
-sample (a rolled-back sample leaves them for the next), and each multi-model server's split
-weights for the booking stage.
+sample (a rolled-back sample leaves them for the next), and the model weights of each server's
+energy for the booking stage.
 
-A multi-model server (Triton: two or more models seen in one scrape) is split by the activity of
-its latest scrape window: the models' compute time, else their requests. A model with no
-activity in that window gets none of the energy. When no increment has arrived for
-``expire_s`` (two engine scrape intervals and a second), no model was active: the weights are
-dropped and the server's energy stays on its own label set (its identity's model) until a model
-is active again."""
+The model on a server's energy is the model its engine reports, so that energy and requests
+meet on one label set (grams per request is one PromQL division):
+
+- A server whose latest good scrape shows **one model** books all its energy, idle included, to
+  that model: ``vllm serve --port 8000 Qwen/Qwen3-8B`` (no model readable from argv), a model
+  given only in ``--config``, vLLM's default model, Triton serving one model. Until the first
+  good scrape (or with metrics off) the energy stays on the identity's model from argv.
+- A **multi-model server** (Triton: two or more models seen) is split by the activity of its
+  latest scrape window: the models' compute time, else their requests. A model with no activity
+  in that window gets none of the energy. When no increment has arrived for ``expire_s`` (two
+  engine scrape intervals and a second), no model was active: the weights are dropped and the
+  server's energy stays on its own label set (its identity's model) until a model is active
+  again."""
 
 from __future__ import annotations
 
@@ -22,6 +29,7 @@ class RequestStage:
         self.expire_s = expire_s
         self.model_weights: dict[Workload, dict[str, float]] = {}
         self.multi_model: set[Workload] = set()      # servers seen serving two or more models
+        self._active: dict[Workload, dict[str, float]] = {}   # multi-model: latest window's split
         self._weights_at: dict[Workload, float] = {}
         self.budgets: list[tuple[tuple[str, str, str], float]] = []
         self._carry: list[Any] = []     # increments a failed sample drained: the next one books them
@@ -30,11 +38,11 @@ class RequestStage:
     def checkpoint(self) -> tuple:
         """Taken at the start of every sample: nothing is drained by this sample yet."""
         self._drained = []
-        return list(self._carry), dict(self.model_weights), dict(self._weights_at)
+        return list(self._carry), dict(self.model_weights), dict(self._active), dict(self._weights_at)
 
     def restore(self, cp: tuple) -> None:
         """The sample failed: its ledger increments were dropped, so give back what it drained."""
-        carry, self.model_weights, self._weights_at = cp
+        carry, self.model_weights, self._active, self._weights_at = cp
         self._carry = carry + self._drained
         self._drained = []
 
@@ -43,6 +51,8 @@ class RequestStage:
             return
         compute: dict[Workload, dict[str, float]] = {}
         requests: dict[Workload, dict[str, float]] = {}
+        served = self.source.served_models()   # workload → models of its latest good scrape
+        self.multi_model.update(w for w, models in served.items() if len(models) >= 2)
         self._drained = self._carry + self.source.drain()
         self._carry = []
         for inc in self._drained:
@@ -61,11 +71,15 @@ class RequestStage:
             basis = compute[w] if sum(compute[w].values()) > 0 else requests[w]
             total = sum(basis.values())
             if total > 0:  # this window's activity only: an idle model gets nothing
-                self.model_weights[w] = {m: v / total for m, v in basis.items() if v > 0}
+                self._active[w] = {m: v / total for m, v in basis.items() if v > 0}
                 self._weights_at[w] = now
         for w in [w for w, at in self._weights_at.items() if now - at > self.expire_s]:
             del self._weights_at[w]
-            self.model_weights.pop(w, None)
+            self._active.pop(w, None)
+        self.multi_model &= served.keys() | self._active.keys()   # bounded by the live servers
+        self.model_weights = {w: {next(iter(models)): 1.0} for w, models in served.items()
+                              if len(models) == 1 and w not in self.multi_model}
+        self.model_weights.update(self._active)
 
     def contribute(self, snap: Any) -> None:
         for labels, grams in self.budgets:

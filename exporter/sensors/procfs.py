@@ -23,6 +23,7 @@ hostPID, or the plain /proc); elsewhere, fixture trees included, every scan list
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -39,6 +40,10 @@ class ProcInfo:
     cmdline: tuple[str, ...]
     cgroup: str
     ticks: int = 0
+    # the variables an inference server reads its settings from (only those: an environment
+    # holds tokens and keys), for processes whose command line names a server; None: not read,
+    # or unreadable (another user's process without CAP_SYS_PTRACE)
+    environ: Mapping[str, str] | None = None
 
 
 @dataclass
@@ -74,6 +79,24 @@ def parse_proc_stat(text: str) -> CpuTimes:
     raise ValueError("no aggregate 'cpu' line in /proc/stat")
 
 
+ENVIRON_MAX_BYTES = 256 * 1024  # a bigger environment is read this far (a counted degradation)
+
+
+def parse_environ(raw: bytes, keys: Collection[str]) -> dict[str, str]:
+    """``/proc/<pid>/environ`` (NUL-separated ``KEY=VALUE``, the block the process started with)
+    → the wanted keys only. Of a duplicated key the first is kept, as glibc's getenv() returns
+    it (llama.cpp, TGI, Triton); Python's os.environ would keep the last (a block with duplicates
+    is not made by a shell or a container runtime)."""
+    out: dict[str, str] = {}
+    for item in raw.split(b"\0"):
+        key, eq, value = item.partition(b"=")
+        if eq:
+            k = key.decode("utf-8", "replace")
+            if k in keys and k not in out:
+                out[k] = value.decode("utf-8", "replace")
+    return out
+
+
 def _read(path: str, size: int = 65536) -> str:
     """One small procfs file, with raw os calls: about half the cost of open()/read() objects,
     which matters at hundreds of processes per sample."""
@@ -95,8 +118,13 @@ def _read(path: str, size: int = 65536) -> str:
 class ProcessTable:
     """Scans procfs each sample; cmdline and cgroup are read once per (pid, starttime)."""
 
-    def __init__(self, procfs: str, full_scan_every: int = 10) -> None:
+    def __init__(self, procfs: str, full_scan_every: int = 10,
+                 environ_keys: tuple[Callable[[Sequence[str]], bool], Collection[str]] | None = None) -> None:
+        """``environ_keys``: (which command lines need their environment, the keys to keep);
+        None reads no environment."""
         self.procfs = procfs
+        self.environ_keys = environ_keys
+        self.environ_unreadable = 0  # environments wanted but not readable (EACCES), for ever
         self.procs: dict[int, ProcInfo] = {}
         self.races = 0            # processes that vanished while being read
         self.full_scan_every = max(1, full_scan_every)
@@ -192,10 +220,12 @@ class ProcessTable:
                     deltas[pid] = max(0, ticks - old.ticks) / CLK_TCK
                 if (ticks, comm, ppid) != (old.ticks, old.comm, old.ppid):
                     # renamed workers (VLLM::EngineCore) change comm; never mutate a handed-out entry
-                    info = ProcInfo(pid, ppid, comm, start, old.cmdline, old.cgroup, ticks)
+                    info = ProcInfo(pid, ppid, comm, start, old.cmdline, old.cgroup, ticks, old.environ)
             else:
                 cold.discard(pid)  # a new process, or the pid reused: identify it again
-                info = ProcInfo(pid, ppid, comm, start, self._cmdline(name), self._cgroup(name), ticks)
+                argv = self._cmdline(name)
+                info = ProcInfo(pid, ppid, comm, start, argv, self._cgroup(name), ticks,
+                                self._environ(name, argv))
                 # new since the last scan: all its CPU time falls in this interval
                 deltas[pid] = ticks / CLK_TCK if self._scanned else 0.0
                 new.append(pid)
@@ -220,6 +250,53 @@ class ProcessTable:
         except OSError:
             return ()
         return tuple(a for a in raw.split("\0") if a) if "\0" in raw else tuple(raw.split())
+
+    def _environ(self, name: str, argv: tuple[str, ...]) -> Mapping[str, str] | None:
+        if self.environ_keys is None or not argv:
+            return None
+        wants, keys = self.environ_keys
+        if not wants(argv):
+            return None
+        try:
+            fd = os.open(f"{self.procfs}/{name}/environ", os.O_RDONLY | os.O_CLOEXEC)
+        except PermissionError:
+            self.environ_unreadable += 1
+            return None
+        except OSError:
+            return None
+        try:
+            raw, size = [], 0
+            while size < ENVIRON_MAX_BYTES and (chunk := os.read(fd, 65536)):
+                raw.append(chunk)
+                size += len(chunk)
+        except OSError:  # EACCES at read time on some kernels (ptrace check), or gone
+            self.environ_unreadable += 1
+            return None
+        finally:
+            os.close(fd)
+        return parse_environ(b"".join(raw), keys)
+
+    def read_process_file(self, pid: int, path: str, max_bytes: int = 1 << 20) -> str | None:
+        """A file a process names on its command line (a server's config file), as that process
+        sees it: a relative path from its working directory, an absolute one under its root
+        (``/proc/<pid>/cwd``, ``/proc/<pid>/root``: its mount namespace, a container's files).
+        Only a regular file, opened without blocking (never a FIFO or a device a hostile
+        process points at), at most ``max_bytes``; None when it cannot be read."""
+        import stat
+
+        base = f"{self.procfs}/{pid}/" + ("root" if path.startswith("/") else "cwd")
+        try:
+            fd = os.open(f"{base}/{path.lstrip('/')}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+        except (OSError, ValueError):
+            return None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            return os.read(fd, max_bytes).decode("utf-8", "replace")
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
 
     def _cgroup(self, name: str) -> str:
         try:

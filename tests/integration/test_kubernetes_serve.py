@@ -75,7 +75,9 @@ def test_pods_and_gpu_allocations_label_the_energy(tmp_path):
 
     gpu = {i: value(m, "wattprint_gpu_energy_joules_total", gpu=str(i)) - value(m0, "wattprint_gpu_energy_joules_total", gpu=str(i))
            for i in range(3)}
-    llama = delta(namespace="models", endpoint="llama-3-8b-predictor", model="llama-3-8b")
+    # the pod names the endpoint; the model is the one the server serves (vLLM's model_name label
+    # is --model when no --served-model-name is given), not the pod's inferenceservice label
+    llama = delta(namespace="models", endpoint="llama-3-8b-predictor", model="/mnt/models")
     shared = delta(namespace="dev", endpoint="shared-a")
     unalloc = delta(endpoint="unallocated")
     assert llama == pytest.approx(gpu[0], rel=1e-6), log[-2000:]
