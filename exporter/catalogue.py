@@ -71,7 +71,7 @@ METRICS: tuple[Metric, ...] = (
        "1 when the inference server's /metrics was read and parsed at the last attempt."),
     _m("engine_scrape_errors_total", "counter", "endpoint engine kind", "",
        "Failed engine scrapes by kind (timeout, http, parse, too_large)."),
-    _m("engine_counter_resets_total", "counter", "endpoint engine", "",
+    _m("engine_restarts_total", "counter", "endpoint engine", "",
        "Engine counters that went backwards (server restart); the normalised counters continue."),
     # --- carbon ------------------------------------------------------------------------------
     _m("node_co2e_grams_total", "counter", "scope", "grams",
@@ -101,7 +101,7 @@ METRICS: tuple[Metric, ...] = (
     _m("gpu_info", "info", "gpu uuid name energy_method mig_mode backend driver", "",
        "One series per GPU: energy_method=counter (nvmlDeviceGetTotalEnergyConsumption) or "
        "power_integration; mig_mode=enabled|disabled|unsupported; backend=nvml|simulated."),
-    _m("gpu_energy_counter_resets_total", "counter", "gpu uuid name", "",
+    _m("gpu_energy_resets_total", "counter", "gpu uuid name", "",
        "Times the NVML energy counter went backwards (driver reload); that interval was "
        "integrated from power instead."),
     _m("gpu_idle_power_watts", "gauge", "gpu uuid name source", "watts",

@@ -91,7 +91,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     cfg = load_config(args)
     logs.setup(cfg.log.level, cfg.log.format)
-    return daemon.serve(cfg)
+    return daemon.serve(cfg, reread=lambda: load_config(args))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -99,9 +99,9 @@ def build_sampler(cfg: config.Config, carbon: Any = None, cluster: Any = None) -
                    gpu_owners=(lambda: cluster.gpu_owners) if cluster is not None else None)
 
 
-def start_engines(cfg: config.Config, sampler: Any) -> Any:
-    """Engine scraping: discovered targets plus configured ones; budgets as gauges."""
-    from .engine_scraper import EngineScraper, Target
+def apply_engine_lists(cfg: config.Config, sampler: Any) -> None:
+    """The configured engine targets and budgets (at start, and again on SIGHUP)."""
+    from .engine_targets import Target
     from .identity.resolver import Workload
 
     e = cfg.engines
@@ -109,6 +109,34 @@ def start_engines(cfg: config.Config, sampler: Any) -> Any:
                                      t["engine"], t["url"], t.get("model", "")) for t in e.targets]
     sampler.requests.budgets = [((b.get("namespace", ""), b["endpoint"], b.get("model", "")),
                                  float(b["grams_per_request"])) for b in e.budgets]
+
+
+# what SIGHUP puts in force; every other change is logged as needing a restart
+LIVE_KEYS = ("engines.targets", "engines.budgets", "attribution.rules")
+
+
+def reload_live(old: config.Config, new: config.Config, sampler: Any) -> tuple[list[str], list[str]]:
+    """Put the live parts of a re-read configuration in force; (applied, needing a restart)."""
+    from .identity.resolver import Rule
+
+    before, after = config.redacted_dict(old), config.redacted_dict(new)
+    changed = sorted(f"{sec}.{key}" for sec in after for key in after[sec]
+                     if before.get(sec, {}).get(key) != after[sec][key])
+    applied = [k for k in changed if k in LIVE_KEYS]
+    if "attribution.rules" in applied:
+        sampler.resolver.set_rules([Rule.parse(r, f"attribution.rules[{i}]")
+                                    for i, r in enumerate(new.attribution.rules)])
+    if {"engines.targets", "engines.budgets"} & set(applied):
+        apply_engine_lists(new, sampler)
+    return applied, [k for k in changed if k not in LIVE_KEYS]
+
+
+def start_engines(cfg: config.Config, sampler: Any) -> Any:
+    """Engine scraping: discovered targets plus configured ones; budgets as gauges."""
+    from .engine_scraper import EngineScraper
+
+    e = cfg.engines
+    apply_engine_lists(cfg, sampler)
     scraper = EngineScraper(sampler.engine_targets, e.interval, e.timeout, e.max_bytes)
     sampler.engines = scraper
     sampler.requests.expire_s = 2 * e.interval + 1.0  # no increment for two scrapes: no model was active
@@ -133,7 +161,7 @@ def skip_tls_if_unused(cfg: config.Config) -> bool:
     return True
 
 
-def serve(cfg: config.Config) -> int:
+def serve(cfg: config.Config, reread: Any = None) -> int:
     """``wattprint serve``: run until SIGINT/SIGTERM."""
     tls_off = skip_tls_if_unused(cfg)
     import asyncio
@@ -194,17 +222,39 @@ def serve(cfg: config.Config) -> int:
             background.append(asyncio.create_task(start_engines(cfg, sampler).run()))
         if cluster is not None:
             background.append(asyncio.create_task(cluster.run()))
+        reloader = None
         if security is not None:
             from . import webconfig
 
-            background.append(webconfig.Reloader(security).start())
+            reloader = webconfig.Reloader(security)
+            background.append(reloader.start())
             log.info("web config %s: %s", cfg.web.config_file, webconfig.describe(security.config))
+        running = [cfg]
+
+        def hangup() -> None:
+            """SIGHUP: re-read the web config and the configuration; put what can change live in
+            force, log what needs a restart. Never an exit: the counters live on."""
+            web_state = "none" if reloader is None else ("reloaded" if reloader.reload_now() else "failed (kept)")
+            if reread is None:
+                log.info("SIGHUP: web config %s", web_state)
+                return
+            try:
+                new = reread()
+            except (config.ConfigError, OSError, ValueError) as e:
+                log.error("SIGHUP: configuration not reloaded (the running one stays): %s", e)
+                return
+            applied, restart = reload_live(running[0], new, sampler)
+            running[0] = new
+            log.info("SIGHUP: web config %s; configuration reloaded: %s%s", web_state,
+                     ", ".join(applied) or "nothing changed live",
+                     f"; needs a restart to change: {', '.join(restart)}" if restart else "")
         log.info("listening on %s (metrics at %s)%s", cfg.web.listen_address, cfg.web.telemetry_path,
                  "; TLS library not loaded (nothing configured speaks TLS)" if tls_off else "")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, hangup)
         try:
             await stop.wait()
         finally:

@@ -159,7 +159,7 @@ class EngineScraper:
         for labels, n in list(self.error_totals.items()):
             snap.set("engine_scrape_errors_total", labels, float(n))
         for (endpoint, engine), n in list(self.resets.items()):
-            snap.set("engine_counter_resets_total", (endpoint, engine), float(n))
+            snap.set("engine_restarts_total", (endpoint, engine), float(n))
 
     def served_models(self) -> dict[Workload, frozenset[str]]:
         """Workload → the models its engines reported in their latest good scrapes (called by the

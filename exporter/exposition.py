@@ -27,6 +27,7 @@ from . import catalogue
 
 Series = dict[tuple[str, ...], float]
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 GZIP_LEVEL = 5
 
 
@@ -116,16 +117,52 @@ class _Family:
         return p
 
 
+def to_openmetrics(text: bytes) -> bytes:
+    """The same families in OpenMetrics 1.0 (what Prometheus asks for first): a counter family is
+    named without its ``_total`` (its samples keep it), HELP also escapes ``"``, and the text ends
+    with ``# EOF``. Sample lines are the same bytes."""
+    lines = text.decode().split("\n")
+    counters = {ln[7:-8] for ln in lines if ln.startswith("# TYPE ") and ln.endswith(" counter")}
+    out = []
+    for ln in lines:
+        if ln.startswith(("# HELP ", "# TYPE ")):
+            kind, rest = ln[2:6], ln[7:]
+            name, sep, tail = rest.partition(" ")
+            if name in counters and name.endswith("_total"):
+                name = name[:-6]
+            if kind == "HELP":
+                tail = tail.replace('"', '\\"')
+            ln = f"# {kind} {name}{sep}{tail}"
+        out.append(ln)
+    if out and out[-1] == "":
+        out.pop()
+    return ("\n".join(out) + "\n# EOF\n").encode()
+
+
 @dataclass
 class Exposition:
-    """One rendered sample. ``gzip()`` compresses on first use and keeps the result."""
+    """One rendered sample. ``gzip()`` and ``openmetrics()`` are made on first use and kept."""
     text: bytes = b""
     _gz: bytes | None = None
+    _om: bytes | None = None
+    _om_gz: bytes | None = None
 
     def gzip(self) -> bytes:
         gz = self._gz
         if gz is None:
             gz = self._gz = gzip.compress(self.text, compresslevel=GZIP_LEVEL)
+        return gz
+
+    def openmetrics(self) -> bytes:
+        om = self._om
+        if om is None:
+            om = self._om = to_openmetrics(self.text)
+        return om
+
+    def openmetrics_gzip(self) -> bytes:
+        gz = self._om_gz
+        if gz is None:
+            gz = self._om_gz = gzip.compress(self.openmetrics(), compresslevel=GZIP_LEVEL)
         return gz
 
 

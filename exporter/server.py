@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from . import __version__
-from .exposition import CONTENT_TYPE
+from .exposition import CONTENT_TYPE, OPENMETRICS_TYPE
 
 if TYPE_CHECKING:
     from .sampler import Sampler
@@ -20,16 +20,46 @@ SAMPLER = web.AppKey("sampler", object)
 PATH = web.AppKey("telemetry_path", str)
 
 
+def _quality(header: str, wanted: str, explicit: bool = False) -> float:
+    """The q-value ``header`` (an Accept or Accept-Encoding list, RFC 9110 §12.4.2) gives
+    ``wanted``: its own entry, else (unless ``explicit``) a wildcard's (``*`` or ``type/*``),
+    else 0."""
+    best, specific = 0.0, -1
+    major = wanted.split("/", 1)[0] + "/*"
+    for item in header.split(","):
+        token, *params = item.strip().split(";")
+        token = token.strip().lower()
+        rank = 2 if token == wanted else 1 if token in (major, "*", "*/*") else -1
+        if rank < 0 or rank < specific:
+            continue
+        q = 1.0
+        for param in params:
+            key, _, val = param.strip().partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = min(1.0, max(0.0, float(val)))
+                except ValueError:
+                    q = 0.0
+        if rank > specific or q > best:
+            best, specific = q, rank
+    return 0.0 if explicit and specific < 2 else best
+
+
 async def metrics(request: web.Request) -> web.Response:
     sampler: Sampler = request.app[SAMPLER]  # type: ignore[assignment]
     exp = sampler.exposition()
     if not exp.text:
         return web.Response(status=503, text="no sample yet\n")
-    headers = {"Content-Type": CONTENT_TYPE}
-    if "gzip" in request.headers.get("Accept-Encoding", ""):
-        headers["Content-Encoding"] = "gzip"
-        return web.Response(body=exp.gzip(), headers=headers)  # compressed once per sample, on first ask
-    return web.Response(body=exp.text, headers=headers)
+    accept = request.headers.get("Accept", "")
+    om = _quality(accept, "application/openmetrics-text", explicit=True)  # */* (curl) gets text
+    openmetrics = om > 0 and om >= _quality(accept, "text/plain")
+    gz = _quality(request.headers.get("Accept-Encoding", ""), "gzip") > 0
+    headers = {"Content-Type": OPENMETRICS_TYPE if openmetrics else CONTENT_TYPE,
+               "Vary": "Accept, Accept-Encoding"}
+    if gz:
+        headers["Content-Encoding"] = "gzip"  # compressed once per sample, on first ask
+        return web.Response(body=exp.openmetrics_gzip() if openmetrics else exp.gzip(), headers=headers)
+    return web.Response(body=exp.openmetrics() if openmetrics else exp.text, headers=headers)
 
 
 async def healthz(request: web.Request) -> web.Response:

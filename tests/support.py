@@ -99,13 +99,30 @@ class Daemon:
             return r.read().decode()
 
     def stop(self) -> str:
+        """Stop the daemon and return its log. The last exposition first goes through
+        ``promtool check metrics`` (the linter Prometheus ships): every scenario a test drives
+        must expose lint-clean metrics (raised unless the test is already failing)."""
+        problems = ""
+        if self.proc.poll() is None and PROMTOOL is not None and sys.exc_info()[0] is None:
+            try:
+                problems = promtool_lint(self.get())
+            except OSError:
+                problems = ""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+        if problems:
+            raise AssertionError(f"promtool check metrics: {problems}")
         return self.log.read_text()
+
+
+def promtool_lint(text: str) -> str:
+    """promtool's complaints about an exposition ("" when clean)."""
+    out = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+    return "" if out.returncode == 0 else (out.stdout + out.stderr).strip()
 
 
 def start_daemon(tmp: Path, *args: str, env: dict | None = None, ready_timeout: float = 20) -> Daemon:

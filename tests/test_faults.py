@@ -6,7 +6,7 @@ For each fault three things are checked:
 
 1. the loop goes on: later samples happen and ``wattprint_samples_total`` keeps counting;
 2. the fault is visible in the exporter's own metrics (``wattprint_collector_up``,
-   ``wattprint_collector_errors_total{kind}``, ``wattprint_gpu_energy_counter_resets_total``,
+   ``wattprint_collector_errors_total{kind}``, ``wattprint_gpu_energy_resets_total``,
    ``wattprint_engine_scrape_errors_total``, ``wattprint_carbon_info``, the age gauge);
 3. no joule is lost or counted twice: Σ endpoint energy == node energy per component in every
    sample, and GPU/CPU energy == the simulator's (or the fixture's) ground truth wherever the
@@ -272,9 +272,21 @@ def test_energy_counter_reset_on_a_busy_gpu(tmp_path):
         m = node.step(ticks={10: 30})
         assert gpu_j(m) >= last  # never backwards, though the NVML counter went backwards twice
         last = gpu_j(m)
-    assert value(m, "wattprint_gpu_energy_counter_resets_total") == 2
+    assert value(m, "wattprint_gpu_energy_resets_total") == 2
     # constant power: the reset intervals, integrated from power, are exact
     assert gpu_j(m) == pytest.approx(node.gpu_truth(0), rel=1e-9)
+    _lint_clean(node.sampler.metrics_text())
+
+
+def _lint_clean(text: str) -> None:
+    """promtool check metrics (Prometheus's linter) accepts the exposition. Old: the resets
+    counters were named *_counter_resets_total: "metric names should not include type
+    'counter'" (issue 14 #9)."""
+    from support import PROMTOOL, promtool_lint
+
+    if PROMTOOL is None:
+        pytest.skip("promtool not found (Debian package prometheus)")
+    assert promtool_lint(text) == ""
 
 
 def test_driver_reload_during_an_outage(tmp_path):
@@ -287,7 +299,7 @@ def test_driver_reload_during_an_outage(tmp_path):
     for _ in range(9):
         m = node.step(ticks={10: 30})
     assert errors(m, "gpu", "gpu_is_lost") == 3 and up(m, "gpu") == 1
-    assert value(m, "wattprint_gpu_energy_counter_resets_total") == 1
+    assert value(m, "wattprint_gpu_energy_resets_total") == 1
     assert gpu_j(m) == pytest.approx(node.gpu_truth(0), rel=1e-9)
 
 

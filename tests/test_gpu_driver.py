@@ -32,7 +32,7 @@ def test_nvml_is_reinitialised_after_a_driver_reload(tmp_path, stale):
         m = node.step(ticks={10: 30})
     assert up(m, "gpu") == 1
     assert errors(m, "gpu", "reinit") == 1
-    assert value(m, "wattprint_gpu_energy_counter_resets_total", gpu="0") == 1
+    assert value(m, "wattprint_gpu_energy_resets_total", gpu="0") == 1
     booked = value(m, "wattprint_gpu_energy_joules_total", gpu="0")
     assert booked == pytest.approx(node.gpu_truth(0), rel=0.01)   # the gap bridged, the rest exact
 
@@ -81,5 +81,5 @@ def test_hidden_reset_through_the_sampler(tmp_path):
     node = FaultNode(tmp_path, [gpu], {10: {"comm": "python3", "cmdline": VLLM}})
     for _ in range(60):
         m = node.step(ticks={10: 30})
-    assert value(m, "wattprint_gpu_energy_counter_resets_total", gpu="0") == 1
+    assert value(m, "wattprint_gpu_energy_resets_total", gpu="0") == 1
     assert value(m, "wattprint_gpu_energy_joules_total", gpu="0") == pytest.approx(node.gpu_truth(0), rel=0.02)

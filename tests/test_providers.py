@@ -266,3 +266,44 @@ def test_secret_reads_file_or_env_and_never_prints(tmp_path: Path, monkeypatch: 
 
 def test_all_subjects_cover_the_registry() -> None:
     assert {name.split("-")[0] for name in SUBJECTS} | {"file"} == set(PROVIDERS)
+
+
+def fragments(secret_value: str, n: int = 8) -> set[str]:
+    return {secret_value[i:i + n] for i in range(len(secret_value) - n + 1)}
+
+
+@pytest.mark.parametrize("echo", [
+    lambda t: "x" * 140 + f" bad token {t}",           # old: cut to 160 *before* scrubbing: 30 chars leaked
+    lambda t: "x" * 150 + t,
+    lambda t: f"token {t[:30]}… is not valid",          # the server echoes part of it
+    lambda t: f"…{t[-12:]} expired",
+    lambda t: f"bad: {t[5:20]}",
+    lambda t: json.dumps({"token": t}),
+    lambda t: t.upper(),                               # not the token: nothing to hide, nothing hidden
+])
+@async_test
+async def test_no_fragment_of_a_credential_survives_an_error_body(tmp_path: Path, echo, caplog) -> None:
+    """Issue 14 #7: every 8-character piece of every secret is searched for in every output."""
+    import logging
+
+    async with fake_apis() as apis:
+        apis.em.echo = echo
+        apis.em.mode = "unauthorized"
+        em = ElectricityMaps(zone="DE", token=secret(tmp_path, "em", EM_TOKEN), base_url=apis.em.url)
+        with caplog.at_level(logging.DEBUG):
+            err = await fetch_error(em)
+    seen = "\n".join([str(err), repr(err), caplog.text, repr(em)])
+    assert err.kind == "auth"
+    assert not {f for f in fragments(EM_TOKEN) if f in seen}, seen
+    assert len(str(err)) <= len("auth: HTTP 401: ") + 160  # still cut, after scrubbing
+
+
+def test_scrub_redacts_runs_and_keeps_the_rest() -> None:
+    from exporter.carbon.providers.base import scrub
+
+    token = "tok_0123456789abcdefghij"
+    assert scrub(f"a {token} b", [token]) == "a <redacted> b"
+    assert scrub(f"a {token[:9]} b {token[-8:]}", [token]) == "a <redacted> b <redacted>"
+    assert scrub("a tok_012 b", [token]) == "a tok_012 b"  # 7 characters: not a fragment
+    assert scrub("pw=hunter b", ["hunter"]) == "pw=<redacted> b"  # a short secret, whole
+    assert scrub("nothing here", []) == "nothing here"

@@ -129,7 +129,7 @@ def test_energy_counter_reset_is_counted_and_bridged(tmp_path):
     for _ in range(10):
         node.step()
     m = node.metrics()
-    assert value(m, "wattprint_gpu_energy_counter_resets_total") == 1
+    assert value(m, "wattprint_gpu_energy_resets_total") == 1
     # idle GPU at 100 W: the reset interval is bridged from power, so the total stays exact
     assert value(m, "wattprint_gpu_energy_joules_total") == pytest.approx(100 * 10, rel=1e-3)
     assert_conserved(m)

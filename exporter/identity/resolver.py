@@ -59,6 +59,12 @@ class Resolver:
         self.pods = pods
         self._cache: dict[tuple[int, int], Workload | None] = {}
         self._last: dict[int, Workload] = {}  # pid -> the workload it last resolved to (kept past its exit)
+        self._new_rules: list[Rule] | None = None  # set by a reload, put in force by the sampler thread
+
+    def set_rules(self, rules: Sequence[Rule]) -> None:
+        """New rules (a configuration reload, from another thread): in force from the next
+        sample, when every process is identified again."""
+        self._new_rules = list(rules)
 
     def resolve(self, pid: int, procs: Mapping[int, Any], on_gpu: bool = False) -> Workload:
         p = procs.get(pid)
@@ -119,7 +125,11 @@ class Resolver:
         return self.pods.by_container_id(ref.container_id) if ref else None
 
     def forget(self, live: Mapping[int, Any]) -> None:
-        """Drop cache entries of processes that are gone (called once per sample)."""
+        """Drop cache entries of processes that are gone (called once per sample, by the sampler
+        thread), and put reloaded rules in force."""
+        if self._new_rules is not None:
+            self.rules, self._new_rules = self._new_rules, None
+            self._cache = {}
         if len(self._cache) > 2 * len(live) + 64:
             self._cache = {k: v for k, v in self._cache.items()
                            if k[0] in live and live[k[0]].starttime == k[1]}

@@ -64,7 +64,7 @@ class GpuStage:
             limit = d.power_limit_w or None
             delta = acct.update(r.energy_mj, r.power_mw, now, acct.power_floor_w(table), limit)
             if delta.counter_reset:
-                ledger.add("gpu_energy_counter_resets_total", labels, 1)
+                ledger.add("gpu_energy_resets_total", labels, 1)
             acct.learn_idle(quiet(r.processes, r.sm_util), table, limit)
             power[labels], used[labels] = acct.power_w, float(r.memory_used or 0)
             total[labels], nprocs[labels] = float(d.memory_total), float(len(r.processes))

@@ -161,7 +161,7 @@ class GpuMeter:
         self.reinits += 1
         self._failed_reads, self._backoff, self._retry_at = 0, REOPEN_MIN_S, 0.0
         log.warning("NVML opened again: %s (where the driver reloaded, its energy counters restarted: "
-                    "the gap is bridged, see wattprint_gpu_energy_counter_resets_total)", status.detail)
+                    "the gap is bridged, see wattprint_gpu_energy_resets_total)", status.detail)
         return True
 
     def _retry_discovery(self) -> None:

@@ -78,9 +78,11 @@ class FakeApi(FakeServer):
     def __init__(self) -> None:
         super().__init__()
         self.requests: list[tuple[str, dict[str, str]]] = []
+        # how a 401 echoes the credential: a function of it (servers pad, quote, cut it)
+        self.echo: Callable[[str], str] = lambda given: f"invalid credential {given!r}"
 
     def unauthorized(self, given: str) -> web.Response:
-        return web.json_response({"message": f"invalid credential {given!r}"}, status=401)
+        return web.json_response({"message": self.echo(given)}, status=401)
 
     def not_found(self, request: web.Request) -> web.Response:
         raise NotImplementedError

@@ -130,3 +130,92 @@ def test_prometheus_sees_true_energy(tmp_path):
     finally:
         prom.stop()
         d.stop()
+
+
+def test_sighup_reloads_what_can_change_live_and_never_exits(tmp_path):
+    """Old: SIGHUP's default action killed the daemon without a log line, and every counter
+    started again from 0 (issue 14 #8)."""
+    import signal
+
+    import yaml
+
+    cfg = tmp_path / "wattprint.yaml"
+    cfg.write_text(yaml.safe_dump({"engines": {"budgets": [{"endpoint": "a", "grams_per_request": 1.0}]}}))
+    d = start_daemon(tmp_path, f"--config.file={cfg}", "--sample.interval=0.5s")
+    try:
+        time.sleep(1.2)
+        before = parse_metrics(d.get())
+        cfg.write_text(yaml.safe_dump({"engines": {"budgets": [{"endpoint": "a", "grams_per_request": 2.5}]},
+                                       "carbon": {"pue": 1.2}}))
+        d.proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            m = parse_metrics(d.get())
+            if value(m, "wattprint_endpoint_budget_grams_per_request", endpoint="a") == 2.5:
+                break
+            time.sleep(0.2)
+        cfg.write_text("engines: [not, a, mapping\n")  # a broken file: the running configuration stays
+        d.proc.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+        after = parse_metrics(d.get())
+        assert d.proc.poll() is None
+    finally:
+        log = d.stop()
+    assert value(after, "wattprint_endpoint_budget_grams_per_request", endpoint="a") == 2.5
+    assert value(after, "wattprint_samples_total") > value(before, "wattprint_samples_total")  # not restarted
+    assert value(after, "wattprint_cpu_energy_joules_total") >= value(before, "wattprint_cpu_energy_joules_total")
+    assert "SIGHUP: web config none; configuration reloaded: engines.budgets; needs a restart to change: " \
+           "carbon.pue" in log, log
+    assert "SIGHUP: configuration not reloaded (the running one stays)" in log
+
+
+def _get(d, headers):
+    import gzip as gz
+    import urllib.request
+
+    req = urllib.request.Request(d.url + "/metrics", headers=headers)
+    with urllib.request.urlopen(req, timeout=5) as r:
+        body = r.read()
+        enc = r.headers.get("Content-Encoding", "")
+        return r.headers, (gz.decompress(body) if enc == "gzip" else body).decode(), enc
+
+
+def test_content_negotiation_gzip_q_values_vary_and_openmetrics(tmp_path):
+    """Old: Accept-Encoding: gzip;q=0 still got gzip, no Vary header, and OpenMetrics was never
+    served (issue 14 #10). Prometheus's own Accept header asks for OpenMetrics first."""
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_families
+
+    d = start_daemon(tmp_path, "--sample.interval=0.5s")
+    try:
+        time.sleep(1.2)
+        cases = {
+            "gzip;q=0": "", "gzip": "gzip", "gzip;q=0.5, identity": "gzip", "*": "gzip", "*;q=0": "",
+            "identity": "", "deflate, gzip;q=0": "", "GZIP;Q=1": "gzip", "gzip;q=nonsense": "",
+        }
+        for header, want in cases.items():
+            h, _text, enc = _get(d, {"Accept-Encoding": header})
+            assert enc == want, header
+            assert h["Vary"] == "Accept, Accept-Encoding"
+        prom = ("application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,application/openmetrics-text;"
+                "version=0.0.1;q=0.5,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,text/plain;version=0.0.4;"
+                "q=0.3,*/*;q=0.2")
+        h, om, _ = _get(d, {"Accept": prom, "Accept-Encoding": "gzip"})
+        assert h["Content-Type"] == "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        h2, text, _ = _get(d, {"Accept": "*/*"})  # curl: the text format
+        assert h2["Content-Type"].startswith("text/plain; version=0.0.4")
+        h3, _, _ = _get(d, {"Accept": "text/plain;q=1, application/openmetrics-text;q=0.5"})
+        assert h3["Content-Type"].startswith("text/plain")
+    finally:
+        d.stop()
+    assert om.endswith("# EOF\n")
+    families = {f.name: f for f in om_families(om)}  # the strict OpenMetrics parser accepts it
+    assert families["wattprint_samples"].type == "counter"  # named without _total in OpenMetrics
+    text_samples = {s.name for f in parse_text(text) for s in f.samples}
+    om_samples = {s.name for f in families.values() for s in f.samples}
+    assert om_samples == text_samples
+
+
+def parse_text(text):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return list(text_string_to_metric_families(text))

@@ -160,7 +160,41 @@ def _error_detail(body: str) -> str:
     detail = (doc.get("error") or doc.get("message")) if isinstance(doc, dict) else None
     if isinstance(detail, dict):  # UK Carbon Intensity nests {"error": {"code", "message"}}
         detail = detail.get("message")
-    return str(detail)[:160] if detail else ""
+    return str(detail) if detail else ""  # whole: scrubbed first, then cut (DETAIL_MAX)
+
+
+DETAIL_MAX = 160  # characters of an error body's message kept, after scrubbing
+FRAGMENT = 8  # any run of this many characters of a secret is redacted, wherever it appears
+
+
+def scrub(text: str, secrets: list[str]) -> str:
+    """``text`` with every secret, and every run of ``FRAGMENT`` or more characters of one (an
+    echo of part of a token, a token cut by the server), replaced by ``<redacted>``. A secret
+    shorter than ``FRAGMENT`` is replaced where it appears whole."""
+    grams: set[str] = set()
+    for value in secrets:
+        if not value:
+            continue
+        if len(value) < FRAGMENT:
+            text = text.replace(value, "<redacted>")
+            continue
+        grams.update(value[i:i + FRAGMENT] for i in range(len(value) - FRAGMENT + 1))
+    if not grams:
+        return text
+    hidden = bytearray(len(text))
+    for i in range(len(text) - FRAGMENT + 1):
+        if text[i:i + FRAGMENT] in grams:
+            hidden[i:i + FRAGMENT] = b"\1" * FRAGMENT
+    out, i = [], 0
+    while i < len(text):
+        if hidden[i]:
+            while i < len(text) and hidden[i]:
+                i += 1
+            out.append("<redacted>")
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
 
 
 # --- the base class --------------------------------------------------------------------------
@@ -227,9 +261,7 @@ class Provider:
             values = self.secrets()
         except ProviderError:
             values = []
-        for value in values:
-            text = text.replace(value, "<redacted>")
-        return text
+        return scrub(text, values)
 
     async def get_json(self, session: aiohttp.ClientSession, url: str, **request: Any) -> Any:
         """GET url → parsed JSON; every failure becomes a ProviderError (no chained exception,
@@ -264,6 +296,6 @@ class Provider:
             kind = "zone_not_found"
         else:
             kind = "http_5xx" if status >= 500 else "http_4xx"
-        detail = self._scrub(_error_detail(body))
+        detail = self._scrub(_error_detail(body))[:DETAIL_MAX]  # scrubbed whole, then cut
         wait = parse_retry_after(retry_after, self.clock()) if kind == "rate_limited" else None
         return ProviderError(kind, f"HTTP {status}" + (f": {detail}" if detail else ""), wait)
