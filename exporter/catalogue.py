@@ -69,9 +69,15 @@ METRICS: tuple[Metric, ...] = (
        "with its own budget)."),
     _m("engine_scrape_up", "gauge", ENDPOINT_LABELS + " engine", "",
        "1 when the inference server's /metrics was read and parsed at the last attempt."),
-    _m("engine_scrape_errors_total", "counter", "endpoint engine kind", "",
-       "Failed engine scrapes by kind (timeout, http, parse, too_large)."),
-    _m("engine_restarts_total", "counter", "endpoint engine", "",
+    _m("engine_scrape_errors_total", "counter", "namespace endpoint engine kind", "",
+       "Failed engine scrapes by kind (timeout, connect, http, parse_*, too_large, too_many_models)."),
+    _m("engine_targets", "gauge", "", "",
+       "Inference servers' metrics endpoints being scraped (at most engines.max_targets)."),
+    _m("engine_targets_refused_total", "counter", "reason", "",
+       "Engine targets found but not scraped: reason max_targets (the cap), rate (more new targets "
+       "a minute than engines.new_targets_per_minute) or unreadable (a process whose command line, "
+       "environment or config file broke discovery)."),
+    _m("engine_restarts_total", "counter", "namespace endpoint engine", "",
        "Engine counters that went backwards (server restart); the normalised counters continue."),
     # --- carbon ------------------------------------------------------------------------------
     _m("node_co2e_grams_total", "counter", "scope", "grams",

@@ -285,6 +285,11 @@ class EnginesConfig(_Section):
                           "inference servers' /metrics (vLLM, SGLang, TGI, Triton, llama.cpp, TRT-LLM, NIM, "
                           "LMDeploy, Dynamo workers, KServe; other servers by pod annotations).")
     interval: Duration = Field(5.0, description="Time between engine scrapes.")
+    max_targets: int = Field(64, ge=1, le=10000, description="Most inference servers' metrics endpoints "
+                             "scraped at once (configured targets first; the rest counted as refused).")
+    new_targets_per_minute: float = Field(16.0, gt=0, le=10000, description="Most new discovered targets "
+                                          "admitted a minute (local processes cannot make the exporter "
+                                          "poll arbitrary ports at will).")
     timeout: Duration = Field(2.0, description="Time limit of one engine scrape.")
     max_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="Largest /metrics body read from an engine.")
     targets: list[dict[str, str]] = Field(

@@ -29,6 +29,9 @@ from .identity.resolver import Workload
 
 log = logging.getLogger(__name__)
 MAX_MODELS = 32  # models read per llama.cpp router, at most
+MAX_MODELS_PER_TARGET = 64  # a reading with more models is refused (too_many_models): state per target bounded
+CONCURRENCY = 4  # scrapes in flight at once: at most CONCURRENCY × max_bytes of bodies in memory
+MAX_ERROR_SERIES = 512  # (namespace, endpoint, engine, kind) error/restart series kept; beyond: endpoint "overflow"
 
 @dataclass
 class Increment:
@@ -54,10 +57,18 @@ class EngineScraper:
         self.normaliser = Normaliser()
         self.states: dict[Target, ScrapeState] = {}
         self.served: dict[Target, frozenset[str]] = {}  # models of each target's latest good scrape
-        self.resets: dict[tuple[str, str], int] = {}
-        # errors by (endpoint, engine, kind) for the daemon's lifetime: a target that leaves the
-        # list and comes back must not restart its counter (ScrapeState.errors is per target visit)
-        self.error_totals: dict[tuple[str, str, str], int] = {}
+        self.resets: dict[tuple[str, str, str], int] = {}
+        # errors by (namespace, endpoint, engine, kind) for the daemon's lifetime: a target that
+        # leaves the list and comes back must not restart its counter (ScrapeState.errors is per
+        # target visit); at most MAX_ERROR_SERIES keys, the rest on endpoint "overflow"
+        self.error_totals: dict[tuple[str, str, str, str], int] = {}
+        self._keys: dict[Target, set] = {}  # the normaliser's keys of each target, dropped with it
+        # Parsing runs on its own thread, never on the event loop that answers /metrics: a hostile
+        # 20 MB body costs this thread its time, not the scraper of the exporter its latency.
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-parse")
+        self._slots = asyncio.Semaphore(CONCURRENCY)
 
     async def run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=self.timeout_s)
@@ -74,15 +85,27 @@ class EngineScraper:
         for gone in [t for t in self.states if t not in live]:
             del self.states[gone]
             self.served.pop(gone, None)
+            for key in self._keys.pop(gone, ()):
+                self.normaliser.forget(key)
+
+    async def _parse(self, engine: str, body: bytes) -> Any:
+        reading = await asyncio.get_running_loop().run_in_executor(self._parser, _decode_parse, engine, body)
+        if len(reading.models) > MAX_MODELS_PER_TARGET:
+            raise EngineParseError("too_many_models", f"{len(reading.models)} models, more than "
+                                   f"{MAX_MODELS_PER_TARGET}: refused whole")
+        return reading
 
     async def _scrape(self, session: aiohttp.ClientSession, t: Target) -> None:
         st = self.states.setdefault(t, ScrapeState())
         try:
-            if t.per_model:
-                readings = await self._per_model(session, t)
-            else:
-                readings = [("", READERS[t.engine].parse(await self._fetch(session, t.url)))]
+            async with self._slots:
+                if t.per_model:
+                    readings = await self._per_model(session, t)
+                else:
+                    readings = [("", await self._parse(t.engine, await self._fetch(session, t.url)))]
         except EngineParseError as e:
+            if e.kind == "too_many_models":
+                return self._fail(t, st, e.kind, e.message)
             return self._fail(t, st, f"parse_{e.kind}", str(e))
         except TooLarge:
             return self._fail(t, st, "too_large", f"more than {self.max_bytes} bytes")
@@ -104,10 +127,11 @@ class EngineScraper:
             model = name or fill or t.model
             counts = mc.counters()
             key = (t.workload, t.url, model)
+            self._keys.setdefault(t, set()).add(key)
             before = self.normaliser.resets.get(key, 0)
             inc = self.normaliser.update(key, counts)
             if self.normaliser.resets.get(key, 0) > before:
-                k = (t.workload.endpoint, t.engine)
+                k = self._bounded(self.resets, (t.workload.namespace, t.workload.endpoint, t.engine))
                 self.resets[k] = self.resets.get(k, 0) + 1
             if any(v > 0 for v in inc.values()):
                 self.out.put(Increment(t.workload, model, inc))
@@ -118,19 +142,28 @@ class EngineScraper:
         ``MAX_MODELS`` (a scrape must never load a model: an unloaded one has nothing to count)."""
         base = t.url.split("?", 1)[0].rsplit("/", 1)[0]
         try:
-            listing = json.loads(await self._fetch(session, base + "/models"))
+            listing = json.loads((await self._fetch(session, base + "/models")).decode("utf-8", "replace"))
             ids = [m["id"] for m in listing["data"]
                    if isinstance(m, dict) and isinstance(m.get("id"), str)
                    and (m.get("status") or {}).get("value", "loaded") == "loaded"]
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise EngineParseError("format", f"/models: not a model list ({type(e).__name__})") from None
-        out = []
-        for model in ids[:MAX_MODELS]:
+
+        async def one(model: str) -> tuple[str, Any] | None:
             url = f"{base}/metrics?model={quote(model, safe='')}&autoload=false"
-            out.append((model, READERS[t.engine].parse(await self._fetch(session, url))))
+            try:
+                return model, await self._parse(t.engine, await self._fetch(session, url))
+            except (EngineParseError, TooLarge, asyncio.TimeoutError, aiohttp.ClientError, OSError):
+                return None  # unloaded meanwhile, or failing: no news for it this round
+        # concurrently, and a model that fails costs itself only: its counters are cumulative,
+        # so the next good scrape catches up
+        results = await asyncio.gather(*(one(m) for m in ids[:MAX_MODELS]))
+        out = [r for r in results if r is not None]
+        if ids and not out:
+            raise EngineParseError("missing", f"none of the {len(ids[:MAX_MODELS])} loaded models answered")
         return out
 
-    async def _fetch(self, session: aiohttp.ClientSession, url: str) -> str:
+    async def _fetch(self, session: aiohttp.ClientSession, url: str) -> bytes:
         # never follow redirects: an engine (or a pod annotation) must not point us elsewhere
         async with session.get(url, headers={"Accept": "text/plain"}, allow_redirects=False) as resp:
             if resp.status != 200:
@@ -141,15 +174,23 @@ class EngineScraper:
                 if size > self.max_bytes:
                     raise TooLarge()
                 chunks.append(chunk)
-        return b"".join(chunks).decode("utf-8", "replace")
+        return b"".join(chunks)
 
     def _fail(self, t: Target, st: ScrapeState, kind: str, detail: str) -> None:
         if st.up or not st.errors:
             log.warning("engine %s at %s: scrape failed (%s: %s)", t.engine, t.url, kind, detail)
         st.up = False
         st.errors[kind] = st.errors.get(kind, 0) + 1
-        key = (t.workload.endpoint, t.engine, kind)
+        key = self._bounded(self.error_totals, (t.workload.namespace, t.workload.endpoint, t.engine, kind))
         self.error_totals[key] = self.error_totals.get(key, 0) + 1
+
+    @staticmethod
+    def _bounded(series: dict, key: tuple) -> tuple:
+        """``key``, or past MAX_ERROR_SERIES distinct keys its overflow key (namespace "",
+        endpoint "overflow"): every series of the scraper is bounded, whoever runs engines."""
+        if key in series or len(series) < MAX_ERROR_SERIES:
+            return key
+        return ("", "overflow", *key[2:])
 
     def contribute(self, snap: Any) -> None:
         """The scraper's own series: one ``up`` per target, errors and counter resets."""
@@ -158,8 +199,8 @@ class EngineScraper:
             snap.set("engine_scrape_up", (w.namespace, w.endpoint, w.model, t.engine), 1.0 if st.up else 0.0)
         for labels, n in list(self.error_totals.items()):
             snap.set("engine_scrape_errors_total", labels, float(n))
-        for (endpoint, engine), n in list(self.resets.items()):
-            snap.set("engine_restarts_total", (endpoint, engine), float(n))
+        for labels, n in list(self.resets.items()):
+            snap.set("engine_restarts_total", labels, float(n))
 
     def served_models(self) -> dict[Workload, frozenset[str]]:
         """Workload → the models its engines reported in their latest good scrapes (called by the
@@ -180,3 +221,8 @@ class EngineScraper:
 
 class TooLarge(Exception):
     pass
+
+
+def _decode_parse(engine: str, body: bytes) -> Any:
+    """Runs on the parser thread: decoding a 20 MB body is work too."""
+    return READERS[engine].parse(body.decode("utf-8", "replace"))

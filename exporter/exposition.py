@@ -65,6 +65,33 @@ def go_float(v: float) -> str:
     return s
 
 
+LABEL_MAX_BYTES = 128  # a longer label value keeps its first bytes and a hash of the whole
+
+
+def cap_label(v: str) -> str:
+    """A label value of at most LABEL_MAX_BYTES UTF-8 bytes: a longer one (a 120 KB model name on
+    a hostile command line) becomes its first bytes, "~" and 12 hex digits of its SHA-256, so two
+    long values stay apart and the same value always caps the same (energy and requests still
+    meet)."""
+    if len(v) <= LABEL_MAX_BYTES // 4:  # cannot be longer: 4 bytes a character at most
+        return v
+    raw = v.encode("utf-8", "surrogatepass")
+    if len(raw) <= LABEL_MAX_BYTES:
+        return v
+    import hashlib
+
+    digest = hashlib.sha256(raw).hexdigest()[:12]
+    head = raw[:LABEL_MAX_BYTES - 13].decode("utf-8", "ignore")  # never half a character
+    return f"{head}~{digest}"
+
+
+def cap_labels(labels: tuple[str, ...]) -> tuple[str, ...]:
+    for v in labels:
+        if len(v) > LABEL_MAX_BYTES // 4:
+            return tuple(cap_label(x) for x in labels)
+    return labels
+
+
 def escape_label_value(v: str) -> str:
     if "\\" in v or '"' in v or "\n" in v:
         return v.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
@@ -109,7 +136,8 @@ class _Family:
             if len(self.prefixes) > 100_000:  # label sets that came and went: start over
                 self.prefixes.clear()
             if labels:
-                inner = ",".join(f'{self.names[i]}="{escape_label_value(labels[i])}"' for i in self.order)
+                inner = ",".join(f'{self.names[i]}="{escape_label_value(cap_label(labels[i]))}"'
+                                 for i in self.order)
                 p = f"{self.sample}{{{inner}}} "
             else:
                 p = self.sample + " "

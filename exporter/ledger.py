@@ -1,9 +1,11 @@
-"""Monotonic counters per label set, with a cardinality cap.
+"""Monotonic counters per label set, with a cardinality cap and a size cap.
 
 Every joule the sampler measures is added here exactly once. Counters only ever grow: a negative
 increment is a bug and raises. Series are kept for the exporter's lifetime (energy of processes
-and pods that ended stays), and label sets beyond ``max_series`` per metric fold into one
-overflow series whose fold count is itself exposed, so sums stay whole.
+and pods that ended stays), and label sets beyond ``max_series`` per metric, or beyond
+``max_label_bytes`` of label values over every series, fold into one overflow series whose fold
+count is itself exposed, so sums stay whole. A label value is at most ``LABEL_MAX_BYTES``
+(exposition.cap_label): the exposition's size is bounded, not only its series count.
 """
 
 from __future__ import annotations
@@ -12,14 +14,18 @@ import math
 from collections import defaultdict
 
 from . import catalogue
+from .exposition import cap_labels
 
 OVERFLOW = "overflow"
 FOLD_TRACK_MAX = 100_000  # distinct folded label sets remembered per metric (their hashes)
+MAX_LABEL_BYTES = 4 * 1024 * 1024  # label bytes of every series together; past it, new ones fold
 
 
 class Ledger:
-    def __init__(self, max_series: int = 2000) -> None:
+    def __init__(self, max_series: int = 2000, max_label_bytes: int = MAX_LABEL_BYTES) -> None:
         self.max_series = max_series
+        self.max_label_bytes = max_label_bytes
+        self.label_bytes = 0  # of every series held: with LABEL_MAX_BYTES a value, the exposition's size is bounded
         self.counters: dict[str, dict[tuple[str, ...], float]] = defaultdict(dict)
         self.folded: dict[str, int] = defaultdict(int)   # distinct label sets folded, per metric
         self._folded_seen: dict[str, set[int]] = defaultdict(set)
@@ -47,7 +53,10 @@ class Ledger:
             self._pending.append((metric, labels, value))
             return
         series = self.counters[metric]
-        if labels not in series and len(series) >= self.max_series:
+        if labels not in series:
+            labels = cap_labels(labels)  # a 120 KB model name is not kept, nor exposed
+        if labels not in series and (len(series) >= self.max_series
+                                     or self.label_bytes >= self.max_label_bytes):
             seen = self._folded_seen[metric]
             h = hash(labels)
             if h not in seen:  # count label sets, not increments (past FOLD_TRACK_MAX: every new one)
@@ -55,6 +64,8 @@ class Ledger:
                 if len(seen) < FOLD_TRACK_MAX:
                     seen.add(h)
             labels = self._overflow_labels(metric, labels)
+        if labels not in series:
+            self.label_bytes += sum(len(v) for v in labels)
         series[labels] = series.get(labels, 0.0) + value
 
     def ensure(self, metric: str, labels: tuple[str, ...]) -> None:

@@ -171,7 +171,7 @@ class Sampler:
             procs = self.procs.procs
             if dt > 0:                                         # attribution → identity → ledger
                 booked = self.booking.book(gpu_ivs, cpu_iv, procs, self.gpus.uuids(),
-                                           self.requests.model_weights, led)
+                                           self.requests.weights_for, led)
                 if self.carbon is not None:                    # → CO2e from the same split
                     self.carbon.book(booked, led)
             on_gpu = {p for iv in gpu_ivs for p in (*iv.memory_bytes, *iv.sm_util)}
@@ -185,7 +185,10 @@ class Sampler:
             raise
         led.commit()
         if self.requests.source is not None:  # engine scraping is on: where are the servers?
-            self.targets.maybe_refresh(t0, procs, on_gpu)
+            try:
+                self.targets.maybe_refresh(t0, procs, on_gpu)
+            except Exception as e:  # noqa: BLE001 - discovery must never cost a sample
+                self.health.degraded("engines", "discovery_" + type(e).__name__.lower(), str(e))
         self.samples += 1
         self.last_duration_s = self.clock() - t0
         self.last_wall = time.time()
@@ -200,6 +203,8 @@ class Sampler:
         if self.carbon is not None:
             parts.append(self.carbon)
         parts += [self.requests, self.cpu]
+        if self.requests.source is not None:
+            parts.append(self.targets)
         for part in parts:
             part.contribute(snap)
         self.contribute(snap)

@@ -124,7 +124,7 @@ def test_engine_scrape_errors_never_go_backwards_when_a_target_leaves_and_return
                 await scraper.scrape_all(session)
                 snap = Snap()
                 scraper.contribute(snap)
-                seen.append(snap.values.get("engine_scrape_errors_total", {}).get(("ep", "vllm", "connect"), 0.0))
+                seen.append(snap.values.get("engine_scrape_errors_total", {}).get(("", "ep", "vllm", "connect"), 0.0))
 
     asyncio.run(run())
     assert seen == [1, 2, 3, 3, 4, 5]

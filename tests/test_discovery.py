@@ -10,7 +10,7 @@ from types import MappingProxyType, SimpleNamespace
 
 import pytest
 
-from exporter.engine_targets import find
+from exporter.engine_targets import TargetFinder, find
 from exporter.engines import READERS, discovery
 from exporter.engines.auto import sniff
 from exporter.identity import cmdline
@@ -100,7 +100,7 @@ def test_vllm_multi_port_data_parallel_is_one_target_per_local_rank():
     ("return_perf_metrics: false\nenable_iter_perf_stats: true\n", False),
     ("{}\n", False),
     ("- not a mapping\n", False),
-    ("::: not yaml [\n", False),
+    ("a: [unclosed\n", True),  # does not parse: its settings are unknown, so metrics may be on
     (None, True),  # unreadable: it may switch metrics on, so they are assumed on
 ])
 def test_trtllm_metrics_follow_its_config_file(text, scraped):
@@ -111,18 +111,85 @@ def test_trtllm_metrics_follow_its_config_file(text, scraped):
     def read(pid, path):
         asked.append((pid, path))
         return text
-    got = find(procs, Resolver(), [], read_file=read)
+    finder = TargetFinder(Resolver(), read)
+    finder.maybe_refresh(0.0, procs)
     assert asked == [(10, "opts.yaml")]
-    assert [t.url for t in got] == (["http://127.0.0.1:8010/prometheus/metrics"] if scraped else [])
+    assert [t.url for t in finder.targets()] == (["http://127.0.0.1:8010/prometheus/metrics"] if scraped else [])
+    finder.maybe_refresh(100.0, procs)
+    assert len(asked) == 1  # read and parsed once per process
 
 
 def test_config_flags_are_overridden_by_the_command_line():
     argv = ("vllm", "serve", "m", "--port", "9001", "--config", "c.yaml")
-    full = discovery.with_config(argv, "port: 9000\nheadless: false\nmodel: other\napi_key: secret\n")
+    settings = discovery.config_settings("port: 9000\nheadless: false\nmodel: other\napi_key: secret\n")
+    full = discovery.with_config(argv, settings)
     assert discovery.scrape_points("vllm", full)[0].port == 9001
     assert "secret" not in full and "other" not in full  # only ports and switches are read
-    assert discovery.scrape_points("vllm", discovery.with_config(("vllm", "serve", "m", "--config", "c"),
-                                                                  "port: 9000\n"))[0].port == 9000
+    only = discovery.with_config(("vllm", "serve", "m", "--config", "c"), discovery.config_settings("port: 9000\n"))
+    assert discovery.scrape_points("vllm", only)[0].port == 9000
+
+
+@pytest.mark.parametrize("text", [
+    "port: 0x" + "f" * 4000 + "\n",   # an int too long to print (Python's 4,300-digit limit)
+    "port: " + "9" * 5000 + "\n",
+    "port: [1, 2]\n", "port: {a: 1}\n", "? [a, b]\n: 1\n", "&a [*a]\n", "port: !!binary aGk=\n",
+    "x" * 200_000,
+])
+def test_a_hostile_config_file_costs_its_own_server_only(text):
+    """Review of issue 13: a huge hex int in a config file made find() raise in the sampler
+    thread, and no server on the node was discovered again."""
+    procs = {10: proc(10, "vllm", "serve", "m", "--config", "c.yaml"),
+             11: proc(11, "vllm", "serve", "other", "--port", "8100")}
+    finder = TargetFinder(Resolver(), lambda pid, path: text)
+    finder.maybe_refresh(0.0, procs)
+    assert "http://127.0.0.1:8100/metrics" in [t.url for t in finder.targets()]
+
+
+def test_a_config_file_on_a_hung_mount_never_holds_the_sampler():
+    import threading
+    import time
+
+    release = threading.Event()
+
+    def hung(pid, path):
+        release.wait(10)
+        return "port: 9000\n"
+    procs = {10: proc(10, "vllm", "serve", "m", "--config", "c.yaml"),
+             11: proc(11, "sglang", "serve", "q", "--config", "d.yaml", "--port", "31000")}
+    finder = TargetFinder(Resolver(), hung)
+    t0 = time.monotonic()
+    finder.maybe_refresh(0.0, procs)
+    elapsed = time.monotonic() - t0
+    release.set()
+    assert elapsed < 2.0  # one wait of ConfigFiles.wait_s, no queue behind the stuck read
+    # meanwhile their settings are unknown: the sglang one "may be on" through its --config
+    assert "http://127.0.0.1:31000/metrics" in [t.url for t in finder.targets()]
+
+
+def test_an_annotated_pod_with_a_recognised_server_gets_no_second_target():
+    """Review of issue 13: a trtllm-serve pod annotated prometheus.io/port also got an auto target
+    at /metrics, TRT-LLM's JSON endpoint that a read drains."""
+    pods = Pods({"prometheus.io/port": "8000"})
+    procs = {10: proc(10, "trtllm-serve", "/m", "--port", "8000", "--config", "/c.yaml", cgroup=CGROUP),
+             11: proc(11, "python3", "-c", "import mpi4py", ppid=10, cgroup=CGROUP)}
+    got = find(procs, Resolver(pods=pods), [], on_gpu={11})
+    assert [t.url for t in got] == ["http://10.0.0.7:8000/prometheus/metrics"]
+
+
+def test_an_annotation_on_one_of_the_data_parallel_ports_keeps_them_all():
+    pods = Pods({"prometheus.io/port": "8100"})
+    procs = {10: proc(10, "vllm", "serve", "m", "--data-parallel-size-local", "2",
+                      "--data-parallel-multi-port-external-lb", "--port", "8100", cgroup=CGROUP)}
+    assert [t.url for t in find(procs, Resolver(pods=pods), [])] == [
+        "http://10.0.0.7:8100/metrics", "http://10.0.0.7:8101/metrics"]
+
+
+def test_a_nim_proxy_in_front_of_its_own_server_is_not_read_twice():
+    procs = {10: proc(10, "nim-serve", environ={"NIM_SERVER_PORT": "8000"}),
+             20: proc(20, "vllm", "serve", "meta/llama", "--port", "8100", ppid=10)}
+    assert [t.url for t in find(procs, Resolver(), [])] == ["http://127.0.0.1:8100/metrics"]
+    alone = {10: procs[10]}
+    assert [t.url for t in find(alone, Resolver(), [])] == ["http://127.0.0.1:8000/v1/metrics"]
 
 
 def test_an_annotated_pod_of_unrecognised_processes_on_a_gpu_is_read_by_its_families():
@@ -177,15 +244,16 @@ def test_a_one_model_server_books_all_its_energy_to_the_model_its_engine_reports
     w = Workload("", "vllm-8000", "")  # no model readable from its command line
     stage, src = RequestStage(expire_s=3), Source()
     stage.source = src
+    worker = w._replace(model="")  # a sibling process of its pod (say a Ray worker): no model either
     stage.apply(Ledger(), 0.0)
-    assert stage.model_weights == {}  # not scraped yet: its own label set
+    assert stage.weights_for(w) is None  # not scraped yet: its own label set
     src.served = {w: frozenset({"Qwen/Qwen3-8B"})}
     for t in (1.0, 100.0):  # idle for ever: still that model's (no activity needed)
         stage.apply(Ledger(), t)
-        assert stage.model_weights == {w: {"Qwen/Qwen3-8B": 1.0}}
+        assert stage.weights_for(w) == stage.weights_for(worker) == {"Qwen/Qwen3-8B": 1.0}
     src.served = {}  # the server is gone
     stage.apply(Ledger(), 101.0)
-    assert stage.model_weights == {}
+    assert stage.weights_for(w) is None
 
 
 def test_a_server_seen_with_two_models_is_split_by_activity_not_by_the_sole_rule():
@@ -198,9 +266,22 @@ def test_a_server_seen_with_two_models_is_split_by_activity_not_by_the_sole_rule
     src.queue = [Increment(w, "a", {"requests": 1.0, "compute_seconds": 1.0}),
                  Increment(w, "b", {"requests": 1.0, "compute_seconds": 3.0})]
     stage.apply(Ledger(), 0.0)
-    assert stage.model_weights == {w: {"a": 0.25, "b": 0.75}}
+    assert stage.weights_for(w) == {"a": 0.25, "b": 0.75}
+    assert stage.weights_for(w._replace(model="a")) is None  # a stub of model a keeps it
     stage.apply(Ledger(), 10.0)  # quiet: the server's own label set
-    assert stage.model_weights == {}
+    assert stage.weights_for(w) is None
+
+
+def test_the_steps_of_a_tensorrt_llm_ensemble_book_their_energy_to_it():
+    """Review of issue 13: Triton's Python stubs of the step models (postprocessing…) kept their
+    own label set, where no request is counted."""
+    server = Workload("", "triton-8000", "")
+    step = server._replace(model="postprocessing")
+    stage, src = RequestStage(expire_s=3), Source()
+    stage.source = src
+    src.served = {server: frozenset({"ensemble"})}
+    stage.apply(Ledger(), 0.0)
+    assert stage.weights_for(step) == stage.weights_for(server) == {"ensemble": 1.0}
 
 
 # --- a server's environment ------------------------------------------------------------------------
@@ -256,3 +337,103 @@ def test_a_config_file_is_read_only_when_regular(tmp_path):
     assert table.read_process_file(10, "missing.yaml") is None
     assert table.read_process_file(10, str(work / "c.yaml")) == "port: 9000\n"  # absolute: under its root
     assert table.read_process_file(10, "/dev/zero") is None
+
+
+# --- review of issue 13: the other shapes --------------------------------------------------------
+
+@pytest.mark.parametrize("argv, model", [
+    (["vllm", "serve", "--enable-eplb", "Qwen/Qwen3-8B"], "Qwen/Qwen3-8B"),  # a switch not in the list
+    (["vllm", "serve", "-O3", "Qwen/Qwen3-8B"], "Qwen/Qwen3-8B"),  # a short option, value attached
+    (["vllm", "serve", "--port", "8000", "--", "Qwen/Qwen3-8B"], "Qwen/Qwen3-8B"),
+    (["vllm", "serve", "--max-model-len", "4096", "Qwen/Qwen3-8B"], "Qwen/Qwen3-8B"),
+])
+def test_the_vllm_positional_model_after_any_switch(argv, model):
+    assert cmdline.detect(argv).model == model
+
+
+def test_a_dynamo_trtllm_worker_is_read_on_its_system_port_whatever_trtllm_serve_needs():
+    env = {"DYN_SYSTEM_PORT": "8083"}
+    points = discovery.scrape_points("trtllm", ["python3", "-m", "dynamo.trtllm", "--model-path", "/m/llama"], env)
+    assert [(p.port, p.path) for p in points] == [(8083, "/metrics")]
+
+
+@pytest.mark.parametrize("sub", ["disaggregated_mpi_worker", "grpc", "mm_embedding_serve", "disaggregated"])
+def test_trtllm_serve_subcommands_are_not_models_and_are_not_scraped(sub):
+    ident = cmdline.detect(["trtllm-serve", sub, "-c", "x.yaml"])
+    assert ident.engine == "trtllm" and ident.model in ("", "x.yaml"[:0]) and not ident.scraped
+    assert find({10: proc(10, "trtllm-serve", sub, "-c", "x.yaml")}, Resolver(), []) == []
+
+
+def test_triton_tokens_stay_on_one_composite_when_both_are_served():
+    """Review of issue 13: with ensemble and tensorrt_llm_bls both loaded (the stock repository)
+    every token count was dropped."""
+    text = (TEXTS / "triton_trtllm_streaming.prom").read_text().replace(
+        'nv_inference_request_success{model="ensemble",version="1"} 1200',
+        'nv_inference_request_success{model="ensemble",version="1"} 1200\n'
+        'nv_inference_request_success{model="tensorrt_llm_bls",version="1"} 30')
+    models = READERS["triton"].parse(text).models
+    assert set(models) == {"ensemble", "tensorrt_llm_bls"}
+    assert (models["ensemble"].prompt_tokens, models["ensemble"].generation_tokens) == (412880, 41870)
+    assert models["tensorrt_llm_bls"].requests == 30 and models["tensorrt_llm_bls"].generation_tokens is None
+
+
+def test_an_exec_is_identified_again(tmp_path):
+    """sh -c "exec vllm serve …" keeps the pid and the start time: the new command line is read."""
+    root = tmp_path / "proc"
+    _procfs(root, 10, ["sh", "-c", "exec vllm serve m --port 8100"], None)
+    (root / "stat").write_text("cpu 1 0 1 10 0 0 0 0 0 0\n")
+    table = ProcessTable(str(root), environ_keys=(cmdline.wants_environ, frozenset(cmdline.env_keys())))
+    table.scan()
+    r = Resolver()
+    assert r.resolve(10, table.procs) == SYSTEM_W
+    import shutil
+
+    shutil.rmtree(root / "10")
+    _procfs(root, 10, ["vllm", "serve", "m", "--port", "8100"], b"PORT=1\0")
+    table.scan()
+    assert table.procs[10].cmdline[0] == "vllm" and 10 in table.new
+    assert r.resolve(10, table.procs).endpoint == "vllm-8100"
+
+
+SYSTEM_W = Workload("", "system", "")
+
+
+def test_a_llama_router_model_that_fails_costs_itself_only():
+    import asyncio
+
+    import aiohttp
+    from aiohttp import web
+
+    from exporter.engine_scraper import EngineScraper
+    from exporter.engine_targets import Target
+
+    models = {"data": [{"id": "a", "status": {"value": "loaded"}}, {"id": "b", "status": {"value": "loaded"}},
+                       {"id": "c", "status": {"value": "unloaded"}}]}
+    asked = []
+
+    async def main():
+        async def listing(request):
+            return web.json_response(models)
+
+        async def metrics(request):
+            asked.append(dict(request.query))
+            if request.query["model"] == "b":
+                return web.Response(status=404, text="model not loaded\n")
+            return web.Response(text=(TEXTS / "llamacpp_current.prom").read_text())
+        app = web.Application()
+        app.router.add_get("/models", listing)
+        app.router.add_get("/metrics", metrics)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        t = Target(Workload("", "llamacpp-router-1", ""), "llamacpp", f"http://127.0.0.1:{port}/metrics", "", True)
+        scraper = EngineScraper(lambda: [t])
+        async with aiohttp.ClientSession() as s:
+            await scraper.scrape_all(s)
+        await runner.cleanup()
+        return scraper, t
+    scraper, t = asyncio.run(main())
+    assert scraper.states[t].up and scraper.served[t] == frozenset({"a"})
+    assert sorted(q["model"] for q in asked) == ["a", "b"] and all(q["autoload"] == "false" for q in asked)

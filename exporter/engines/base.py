@@ -39,6 +39,9 @@ from typing import Protocol
 from prometheus_client.parser import text_string_to_metric_families
 
 COUNTERS = ("requests", "prompt_tokens", "generation_tokens", "compute_seconds")
+# a family with more sample lines is dropped unparsed ("too many series"): the parse of any body
+# is bounded (a hostile server's 250,000 model names cost one line count, not a parse)
+MAX_SERIES_PER_FAMILY = 5000
 
 # finished_reason values that are not a successful request. vLLM: abort, error (stop, length and
 # repetition count); TRT-LLM: timeout, not_finished (a disaggregated context-only phase);
@@ -202,6 +205,10 @@ def _families(text: str, wanted: list[Family]) -> tuple[dict[str, Series | None]
             dropped.append(f"{family.name}: conflicting TYPE lines {sorted(kinds)}")
             continue
         kind = next(iter(kinds), "")
+        if len(lines.get(family.name, ())) > MAX_SERIES_PER_FAMILY:
+            found[family.name] = None
+            dropped.append(f"{family.name}: too many series ({len(lines[family.name])} > {MAX_SERIES_PER_FAMILY})")
+            continue
         if kind not in _UNTYPED and kind not in family.types:
             dropped.append(f"{family.name}: TYPE {kind}, not {'/'.join(family.types)}")
             continue
@@ -242,7 +249,7 @@ class TableReader:
     # internal models are steps of the composite's requests, not models users call (Triton's
     # TensorRT-LLM repository: preprocessing → tensorrt_llm → postprocessing, run once per
     # streamed chunk). Their requests are not counted, none of the energy goes to them, and their
-    # tokens are the composite's when one composite is served.
+    # tokens are the first composite's (by name).
     internal: tuple[str, frozenset[str]] | None = None
     notes: tuple[str, ...] = ()
     _wanted: list[Family] = field(init=False, repr=False, compare=False)
@@ -316,13 +323,15 @@ class TableReader:
         if marker not in served or not composites:
             return
         steps = sorted(served & internal)
-        owner = composites[0] if len(composites) == 1 else None
+        # the tokens go to one composite, always the same (the first by name: "ensemble" before
+        # "tensorrt_llm_bls"), so that its counter stays monotonic when both are served
+        owner = composites[0]
         for name, per_model in values.items():
             moved = sum(per_model.pop(m, 0.0) for m in steps)
-            if owner is not None and name in ("prompt_tokens", "generation_tokens") and moved:
+            if name in ("prompt_tokens", "generation_tokens") and moved:
                 per_model[owner] = per_model.get(owner, 0.0) + moved
         derived.append(f"{', '.join(steps)}: steps of {', '.join(composites)} (not counted as "
-                       f"models{'; tokens are ' + owner + chr(39) + 's' if owner else ''})")
+                       f"models; their tokens are {owner}'s)")
 
     def _empty(self, found: Mapping[str, Series | None], dropped: list[str]) -> EngineParseError:
         if found:  # present, and every one malformed

@@ -175,6 +175,10 @@ def scrape_points(
             or _port(env.get(_PORT_ENV.get(engine, ""), ""))
             or _DEFAULT_PORT.get(engine)
         )
+    if identity is not None and identity.program.startswith("dynamo-"):
+        # a Dynamo worker: its system server's /metrics (engine metrics passed through), there
+        # whenever DYN_SYSTEM_PORT is set, whatever the engine's own switches say
+        return (ScrapePoint(port, "/metrics"),) if port else ()
     if not port or not _enabled(engine, argv, env):
         return ()
     ports = _PORTS[engine](argv, env, port) if engine in _PORTS else (port,)
@@ -219,7 +223,7 @@ CONFIG_KEYS = frozenset({
     "data-parallel-size", "enable-metrics", "smg-grpc-mode", "grpc-mode", "smg-http-sidecar-port",
     "grpc-http-sidecar-port", "return-perf-metrics",
 })
-CONFIG_MAX_BYTES = 1 << 20
+CONFIG_MAX_BYTES = 64 * 1024  # a server's config file is a few hundred bytes
 CONFIG_READ = "--config-read-by-wattprint"  # appended once the config file's settings are in argv
 
 
@@ -229,31 +233,47 @@ def config_path(engine: str, argv: Sequence[str]) -> str | None:
     return (_flag(argv, names) or None) if names else None
 
 
-def with_config(argv: Sequence[str], text: str | None) -> tuple[str, ...]:
-    """``argv`` with the port and metrics settings of its YAML config file appended as flags,
-    where the command line does not set them (flags win over the file). A file that is not a
-    YAML mapping adds no setting; an unreadable one (``text`` None) leaves ``argv`` as it is, so
-    that the metrics switches read its config flag as "may be on"."""
+def config_settings(text: str | None) -> dict[str, str] | None:
+    """The ports and metrics switches of a server's YAML config file (flag → value, "" for a true
+    switch); None when the text is missing or does not parse (its settings are unknown), {} when
+    it holds none. Untrusted text: at most CONFIG_MAX_BYTES are parsed (libyaml where present), and
+    only a key of CONFIG_KEYS with a true bool, a port-sized int or a short string is kept."""
     if text is None:
-        return tuple(argv)
-    if not text:
-        return (*argv, CONFIG_READ)
+        return None
     import yaml  # only for a server with a config file
 
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        data = yaml.safe_load(text[:CONFIG_MAX_BYTES])
-    except Exception:  # untrusted text: any parser failure means "no settings"
-        return tuple(argv)
+        data = yaml.load(text[:CONFIG_MAX_BYTES], Loader=loader)  # noqa: S506 - a safe loader
+    except Exception:  # untrusted text: any parser failure means "settings unknown"
+        return None
     if not isinstance(data, dict):
-        return (*argv, CONFIG_READ)
-    extra: list[str] = [CONFIG_READ]
-    given = {_norm(a.partition("=")[0]) for a in argv if a.startswith("--")}
+        return {}
+    out: dict[str, str] = {}
     for key, value in data.items():
-        flag = "--" + str(key).replace("_", "-")
-        if flag[2:] not in CONFIG_KEYS or flag in given:
+        if not isinstance(key, str) or len(key) > 64:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if flag[2:] not in CONFIG_KEYS:
             continue
         if value is True:
-            extra.append(flag)
-        elif isinstance(value, (int, str)) and not isinstance(value, bool):
-            extra += [flag, str(value)]
+            out[flag] = ""
+        elif isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 32:
+            out[flag] = str(value)
+        elif isinstance(value, str) and len(value) <= 16:
+            out[flag] = value
+    return out
+
+
+def with_config(argv: Sequence[str], settings: Mapping[str, str] | None) -> tuple[str, ...]:
+    """``argv`` with the settings of its config file (``config_settings``) appended as flags,
+    where the command line does not set them (flags win over the file). Unknown settings (None)
+    leave ``argv`` as it is, so that the metrics switches read its config flag as "may be on"."""
+    if settings is None:
+        return tuple(argv)
+    given = {_norm(a.partition("=")[0]) for a in argv if a.startswith("--")}
+    extra: list[str] = [CONFIG_READ]
+    for flag, value in settings.items():
+        if flag not in given:
+            extra += [flag, value] if value else [flag]
     return (*argv, *extra)

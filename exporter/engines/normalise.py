@@ -51,6 +51,10 @@ class Normaliser:
             self.resets[key] += 1
         return increments
 
+    def __len__(self) -> int:
+        """Keys held (each a (workload, url, model) of a live target)."""
+        return len(self._last)
+
     def forget(self, key: Hashable) -> None:
         """Drop the state of a key that is gone (an endpoint removed for good)."""
         self._last.pop(key, None)

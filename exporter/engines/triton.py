@@ -23,7 +23,8 @@ are the ``_sum`` of the ``tensorrt_llm`` model's histograms ``nv_llm_input_token
 ``tensorrt_llm`` is served beside ``ensemble`` or ``tensorrt_llm_bls``, ``preprocessing``,
 ``tensorrt_llm`` and ``postprocessing`` are steps of the user-facing model, not models of their
 own: their requests are not counted, the energy is split between the user-facing models by
-their requests, and the tokens are the user-facing model's where there is one.
+their requests, and the tokens are the first user-facing model's by name (``ensemble`` where it
+is served beside ``tensorrt_llm_bls``: one counter, always monotonic).
 """
 
 from .base import Family, TableReader, histogram_sum

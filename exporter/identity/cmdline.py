@@ -45,6 +45,9 @@ class EngineIdentity:
     # False: a front end whose counts are its workers' (Dynamo, TRT-LLM's proxy) or a launcher
     # whose child serves (TGI): not scraped itself
     scraped: bool = field(default=True, compare=False)
+    # which program of the engine: its name where not the engine's own server ("dynamo-vllm": a
+    # Dynamo worker, whose metrics are its system port's /metrics, switched by DYN_SYSTEM_PORT)
+    program: str = field(default="", compare=False)
 
 
 class ProcLike(Protocol):
@@ -256,6 +259,13 @@ _PROGRAMS: dict[tuple[str, str | None], _Program] = {
     ("trtllm-serve", "serve"): _TRTLLM,
     ("trtllm-serve", None): _TRTLLM,  # serve is the default subcommand (DefaultGroup)
     ("trtllm-serve", "disaggregated"): _TRTLLM_PROXY,
+    # the workers of an MPI-launched disaggregated setup (their ports are in the YAML), the gRPC
+    # server and the multimodal encoder: no Prometheus text of their own (commands/serve.py)
+    ("trtllm-serve", "disaggregated_mpi_worker"): replace(_TRTLLM_PROXY, name="trtllm-disaggregated-worker"),
+    ("trtllm-serve", "grpc"): replace(_TRTLLM_PROXY, name="trtllm-grpc", default_port=50051,
+                                      port=(_Source(("--port",)),), model=_TRTLLM.model),
+    ("trtllm-serve", "mm_embedding_serve"): replace(_TRTLLM_PROXY, name="trtllm-encoder",
+                                                    port=(_Source(("--port",)),)),
     ("nim-serve", None): _NIM,
     ("lmdeploy", "serve api_server"): _LMDEPLOY,
     ("dynamo.vllm", None): _DYNAMO_VLLM,
@@ -346,6 +356,16 @@ def _flag(args: Sequence[str], names: tuple[str, ...]) -> str | None:
     return value or None
 
 
+# argparse switches by the engines' naming: --enable-x/--disable-x (store_true), --no-x (the
+# negative of a BooleanOptionalAction): they take no value
+_SWITCH_PREFIXES = ("--no-", "--enable-", "--disable-")
+
+
+def _attached_short(arg: str) -> bool:
+    """``-O3``, ``-tp2``: a short option with its value attached takes no separate value."""
+    return arg.startswith("-") and not arg.startswith("--") and len(arg) > 2
+
+
 def _positional(args: Sequence[str], program: _Program) -> str | None:
     """The first positional argument: ``args[0]``, or with ``positional_anywhere`` the first one
     that no flag takes as its value (``vllm serve --port 8000 Qwen/Qwen3-8B``)."""
@@ -358,10 +378,12 @@ def _positional(args: Sequence[str], program: _Program) -> str | None:
         arg = args[i]
         if not arg.startswith("-"):
             return arg
+        if arg == "--":  # the end of the flags: what follows is positional
+            return args[i + 1] if i + 1 < len(args) else None
         key, eq, _v = arg.partition("=")
         key = _norm(key)
         i += 1
-        if eq or key in program.bool_flags or key.startswith("--no-"):
+        if eq or key in program.bool_flags or key.startswith(_SWITCH_PREFIXES) or _attached_short(arg):
             continue
         if key in program.list_flags:
             while i < len(args) and not args[i].startswith("-"):
@@ -438,7 +460,8 @@ def _detect(
     )
     name = program.name or program.engine
     endpoint = f"{name}-{port}" if port else name
-    identity = EngineIdentity(program.engine, model, port, metrics_port, endpoint, program.scraped)
+    identity = EngineIdentity(program.engine, model, port, metrics_port, endpoint, program.scraped,
+                              program.name)
     return identity, program.helper
 
 

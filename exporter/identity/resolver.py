@@ -57,7 +57,7 @@ class Resolver:
     def __init__(self, rules: Sequence[Rule] = (), pods: PodLookup | None = None) -> None:
         self.rules = list(rules)
         self.pods = pods
-        self._cache: dict[tuple[int, int], Workload | None] = {}
+        self._cache: dict[tuple[int, int, int], Workload | None] = {}
         self._last: dict[int, Workload] = {}  # pid -> the workload it last resolved to (kept past its exit)
         self._new_rules: list[Rule] | None = None  # set by a reload, put in force by the sampler thread
 
@@ -73,7 +73,7 @@ class Resolver:
             if last is not None:
                 return last
             return Workload("", "unidentified", "") if on_gpu else SYSTEM
-        key = (pid, p.starttime)
+        key = (pid, p.starttime, hash(p.cmdline))  # an exec keeps pid and start time, not argv
         if key in self._cache:
             w = self._cache[key]
         else:

@@ -37,8 +37,8 @@ class Booking:
         self.gpu_owners = gpu_owners or dict   # GPU UUID -> workload that was allocated the GPU
 
     def book(self, gpu_ivs: list[attribution.GpuInterval], cpu_iv: attribution.CpuInterval | None,
-             procs: dict, uuids: dict[str, str], model_weights: dict[Workload, dict[str, float]],
-             ledger: Any) -> Booked:
+             procs: dict, uuids: dict[str, str],
+             weights_for: Callable[[Workload], dict[str, float] | None] | None, ledger: Any) -> Booked:
         on_gpu = {pid for iv in gpu_ivs for pid in (*iv.memory_bytes, *iv.sm_util)}
         try:
             shares = attribution.split_interval(gpu_ivs, cpu_iv, gpu_idle_policy=self.gpu_idle_policy,
@@ -65,7 +65,7 @@ class Booking:
                 w = resolved.get(key)
                 if w is None:
                     w = resolved[key] = self._resolve_one(resolve, key, procs, key in on_gpu)
-            weights = model_weights.get(w) if model_weights else None
+            weights = weights_for(w) if weights_for is not None else None
             for w, joules in split_models(w, s.joules, weights) if weights else ((w, s.joules),):
                 labels = w[:3] + (s.component, s.mode)
                 endpoint[labels] = endpoint.get(labels, 0.0) + joules

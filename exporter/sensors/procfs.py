@@ -221,6 +221,12 @@ class ProcessTable:
                 if (ticks, comm, ppid) != (old.ticks, old.comm, old.ppid):
                     # renamed workers (VLLM::EngineCore) change comm; never mutate a handed-out entry
                     info = ProcInfo(pid, ppid, comm, start, old.cmdline, old.cgroup, ticks, old.environ)
+                    if comm != old.comm:  # an exec (sh -c "exec vllm serve …") keeps pid and start time
+                        argv = self._cmdline(name)
+                        if argv != old.cmdline:
+                            info = ProcInfo(pid, ppid, comm, start, argv, old.cgroup, ticks,
+                                            self._environ(name, argv))
+                            new.append(pid)  # identify it again
             else:
                 cold.discard(pid)  # a new process, or the pid reused: identify it again
                 argv = self._cmdline(name)
@@ -276,23 +282,27 @@ class ProcessTable:
             os.close(fd)
         return parse_environ(b"".join(raw), keys)
 
-    def read_process_file(self, pid: int, path: str, max_bytes: int = 1 << 20) -> str | None:
+    def read_process_file(self, pid: int, path: str, max_bytes: int = 64 * 1024) -> str | None:
         """A file a process names on its command line (a server's config file), as that process
-        sees it: a relative path from its working directory, an absolute one under its root
-        (``/proc/<pid>/cwd``, ``/proc/<pid>/root``: its mount namespace, a container's files).
-        Only a regular file, opened without blocking (never a FIFO or a device a hostile
-        process points at), at most ``max_bytes``; None when it cannot be read."""
+        sees it, or None. An absolute path is resolved inside the process's root
+        (``/proc/<pid>/root``, its container's files: a symlink in it cannot lead out), a relative
+        one beneath its working directory (``/proc/<pid>/cwd``), with ``openat2(2)``'s
+        RESOLVE_IN_ROOT / RESOLVE_BENEATH and no magic links, where the kernel has it (5.6+;
+        older ones: the last component must not be a symlink). Only a regular file, opened without
+        blocking on a FIFO, and at most ``min(st_size, max_bytes)`` bytes: a procfs file reports
+        size 0, so ``/proc/kmsg`` and the like are never read (a read of them would consume them)."""
         import stat
 
-        base = f"{self.procfs}/{pid}/" + ("root" if path.startswith("/") else "cwd")
-        try:
-            fd = os.open(f"{base}/{path.lstrip('/')}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
-        except (OSError, ValueError):
+        absolute = path.startswith("/")
+        base = f"{self.procfs}/{pid}/" + ("root" if absolute else "cwd")
+        fd = _open_confined(base, path.lstrip("/") if absolute else path, absolute)
+        if fd is None:
             return None
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
                 return None
-            return os.read(fd, max_bytes).decode("utf-8", "replace")
+            return os.read(fd, max(0, min(st.st_size, max_bytes))).decode("utf-8", "replace")
         except OSError:
             return None
         finally:
@@ -303,6 +313,44 @@ class ProcessTable:
             return _read(f"{self.procfs}/{name}/cgroup")
         except OSError:
             return ""
+
+
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+_RESOLVE_NO_MAGICLINKS, _RESOLVE_BENEATH, _RESOLVE_IN_ROOT = 0x02, 0x08, 0x10
+_SYS_OPENAT2 = 437  # the same number on every Linux architecture (a syscall added after 5.1)
+_openat2_missing = False
+
+
+def _open_confined(base: str, rel: str, in_root: bool) -> int | None:
+    """``rel`` under the directory ``base`` without leaving it (see read_process_file)."""
+    global _openat2_missing
+    if "\0" in rel or not rel:
+        return None
+    try:
+        dirfd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not _openat2_missing:
+            import ctypes
+
+            class OpenHow(ctypes.Structure):
+                _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            how = OpenHow(_OPEN_FLAGS, 0, _RESOLVE_NO_MAGICLINKS | (_RESOLVE_IN_ROOT if in_root else _RESOLVE_BENEATH))
+            fd = libc.syscall(_SYS_OPENAT2, dirfd, rel.encode(), ctypes.byref(how), ctypes.sizeof(how))
+            if fd >= 0:
+                return fd
+            if ctypes.get_errno() not in (38, 1):  # ENOSYS (old kernel), EPERM (a seccomp filter)
+                return None
+            _openat2_missing = True
+        try:  # no openat2: the last component at least must not be a symlink
+            return os.open(rel, _OPEN_FLAGS | os.O_NOFOLLOW, dir_fd=dirfd)
+        except OSError:
+            return None
+    finally:
+        os.close(dirfd)
 
 
 def _shows_own_namespace(procfs: str) -> bool:

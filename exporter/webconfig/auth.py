@@ -28,6 +28,7 @@ __all__ = ["REALM", "AUTH_CACHE_SIZE", "checkpw", "WebSecurity"]
 
 REALM = "wattprint"
 AUTH_CACHE_SIZE = 256
+MAX_PENDING_LOGINS = 4  # logins waiting for bcrypt at once; more get 503 at once (each check ~0.25 s at cost 12)
 
 
 class _Bucket:
@@ -97,7 +98,8 @@ class WebSecurity:
         self._hmac_key = secrets.token_bytes(32)
         self._bcrypt_lock = asyncio.Lock()  # one bcrypt at a time: one core at most, as the toolkit
         self._decoys: dict[int, bytes] = {}
-        self.stats = {"cache_hits": 0, "bcrypt_checks": 0, "denied": 0, "rate_limited": 0}
+        self.stats = {"cache_hits": 0, "bcrypt_checks": 0, "denied": 0, "rate_limited": 0, "logins_refused": 0}
+        self._waiting = 0  # logins queued on the bcrypt lock (at most MAX_PENDING_LOGINS)
 
     @property
     def config(self) -> WebConfig:
@@ -166,13 +168,22 @@ class WebSecurity:
                 resp = web.Response(status=403, text="client certificate not allowed\n")
                 resp.force_close()
                 return resp
-        if cfg.users and not await self.authorized(cfg, request.headers.get("Authorization")):
-            self.stats["denied"] += 1
-            return web.Response(status=401, text="Unauthorized\n",
-                                headers={"WWW-Authenticate": f'Basic realm="{REALM}"'})
+        if cfg.users:
+            verdict = await self.authorized(cfg, request.headers.get("Authorization"))
+            if verdict is None:  # the login queue is full: refuse fast, never queue without bound
+                self.stats["logins_refused"] += 1
+                return web.Response(status=503, text="too many logins in progress\n",
+                                    headers={"Retry-After": "1"})
+            if not verdict:
+                self.stats["denied"] += 1
+                return web.Response(status=401, text="Unauthorized\n",
+                                    headers={"WWW-Authenticate": f'Basic realm="{REALM}"'})
         return await handler(request)
 
-    async def authorized(self, cfg: WebConfig, header: str | None) -> bool:
+    async def authorized(self, cfg: WebConfig, header: str | None) -> bool | None:
+        """True for a verified login (a cached one without waiting for anybody), False for a
+        wrong one, None when MAX_PENDING_LOGINS logins already wait for a bcrypt check (strangers
+        trying passwords cannot queue without bound ahead of the real scraper's first login)."""
         creds = _parse_basic(header)
         if creds is None:
             return False
@@ -190,10 +201,16 @@ class WebSecurity:
                 return True
         # Unknown users are checked against a decoy hash of the highest cost in use, so that the
         # answer takes as long as for a known user and does not tell which users exist.
-        target = hashed if hashed is not None else await self._decoy(cfg)
-        async with self._bcrypt_lock:
-            self.stats["bcrypt_checks"] += 1
-            ok = await asyncio.to_thread(checkpw, password, target)
+        if self._waiting >= MAX_PENDING_LOGINS:
+            return None
+        self._waiting += 1
+        try:
+            target = hashed if hashed is not None else await self._decoy(cfg)
+            async with self._bcrypt_lock:
+                self.stats["bcrypt_checks"] += 1
+                ok = await asyncio.to_thread(checkpw, password, target)
+        finally:
+            self._waiting -= 1
         if not (ok and slot is not None):
             return False
         if self._cfg is cfg:  # not a login against a config replaced meanwhile
