@@ -48,7 +48,8 @@ def fragments(secret: str, n: int = 8) -> set[str]:
 # --- the daemon and the legitimate scraper --------------------------------------------------------
 
 class Daemon:
-    def __init__(self, tmp: Path, args: list[str], nofile: int | None = None) -> None:
+    def __init__(self, tmp: Path, args: list[str], nofile: int | None = None,
+                 auth: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.log = tmp / f"wattprint-{self.port}.log"
         scenario = write_scenario(tmp / "sim.yaml", {"driver_version": "550.54.15", "gpus": [
@@ -62,7 +63,7 @@ class Daemon:
              "--sample.interval=1s", "--engines.interval=1s", "--gpu.backend=simulated",
              f"--gpu.simulation-file={scenario}", "--carbon.region=FR", *args],
             cwd=ROOT, stdout=open(self.log, "w"), stderr=subprocess.STDOUT, preexec_fn=limits)
-        self.auth: dict[str, str] = {}
+        self.auth: dict[str, str] = auth or {}
         deadline = time.time() + 30
         while time.time() < deadline:
             try:
@@ -167,6 +168,7 @@ class Attack:
 
     args: list[str] = []
     nofile: int | None = None
+    auth: dict[str, str] | None = None
 
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
@@ -282,9 +284,9 @@ class WrongPasswords(Attack):
         cfg.write_text("basic_auth_users:\n  prometheus: "
                        + bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(12)).decode() + "\n")
         self.args = [f"--web.config.file={cfg}"]
+        self.auth = {"Authorization": "Basic " + base64.b64encode(f"prometheus:{PASSWORD}".encode()).decode()}
 
     def start(self, d: Daemon) -> None:
-        d.auth = {"Authorization": "Basic " + base64.b64encode(f"prometheus:{PASSWORD}".encode()).decode()}
         bad = {"Authorization": "Basic " + base64.b64encode(b"prometheus:guess").decode()}
 
         def hammer() -> None:
@@ -323,7 +325,7 @@ class LeakyProvider(Attack):
         cfg = tmp / "wattprint.yaml"
         cfg.write_text(json.dumps({"carbon": {"providers": [{
             "type": "electricitymaps", "zone": "FR", "token_file": str(tmp / "token"),
-            "base_url": f"http://127.0.0.1:{self.api.server_address[1]}", "poll_interval": "1s"}]}}))
+            "base_url": f"http://127.0.0.1:{self.api.server_address[1]}", "poll_interval_s": 1}]}}))
         self.args = [f"--config.file={cfg}"]
 
     def start(self, d: Daemon) -> None:
@@ -351,7 +353,7 @@ ATTACKS = [Idle, HostileEngine, ManyEngines, HalfOpen, LongCmdlines, WrongPasswo
 def run(attack_cls: type, seconds: float) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="wp-hostile-"))
     attack = attack_cls(tmp)
-    d = Daemon(tmp, attack.args, attack.nofile)
+    d = Daemon(tmp, attack.args, attack.nofile, attack.auth)
     running = threading.Event()
     try:
         time.sleep(2.0)  # a few samples first

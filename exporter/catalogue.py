@@ -77,6 +77,10 @@ METRICS: tuple[Metric, ...] = (
        "Engine targets found but not scraped: reason max_targets (the cap), rate (more new targets "
        "a minute than engines.new_targets_per_minute) or unreadable (a process whose command line, "
        "environment or config file broke discovery)."),
+    _m("http_connections_refused_total", "counter", "reason", "",
+       "Client connections closed at the connection cap (which keeps descriptors for the sampler): "
+       "reason evicted (the oldest connection that never completed a request, for a new one) or "
+       "refused (every open connection had been served)."),
     _m("engine_restarts_total", "counter", "namespace endpoint engine", "",
        "Engine counters that went backwards (server restart); the normalised counters continue."),
     # --- carbon ------------------------------------------------------------------------------

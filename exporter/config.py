@@ -291,7 +291,8 @@ class EnginesConfig(_Section):
                                           "admitted a minute (local processes cannot make the exporter "
                                           "poll arbitrary ports at will).")
     timeout: Duration = Field(2.0, description="Time limit of one engine scrape.")
-    max_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="Largest /metrics body read from an engine.")
+    max_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Largest /metrics body read from an engine "
+                           "(a real server's is well under 1 MB; at most 4 are read at once).")
     targets: list[dict[str, str]] = Field(
         default_factory=list, description="Extra scrape targets (file only): [{endpoint, engine, url, "
         "model, namespace}] for servers the exporter cannot discover.")

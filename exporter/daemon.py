@@ -169,8 +169,8 @@ def serve(cfg: config.Config, reread: Any = None) -> int:
 
     from aiohttp import web
 
-    from .server import make_app
-    from .webconfig.limits import SERVER_LIMITS
+    from .server import ConnectionCap, listen, make_app, raise_fd_limit
+    from .webconfig.limits import MAX_CONNECTIONS, RESERVED_FDS, SERVER_LIMITS
 
     security = None
     if cfg.web.config_file:  # a bad file is a ConfigError: exit 2 before anything starts
@@ -178,6 +178,9 @@ def serve(cfg: config.Config, reread: Any = None) -> int:
 
         security = webconfig.WebSecurity(webconfig.load(cfg.web.config_file))
     host, port = config.split_listen_address(cfg.web.listen_address)
+    fd_before, fd_limit = raise_fd_limit()
+    if fd_limit > fd_before:
+        log.info("open files limit raised from %d to %d (the hard limit)", fd_before, fd_limit)
     # The sampler thread holds the GIL while it reads procfs and renders; a short switch interval
     # lets the HTTP thread answer a scrape within ~1 ms instead of waiting up to 5 ms per hand-off.
     sys.setswitchinterval(0.0005)
@@ -208,19 +211,19 @@ def serve(cfg: config.Config, reread: Any = None) -> int:
             log.info("Kubernetes: watching pods of node %s via %s; pod-resources %s", cluster.pods.node_name,
                      cluster.pods.api_url, cluster.podres_state)
         log_meters(sampler)
-        runner = web.AppRunner(make_app(sampler, cfg.web.telemetry_path, security), access_log=None,
+        cap = ConnectionCap(min(MAX_CONNECTIONS, max(16, (fd_limit - RESERVED_FDS) // 2)))
+        sampler.http = cap
+        runner = web.AppRunner(make_app(sampler, cfg.web.telemetry_path, security, cap), access_log=None,
                                handle_signals=False, **SERVER_LIMITS)
         await runner.setup()
-        site = web.TCPSite(runner, host, port, backlog=256, reuse_address=True,
-                           ssl_context=security.ssl if security is not None else None)
         try:
-            await site.start()
+            listener = await listen(runner, host, port, security.ssl if security is not None else None, cap)
         except OSError as e:
             raise SystemExit(f"cannot listen on {cfg.web.listen_address}: {e.strerror}") from None
         sampler.start()
         background = [asyncio.create_task(carbon.service.run())]
         if cfg.engines.enabled:
-            background.append(asyncio.create_task(start_engines(cfg, sampler).run()))
+            background.append(asyncio.create_task(start_engines(cfg, sampler).in_own_thread()))
         if cluster is not None:
             background.append(asyncio.create_task(cluster.run()))
         reloader = None
@@ -263,6 +266,7 @@ def serve(cfg: config.Config, reread: Any = None) -> int:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
+            listener.close()
             await runner.cleanup()
             sampler.stop()
             if sampler.gpu is not None:

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 MAX_MODELS = 32  # models read per llama.cpp router, at most
 MAX_MODELS_PER_TARGET = 64  # a reading with more models is refused (too_many_models): state per target bounded
 CONCURRENCY = 4  # scrapes in flight at once: at most CONCURRENCY × max_bytes of bodies in memory
+BACKOFF_MAX_S = 60.0  # a target failing again and again is read at most this rarely
 MAX_ERROR_SERIES = 512  # (namespace, endpoint, engine, kind) error/restart series kept; beyond: endpoint "overflow"
 
 @dataclass
@@ -44,11 +45,13 @@ class Increment:
 class ScrapeState:
     up: bool = False
     errors: dict[str, int] = field(default_factory=dict)
+    failing: int = 0        # consecutive failed scrapes
+    next_at: float = 0.0    # monotonic time before which a failing target is left alone
 
 
 class EngineScraper:
     def __init__(self, targets: Any, interval_s: float = 5.0, timeout_s: float = 2.0,
-                 max_bytes: int = 20 * 1024 * 1024) -> None:
+                 max_bytes: int = 8 * 1024 * 1024) -> None:
         self.targets = targets            # callable returning the current list[Target]
         self.interval_s = interval_s
         self.timeout_s = timeout_s
@@ -70,6 +73,37 @@ class EngineScraper:
         self._parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-parse")
         self._slots = asyncio.Semaphore(CONCURRENCY)
 
+    async def in_own_thread(self) -> None:
+        """Run the scraper on a thread and event loop of its own until cancelled: reading engines'
+        bodies (up to 4 × max_bytes at once) never runs on the loop that answers /metrics."""
+        import threading
+
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        own: dict[str, Any] = {}
+
+        def thread_main() -> None:
+            inner = asyncio.new_event_loop()
+            own["loop"] = inner
+            own["task"] = inner.create_task(self.run())
+            try:
+                inner.run_until_complete(own["task"])
+            except BaseException:  # noqa: BLE001 - cancelled at shutdown, or a bug: told below
+                pass
+            finally:
+                inner.close()
+                loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+
+        thread = threading.Thread(target=thread_main, name="engine-scraper", daemon=True)
+        thread.start()
+        try:
+            await asyncio.shield(done)
+        except asyncio.CancelledError:
+            if "loop" in own:
+                own["loop"].call_soon_threadsafe(own["task"].cancel)
+            await asyncio.get_running_loop().run_in_executor(None, thread.join, 5)
+            raise
+
     async def run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=self.timeout_s)
         async with aiohttp.ClientSession(timeout=timeout, trust_env=False) as session:
@@ -80,7 +114,9 @@ class EngineScraper:
 
     async def scrape_all(self, session: aiohttp.ClientSession) -> None:
         targets = list(self.targets())
-        await asyncio.gather(*(self._scrape(session, t) for t in targets))
+        now = time.monotonic()
+        due = [t for t in targets if (st := self.states.get(t)) is None or st.next_at <= now]
+        await asyncio.gather(*(self._scrape(session, t) for t in due))
         live = set(targets)
         for gone in [t for t in self.states if t not in live]:
             del self.states[gone]
@@ -117,7 +153,7 @@ class EngineScraper:
             return self._fail(t, st, "connect", type(e).__name__)
         if not st.up:
             log.info("engine %s at %s: scraping", t.engine, t.url)
-        st.up = True
+        st.up, st.failing, st.next_at = True, 0, 0.0
         self.served[t] = frozenset(name or fill or t.model for fill, r in readings for name in r.models)
         for fill, reading in readings:
             self._book(t, reading, fill)
@@ -181,6 +217,11 @@ class EngineScraper:
             log.warning("engine %s at %s: scrape failed (%s: %s)", t.engine, t.url, kind, detail)
         st.up = False
         st.errors[kind] = st.errors.get(kind, 0) + 1
+        # back off: a target that keeps failing (nothing listens, a body too large, garbage) is
+        # read after 2, 4, 8 … intervals, at most BACKOFF_MAX_S: posing as servers costs little
+        st.failing += 1
+        st.next_at = time.monotonic() + min(BACKOFF_MAX_S, self.interval_s * 2 ** min(st.failing - 1, 16)) \
+            if st.failing > 1 else 0.0
         key = self._bounded(self.error_totals, (t.workload.namespace, t.workload.endpoint, t.engine, kind))
         self.error_totals[key] = self.error_totals.get(key, 0) + 1
 

@@ -56,6 +56,7 @@ class Sampler:
         self.booking = Booking(resolver, self.health, gpu_idle_policy=gpu_idle_policy,
                                cpu_idle_policy=cpu_idle_policy, level=level, gpu_owners=gpu_owners)
         self.carbon = CarbonStage(carbon) if carbon is not None else None
+        self.http: Any = None
         self.targets = TargetFinder(resolver, getattr(procs, "read_process_file", None))
         self.renderer = Renderer()
         self._last_t: float | None = None
@@ -205,6 +206,8 @@ class Sampler:
         parts += [self.requests, self.cpu]
         if self.requests.source is not None:
             parts.append(self.targets)
+        if self.http is not None:  # the HTTP server's connection cap (serve sets it)
+            parts.append(self.http)
         for part in parts:
             part.contribute(snap)
         self.contribute(snap)

@@ -3,9 +3,10 @@ landing page at ``/``, served by aiohttp. Nothing here touches a sensor."""
 
 from __future__ import annotations
 
+import asyncio
 import html
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 from aiohttp import web
 
@@ -97,8 +98,86 @@ async def landing(request: web.Request) -> web.Response:
     return web.Response(text=body, content_type="text/html")
 
 
+class ConnectionCap:
+    """At most ``limit`` client connections at once, so that clients cannot exhaust the
+    descriptors the sampler needs. At the cap, a new connection takes the place of the oldest one
+    that never completed a request (a half-open or slowloris client), which is closed; when every
+    open connection has been served, the new one is closed as soon as it is accepted. A real
+    scraper therefore always gets in (its keep-alive connection has been served and is never the
+    one closed), whatever strangers hold. Both are counted. Wraps the runner's protocol factory
+    (aiohttp's public ``runner.server``, its ``connections``, ``request.protocol`` and
+    ``RequestHandler.force_close``)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.refused = 0
+        self.evicted = 0
+        self.served: set[Any] = set()  # handlers that answered a request (pruned to the open ones)
+
+    def install(self, app: web.Application) -> None:
+        async def mark(request: web.BaseRequest, response: web.StreamResponse) -> None:
+            self.served.add(request.protocol)
+        app.on_response_prepare.append(mark)
+
+    def factory(self, server: Any) -> Callable[[], asyncio.BaseProtocol]:
+        def make() -> asyncio.BaseProtocol:
+            conns = server.connections
+            if len(self.served) > 2 * self.limit:  # RequestHandler has no weak references
+                self.served &= set(conns)
+            if len(conns) >= self.limit:
+                victim = next((c for c in conns if c not in self.served), None)
+                if victim is None:
+                    self.refused += 1
+                    return _Refuse()
+                self.evicted += 1
+                transport = victim.transport
+                victim.force_close()
+                if transport is not None:
+                    transport.abort()  # its descriptor freed on the loop's next turn, no flush
+            return server()
+        return make
+
+    def contribute(self, snap: Any) -> None:
+        snap.set("http_connections_refused_total", ("refused",), float(self.refused))
+        snap.set("http_connections_refused_total", ("evicted",), float(self.evicted))
+
+
+class _Refuse(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.abort()  # RST: the descriptor is back before anything is read
+
+
+ACCEPT_BACKLOG = 32  # asyncio accepts up to this many in one go, before a closed one's descriptor is freed
+
+
+async def listen(runner: web.AppRunner, host: str, port: int, ssl_context: Any, cap: ConnectionCap,
+                 backlog: int = ACCEPT_BACKLOG) -> asyncio.Server:
+    """The listening socket, every accepted connection through ``cap``. The backlog is short:
+    asyncio accepts up to ``backlog`` connections in one go before the event loop gets to close
+    the ones the cap turns away, so it bounds the descriptors a burst of connects can take."""
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(cap.factory(runner.server), host or None, port, ssl=ssl_context,
+                                    backlog=backlog, reuse_address=True)
+
+
+def raise_fd_limit() -> tuple[int, int]:
+    """The soft RLIMIT_NOFILE raised to the hard limit, as Go programs do at start (systemd's
+    soft default is 1024): (before, after)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft == resource.RLIM_INFINITY or want <= soft:
+        return soft, soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ValueError, OSError):
+        return soft, soft
+    return soft, want
+
+
 def make_app(sampler: "Sampler", telemetry_path: str = "/metrics",
-             security: "WebSecurity | None" = None) -> web.Application:
+             security: "WebSecurity | None" = None, cap: ConnectionCap | None = None) -> web.Application:
     """``security`` (exporter.webconfig): basic auth, headers and rate limit on every path."""
     from .webconfig.limits import CLIENT_MAX_SIZE
 
@@ -111,4 +190,6 @@ def make_app(sampler: "Sampler", telemetry_path: str = "/metrics",
     app.router.add_get("/", landing)
     if security is not None:
         security.install(app)
+    if cap is not None:
+        cap.install(app)
     return app

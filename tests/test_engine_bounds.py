@@ -220,3 +220,35 @@ def test_a_family_with_too_many_series_is_dropped_by_name(n):
     except Exception as e:  # noqa: BLE001
         reading_error = e
     assert reading_error is not None and "too many series" in str(reading_error)
+
+
+def test_a_target_that_keeps_failing_is_read_ever_more_rarely():
+    """Processes posing as servers (nothing listens, garbage, too large) cost little: after the
+    second failure a target waits 2, 4, 8 … intervals (at most a minute) before its next read;
+    one good answer brings it back to every interval."""
+    hits = {"n": 0}
+    mode = {"ok": False}
+
+    async def main():
+        async def handler(request):
+            hits["n"] += 1
+            return web.Response(text=vllm_body(1) if mode["ok"] else "garbage\n")
+        runner, port = await serve(handler)
+        t = target(port)
+        scraper = EngineScraper(lambda: [t], interval_s=0.05)
+        async with aiohttp.ClientSession() as session:
+            for _ in range(40):  # 2 s of rounds at 0.05 s
+                await scraper.scrape_all(session)
+                await asyncio.sleep(0.05)
+            failing_hits = hits["n"]
+            mode["ok"] = True
+            await asyncio.sleep(3.3)  # past the current wait (at most 3.2 s by now)
+            for _ in range(5):
+                await scraper.scrape_all(session)
+                await asyncio.sleep(0.05)
+        await runner.cleanup()
+        return scraper, t, failing_hits
+    scraper, t, failing_hits = run(main())
+    assert failing_hits <= 8  # not 40: 0, 0.05, 0.15, 0.35, 0.75, 1.55 s …
+    assert scraper.states[t].up and scraper.states[t].failing == 0
+    assert hits["n"] - failing_hits >= 5  # read every round again

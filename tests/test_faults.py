@@ -690,17 +690,17 @@ def test_hostile_engine_metrics_endpoints(tmp_path):
     assert states["ok"].up and not states["ok"].errors
     assert states["latin1"].up  # undecodable bytes in a comment line do not spoil the reading
     assert not states["garbage"].up and all(k.startswith("parse_") for k in states["garbage"].errors)
-    for path, kind in EXPECTED_KIND.items():
+    for path, kind in EXPECTED_KIND.items():  # the third pass leaves them alone: they back off
         st = states[path[1:]]
-        assert not st.up and st.errors == {kind: 3}, (path, st.errors)
+        assert not st.up and st.errors == {kind: 2} and st.next_at > 0, (path, st.errors)
     assert huge_sent < 50 * MB  # the reader stopped at max_bytes and hung up
-    # two answers are read to max_bytes (20 MiB) at once; neither 50 MB nor 60 MB is ever held
+    # answers are read to max_bytes (8 MiB), 4 at once; neither 50 MB nor 60 MB is ever held
     assert rss_growth_mb < 100, rss_growth_mb
     m = parse_metrics(sampler.metrics_text())
     for path, kind in EXPECTED_KIND.items():
         endpoint = "ep" + path.replace("/", "-")
         assert value(m, "wattprint_engine_scrape_up", endpoint=endpoint) == 0
-        assert value(m, "wattprint_engine_scrape_errors_total", endpoint=endpoint, kind=kind) == 3
+        assert value(m, "wattprint_engine_scrape_errors_total", endpoint=endpoint, kind=kind) == 2
     assert value(m, "wattprint_engine_scrape_up", endpoint="ep-ok") == 1
     assert value(m, "wattprint_endpoint_requests_total", endpoint="ep-ok") == 0  # cumulative: first
     assert_conserved(m)                                                          # sight adds nothing

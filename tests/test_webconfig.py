@@ -360,6 +360,7 @@ async def _client(security: WebSecurity) -> TestClient:
 
 
 def security_for(tmp_path: Path, text: str, **kw) -> WebSecurity:
+    kw.setdefault("fail_delay_s", 0.0)  # the tarpit has its own test
     return WebSecurity(webconfig.load(write(tmp_path, text)), **kw)
 
 
@@ -401,8 +402,9 @@ def test_basic_auth_right_wrong_missing(tmp_path, count_bcrypt):
     assert out["right"][:1] == (200,) and out["right"][2] == "m 1\n"
     for name in ("wrong", "unknown_user", "missing", "not_basic", "not_base64", "no_colon", "health"):
         assert out[name][:2] == (401, 'Basic realm="wattprint"'), name
-    # wrong password and unknown user both paid one bcrypt (the latter against a decoy hash)
-    assert len(count_bcrypt) == 4 and count_bcrypt[2] != HASH.encode()
+    # wrong password and unknown user both paid one bcrypt (the latter against a decoy hash); the
+    # same wrong password again (on /healthz) paid none: wrong logins are remembered
+    assert len(count_bcrypt) == 3 and count_bcrypt[2] != HASH.encode()
     assert sec.stats["denied"] == 7
 
 
@@ -573,3 +575,46 @@ def test_server_limits_are_accepted_by_aiohttp():
     kw = asyncio.run(go())
     assert kw["keepalive_timeout"] == webconfig.KEEPALIVE_TIMEOUT_S and kw["max_headers"] == 64
     assert re.fullmatch(r"\d+", str(kw["max_line_size"]))
+
+
+def test_strangers_cannot_queue_ahead_of_the_real_scrapers_first_login(tmp_path, count_bcrypt, monkeypatch):
+    """Old: 50 clients with wrong passwords queued without bound on the one bcrypt lock, and the
+    real scraper's first login timed out at 10 s (issue 14 #6). Now at most MAX_PENDING_LOGINS
+    wait (the rest get 503 at once, after the tarpit delay), a wrong login is answered late, the
+    same wrong login costs no bcrypt again, and a verified scraper never waits for anybody."""
+    import time as _time
+
+    slow = 0.2
+    real = auth.checkpw
+
+    def slow_checkpw(password, hashed):
+        _time.sleep(slow)  # a cost-12 bcrypt, as on a slow node
+        return real(password, hashed)
+    monkeypatch.setattr(auth, "checkpw", slow_checkpw)
+    sec = security_for(tmp_path, f"basic_auth_users:\n  prometheus: {HASH}\n", fail_delay_s=0.3)
+
+    async def go():
+        c = await _client(sec)
+        try:
+            first = await c.get("/metrics", headers=basic("prometheus", PASSWORD))  # verified, cached
+            assert first.status == 200
+            strangers = [asyncio.ensure_future(c.get("/metrics", headers=basic("prometheus", f"guess{i}")))
+                         for i in range(20)]
+            await asyncio.sleep(0.05)
+            t0 = _time.monotonic()
+            cached = await c.get("/metrics", headers=basic("prometheus", PASSWORD))
+            waited = _time.monotonic() - t0
+            statuses = sorted([r.status for r in await asyncio.gather(*strangers)])
+            t1 = _time.monotonic()
+            again = await c.get("/metrics", headers=basic("prometheus", "guess0"))  # remembered: no bcrypt
+            late = _time.monotonic() - t1
+            return cached.status, waited, statuses, again.status, late
+        finally:
+            await c.close()
+
+    cached, waited, statuses, again, late = asyncio.run(go())
+    assert cached == 200 and waited < slow  # never behind the strangers' bcrypt checks
+    assert statuses.count(503) >= 20 - auth.MAX_PENDING_LOGINS and set(statuses) <= {401, 503}
+    assert sec.stats["logins_refused"] >= 20 - auth.MAX_PENDING_LOGINS
+    assert again == 401 and late >= 0.3  # answered late (the tarpit), without a bcrypt
+    assert len(count_bcrypt) <= 1 + auth.MAX_PENDING_LOGINS + 1

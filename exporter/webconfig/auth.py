@@ -29,6 +29,8 @@ __all__ = ["REALM", "AUTH_CACHE_SIZE", "checkpw", "WebSecurity"]
 REALM = "wattprint"
 AUTH_CACHE_SIZE = 256
 MAX_PENDING_LOGINS = 4  # logins waiting for bcrypt at once; more get 503 at once (each check ~0.25 s at cost 12)
+FAIL_DELAY_S = 1.0  # a wrong login (or one turned away) is answered this late: a flood slows itself
+DENIED_CACHE_SIZE = 1024  # wrong logins remembered (as HMACs): the same wrong password costs no bcrypt again
 
 
 class _Bucket:
@@ -86,8 +88,10 @@ class WebSecurity:
     """
 
     def __init__(self, cfg: WebConfig, ssl_ctx: ssl.SSLContext | None = None,
-                 cache_size: int = AUTH_CACHE_SIZE) -> None:
+                 cache_size: int = AUTH_CACHE_SIZE, fail_delay_s: float = FAIL_DELAY_S) -> None:
         self._cfg = cfg
+        self.fail_delay_s = fail_delay_s
+        self._denied: OrderedDict[bytes, None] = OrderedDict()
         self.ssl = ssl_ctx if ssl_ctx is not None else ssl_context(cfg)
         self._loaded_cas = cfg.tls.client_ca_set if cfg.tls is not None else frozenset()
         self._bucket = _Bucket(*cfg.rate_limit) if cfg.rate_limit else None
@@ -145,6 +149,7 @@ class WebSecurity:
         self._cfg = new
         for slot in [s for s in self._cache if new.users.get(s[0]) != s[1]]:
             del self._cache[slot]  # users removed or given a new password must log in again
+        self._denied.clear()  # a login wrong before may be right now
 
     # -- requests --
     async def _add_headers(self, request: web.BaseRequest, response: web.StreamResponse) -> None:
@@ -170,12 +175,15 @@ class WebSecurity:
                 return resp
         if cfg.users:
             verdict = await self.authorized(cfg, request.headers.get("Authorization"))
-            if verdict is None:  # the login queue is full: refuse fast, never queue without bound
+            if verdict is None:  # the login queue is full: refuse, never queue without bound
                 self.stats["logins_refused"] += 1
+                await asyncio.sleep(self.fail_delay_s)
                 return web.Response(status=503, text="too many logins in progress\n",
                                     headers={"Retry-After": "1"})
             if not verdict:
                 self.stats["denied"] += 1
+                if request.headers.get("Authorization"):  # a wrong login, not a first request
+                    await asyncio.sleep(self.fail_delay_s)
                 return web.Response(status=401, text="Unauthorized\n",
                                     headers={"WWW-Authenticate": f'Basic realm="{REALM}"'})
         return await handler(request)
@@ -201,6 +209,9 @@ class WebSecurity:
                 return True
         # Unknown users are checked against a decoy hash of the highest cost in use, so that the
         # answer takes as long as for a known user and does not tell which users exist.
+        if proof in self._denied:  # this exact wrong login was checked already
+            self._denied.move_to_end(proof)
+            return False
         if self._waiting >= MAX_PENDING_LOGINS:
             return None
         self._waiting += 1
@@ -212,6 +223,10 @@ class WebSecurity:
         finally:
             self._waiting -= 1
         if not (ok and slot is not None):
+            if self._cfg is cfg:
+                self._denied[proof] = None
+                while len(self._denied) > DENIED_CACHE_SIZE:
+                    self._denied.popitem(last=False)
             return False
         if self._cfg is cfg:  # not a login against a config replaced meanwhile
             self._cache[slot] = proof
