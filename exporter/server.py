@@ -101,10 +101,11 @@ async def landing(request: web.Request) -> web.Response:
 class ConnectionCap:
     """At most ``limit`` client connections at once, so that clients cannot exhaust the
     descriptors the sampler needs. At the cap, a new connection takes the place of the oldest one
-    that never completed a request (a half-open or slowloris client), which is closed; when every
-    open connection has been served, the new one is closed as soon as it is accepted. A real
-    scraper therefore always gets in (its keep-alive connection has been served and is never the
-    one closed), whatever strangers hold. Both are counted. Wraps the runner's protocol factory
+    that never completed a request (a half-open or slowloris client), else of the served one idle
+    the longest (a client holding keep-alive connections open), which is closed; when every open
+    connection answered within the last ``IDLE_S``, the new one is closed as soon as it is
+    accepted. A real scraper therefore gets in whatever strangers hold: its own connection is the
+    most recently active. Both are counted. Wraps the runner's protocol factory
     (aiohttp's public ``runner.server``, its ``connections``, ``request.protocol`` and
     ``RequestHandler.force_close``)."""
 
@@ -112,23 +113,27 @@ class ConnectionCap:
         self.limit = limit
         self.refused = 0
         self.evicted = 0
-        self.served: set[Any] = set()  # handlers that answered a request (pruned to the open ones)
+        self.served: dict[Any, float] = {}  # handler → when it last answered (pruned to the open ones)
 
     def install(self, app: web.Application) -> None:
         async def mark(request: web.BaseRequest, response: web.StreamResponse) -> None:
-            self.served.add(request.protocol)
+            self.served[request.protocol] = time.monotonic()
         app.on_response_prepare.append(mark)
 
     def factory(self, server: Any) -> Callable[[], asyncio.BaseProtocol]:
         def make() -> asyncio.BaseProtocol:
             conns = server.connections
             if len(self.served) > 2 * self.limit:  # RequestHandler has no weak references
-                self.served &= set(conns)
+                live = set(conns)
+                self.served = {c: t for c, t in self.served.items() if c in live}
             if len(conns) >= self.limit:
                 victim = next((c for c in conns if c not in self.served), None)
                 if victim is None:
-                    self.refused += 1
-                    return _Refuse()
+                    idle = min(conns, key=lambda c: self.served.get(c, 0.0))
+                    if time.monotonic() - self.served.get(idle, 0.0) < IDLE_S:
+                        self.refused += 1
+                        return _Refuse()
+                    victim = idle
                 self.evicted += 1
                 transport = victim.transport
                 victim.force_close()
@@ -140,6 +145,9 @@ class ConnectionCap:
     def contribute(self, snap: Any) -> None:
         snap.set("http_connections_refused_total", ("refused",), float(self.refused))
         snap.set("http_connections_refused_total", ("evicted",), float(self.evicted))
+
+
+IDLE_S = 1.0  # a served connection idle this long may give way to a new one at the cap
 
 
 class _Refuse(asyncio.Protocol):

@@ -275,8 +275,10 @@ class ProcessTable:
             while size < ENVIRON_MAX_BYTES and (chunk := os.read(fd, 65536)):
                 raw.append(chunk)
                 size += len(chunk)
-        except OSError:  # EACCES at read time on some kernels (ptrace check), or gone
+        except PermissionError:  # EACCES at read time on some kernels (the ptrace check)
             self.environ_unreadable += 1
+            return None
+        except OSError:  # the process exited meanwhile: a race, not a degradation
             return None
         finally:
             os.close(fd)

@@ -284,3 +284,43 @@ def urllib_get(port, path="/metrics"):
 
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
         return r.read().decode()
+
+
+def test_idle_keep_alive_connections_held_by_strangers_give_way_to_a_scraper(tmp_path):
+    """Served connections held open and idle (a client that asked once and keeps the socket) fill
+    the cap: a new scraper still gets in, the longest idle one gives way."""
+    import http.client
+    import resource
+
+    def limits():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+    port = free_port()
+    log = tmp_path / "w.log"
+    proc = subprocess.Popen([sys.executable, "-m", "exporter", "serve", f"--web.listen-address=127.0.0.1:{port}",
+                             "--sample.interval=0.5s"], cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                            preexec_fn=limits)
+    held = []
+    try:
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                urllib_get(port, "/readyz")
+                break
+            except OSError:
+                time.sleep(0.1)
+        for _ in range(64):  # the cap: (256 - 128) / 2
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            c.request("GET", "/healthz")
+            c.getresponse().read()
+            held.append(c)  # served, kept open, idle
+        time.sleep(1.5)
+        good = sum(1 for _ in range(3) if urllib_get(port, "/healthz").strip() == "ok")
+        time.sleep(1.0)  # the counters are rendered at the next sample
+        m = parse_metrics(urllib_get(port))
+    finally:
+        for c in held:
+            c.close()
+        proc.terminate()
+        proc.wait(10)
+    assert good == 3, log.read_text()[-2000:]
+    assert value(m, "wattprint_http_connections_refused_total", reason="evicted") >= 1
