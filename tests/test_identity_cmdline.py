@@ -131,6 +131,10 @@ DETECT_CASES = [
      ident("lmdeploy", "internlm/internlm2_5-7b-chat", 23334)),
     (["lmdeploy", "serve", "api_server", "/models/qwen", "--model-name", "qwen"], None,
      ident("lmdeploy", "qwen", 23333)),
+    (["lmdeploy", "serve", "api_server", "--server-port", "23335", "--disable-metrics",
+      "internlm/internlm2_5-7b-chat"], None, ident("lmdeploy", "internlm/internlm2_5-7b-chat", 23335)),
+    (["trtllm-serve", "--port", "8001", "--backend", "pytorch", "/models/Llama-3.1-8B"], None,
+     ident("trtllm", "Llama-3.1-8B", 8001)),  # click: options before the MODEL argument
     # KServe huggingfaceserver: the vLLM label is --model_id (or the model dir), not --model_name
     (["python3", "-m", "huggingfaceserver", "--model_name=llama", "--model_id=meta-llama/Llama-3.1-8B"], None,
      ident("kserve", "meta-llama/Llama-3.1-8B", 8080)),

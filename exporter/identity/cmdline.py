@@ -205,7 +205,10 @@ _LLAMACPP = _Program(
 # /metrics needs ?model=<id> (and loads an unloaded model unless &autoload=false)
 _LLAMACPP_ROUTER_FLAGS = ("--models-dir", "--models-preset")
 _LLAMACPP_ROUTER = replace(_LLAMACPP, model=(), name="llamacpp-router")
-_TRTLLM = _Program("trtllm", 8000, (_Source(positional=True, convert=_trtllm_name),))
+# click: options may come before the MODEL argument (trtllm-serve --port 8001 /models/x)
+_TRTLLM = _Program("trtllm", 8000, (_Source(positional=True, convert=_trtllm_name),), positional_anywhere=True,
+                   bool_flags=frozenset({"--trust-remote-code", "--enable-chunked-prefill", "--disable-gc",
+                                         "--grpc", "--telemetry", "--no-telemetry"}))
 # trtllm-serve disaggregated -c cfg.yaml: a proxy in front of context/generation servers (each a
 # trtllm-serve of its own, scraped as such); it holds no GPU and its metrics have no model
 _TRTLLM_PROXY = _Program("trtllm", 8000, port=(), name="trtllm-disaggregated", scraped=False)
@@ -227,7 +230,9 @@ _NIM = _Program(
 # lmdeploy serve api_server MODEL [--model-name N] [--server-port 23333] (lmdeploy/cli/serve.py)
 _LMDEPLOY = _Program(
     "lmdeploy", 23333, (_Source(("--model-name",)), _Source(positional=True)),
-    port=(_Source(("--server-port",)),),
+    port=(_Source(("--server-port",)),), positional_anywhere=True,  # argparse: MODEL after the flags too
+    bool_flags=frozenset({"--disable-metrics", "--trust-remote-code", "--enable-prefix-caching",
+                          "--allow-terminate-by-client", "--disable-fastapi-docs", "--enable-metrics"}),
 )
 # KServe's huggingfaceserver: python -m huggingfaceserver --model_name=ISVC [--model_id=HF |
 # --model_dir=DIR] (vLLM in-process; its model_name label is --served-model-name, else the
