@@ -116,3 +116,41 @@ def test_checkpoint_restores_the_table_after_a_failed_sample(tmp_path):
     assert t.scan()[10] == pytest.approx(100 / CLK_TCK)
     t.restore(cp)                             # the sample failed: the next scan covers the interval
     assert t.scan()[10] == pytest.approx(100 / CLK_TCK)
+
+
+def test_a_due_full_scan_waits_while_no_pid_can_have_been_reused(tmp_path):
+    """Linux reuses a pid only after the pid counter wraps at pid_max: while the newest pid
+    (/proc/loadavg) has moved forward by less than pid_max / 4 since the last full scan, a due
+    full scan (~4 ms for 270 processes) is put off, at most MAX_FULL_SKIPS times in a row. Once
+    the counter has wrapped, the full scan runs and a reused pid is identified again."""
+    from exporter.sensors.procfs import MAX_FULL_SKIPS
+
+    procs = {20: {"comm": "sshd", "cmdline": ["sshd"], "start": 100, "ticks": 5}}
+    root = tree(tmp_path, procs, last_pid=1000)
+    (root / "sys" / "kernel").mkdir(parents=True)
+    (root / "sys" / "kernel" / "pid_max").write_text("32768\n")
+    t = ProcessTable(str(root), full_scan_every=2)
+    t.scan()  # full: the baseline
+    t.mark_cold(20)
+    reads = []
+    for i in range(6):  # pids allocated (by others), far from a wrap
+        tree(tmp_path, procs, last_pid=1001 + i)
+        t.scan()
+        reads.append(t.reads)
+    assert reads == [0] * 6  # due full scans at 2 and 4 put off: the cold sshd never read
+    procs[20] = {"comm": "python3", "cmdline": VLLM, "start": 999, "ticks": 10}  # pid 20 reused …
+    shutil.rmtree(root / "20")
+    tree(tmp_path, procs, last_pid=400)  # … after the counter wrapped
+    for _ in range(2):
+        t.scan()
+    assert t.procs[20].starttime == 999 and t.procs[20].cmdline == tuple(VLLM)
+    # and never more than MAX_FULL_SKIPS in a row, whatever the counter does
+    t2 = ProcessTable(str(root), full_scan_every=1)
+    t2.scan()
+    t2.mark_cold(20)
+    full = 0
+    for i in range(3 * (MAX_FULL_SKIPS + 1)):
+        tree(tmp_path, procs, last_pid=401 + i)
+        t2.scan()
+        full += t2.reads == 1  # the cold process read: a full scan
+    assert full == 3

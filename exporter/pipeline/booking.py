@@ -16,6 +16,7 @@ from .. import attribution
 from ..identity.resolver import SYSTEM, UNALLOCATED, Workload
 
 UNIDENTIFIED = Workload("", "unidentified", "")
+MISSING = object()
 from .health import Health
 
 
@@ -50,6 +51,9 @@ class Booking:
         owners = self.gpu_owners()
         resolve = self.resolver.resolve
         resolved: dict[Any, Workload] = {}  # a pid has shares on several devices and modes: resolve once
+        wcache: dict[Workload, Any] = {}  # and each workload's model weights once
+        fast = self.level == "endpoint"
+        by_workload, residency = out.by_workload, out.residency
         endpoint: dict[tuple[str, ...], float] = {}  # one ledger add per label set, not per share
         for s in shares:
             # a GPU allocated to a pod belongs to it: idle with no process, or processes we cannot see
@@ -65,11 +69,23 @@ class Booking:
                 w = resolved.get(key)
                 if w is None:
                     w = resolved[key] = self._resolve_one(resolve, key, procs, key in on_gpu)
-            weights = weights_for(w) if weights_for is not None else None
+            if weights_for is not None:
+                weights = wcache.get(w, MISSING)
+                if weights is MISSING:
+                    weights = wcache[w] = weights_for(w)
+            else:
+                weights = None
             for w, joules in split_models(w, s.joules, weights) if weights else ((w, s.joules),):
                 labels = w[:3] + (s.component, s.mode)
                 endpoint[labels] = endpoint.get(labels, 0.0) + joules
-                self._book(s, w, joules, procs, out, ledger)
+                if fast:  # the default level: the endpoint series, the carbon stage's inputs
+                    by_workload[w] = by_workload.get(w, 0.0) + joules
+                    if s.component == "gpu":
+                        for mode in (s.mode, "any"):
+                            dev = residency.setdefault((s.device, mode), {})
+                            dev[w] = dev.get(w, 0.0) + joules
+                else:
+                    self._book(s, w, joules, procs, out, ledger)
         for labels, joules in endpoint.items():
             ledger.add("endpoint_energy_joules_total", labels, joules)
         self.resolver.forget(procs)
