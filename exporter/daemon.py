@@ -139,6 +139,7 @@ def start_engines(cfg: config.Config, sampler: Any) -> Any:
     apply_engine_lists(cfg, sampler)
     sampler.targets.max_targets, sampler.targets.new_per_minute = e.max_targets, e.new_targets_per_minute
     scraper = EngineScraper(sampler.engine_targets, e.interval, e.timeout, e.max_bytes)
+    sampler.targets.up_urls = scraper.up_urls
     sampler.engines = scraper
     sampler.requests.expire_s = 2 * e.interval + 1.0  # no increment for two scrapes: no model was active
     return scraper

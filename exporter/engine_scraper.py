@@ -88,8 +88,12 @@ class EngineScraper:
             own["task"] = inner.create_task(self.run())
             try:
                 inner.run_until_complete(own["task"])
-            except BaseException:  # noqa: BLE001 - cancelled at shutdown, or a bug: told below
-                pass
+            except asyncio.CancelledError:
+                pass  # shutdown
+            except BaseException:  # noqa: BLE001 - a bug: say so, scraping has stopped
+                log.exception("engine scraping stopped")
+                for st in self.states.values():
+                    st.up = False
             finally:
                 inner.close()
                 loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
@@ -155,6 +159,12 @@ class EngineScraper:
             log.info("engine %s at %s: scraping", t.engine, t.url)
         st.up, st.failing, st.next_at = True, 0, 0.0
         self.served[t] = frozenset(name or fill or t.model for fill, r in readings for name in r.models)
+        keys = self._keys.get(t)
+        if keys is not None and len(keys) > 2 * MAX_MODELS_PER_TARGET:  # model names that came and went
+            live = {(t.workload, t.url, m) for m in self.served[t]}
+            for key in keys - live:
+                self.normaliser.forget(key)
+            self._keys[t] = keys & live
         for fill, reading in readings:
             self._book(t, reading, fill)
 
@@ -242,6 +252,10 @@ class EngineScraper:
             snap.set("engine_scrape_errors_total", labels, float(n))
         for labels, n in list(self.resets.items()):
             snap.set("engine_restarts_total", labels, float(n))
+
+    def up_urls(self) -> set[str]:
+        """The targets that answered at their last scrape (for the target finder's admission)."""
+        return {t.url for t, st in list(self.states.items()) if st.up}
 
     def served_models(self) -> dict[Workload, frozenset[str]]:
         """Workload → the models its engines reported in their latest good scrapes (called by the

@@ -45,7 +45,8 @@ def find(procs: dict[int, Any], resolver: Any, static: list[Target],
     served_pods: set[Any] = set()
     annotated: list[tuple[Any, int]] = []
     fronted = _fronting_nims(procs)
-    for pid, p in procs.items():
+    # the oldest process first: a later one claiming the same port cannot take over a server's URL
+    for pid, p in sorted(procs.items(), key=lambda kv: (getattr(kv[1], "starttime", 0), kv[0])):
         try:
             ident = cmdline.detect(p.cmdline, getattr(p, "environ", None))
             meta = resolver.pod_of(p)
@@ -115,7 +116,7 @@ def _server_targets(out: dict[str, Target], pid: int, p: Any, ident: Any, meta: 
     workload = resolver.resolve(pid, procs)
     for point in points:
         url = f"http://{host}:{point.port}{point.path or default}"
-        out[url] = Target(workload, point.engine or ident.engine, url, ident.model, point.per_model)
+        out.setdefault(url, Target(workload, point.engine or ident.engine, url, ident.model, point.per_model))
 
 
 def _under_scraped_server(p: Any, ident: Any, procs: dict[int, Any]) -> bool:
@@ -167,6 +168,9 @@ class ConfigFiles:
         from .engines import discovery
 
         key = (p.pid, getattr(p, "starttime", 0), path)
+        for k in [k for k, f in self._pending.items() if f.done() and k != key]:  # finished meanwhile
+            fut = self._pending.pop(k)
+            self._done[k] = fut.result() if fut.exception() is None else None
         if key in self._done:
             return self._done[key]
         fut = self._pending.get(key)
@@ -218,6 +222,7 @@ class TargetFinder:
         self._at = -1e18
         self._warned: set[str] = set()
         self.skipped = 0  # processes whose data broke discovery (hostile or odd), for ever
+        self.up_urls: Callable[[], Collection[str]] = frozenset  # the scraper's answering targets
 
     def maybe_refresh(self, now: float, procs: dict[int, Any], on_gpu: Collection[int] = ()) -> None:
         if now - self._at >= REFRESH_S:
@@ -236,7 +241,11 @@ class TargetFinder:
     def _admit(self, found: list[Target]) -> list[Target]:
         static = {t.url for t in self.static}
         before = {t.url for t in self.current}
-        ordered = sorted(found, key=lambda t: (t.url not in static, t.url not in before))
+        up = set(self.up_urls())
+        # configured, then answering, then new, then admitted but not answering: processes posing
+        # as servers cannot squat the places a real server (or one restarting) needs
+        ordered = sorted(found, key=lambda t: (t.url not in static, t.url not in up,
+                                               t.url in before and t.url not in up))
         out: list[Target] = []
         over = 0
         for t in ordered:

@@ -116,8 +116,17 @@ class ConnectionCap:
         self.served: dict[Any, float] = {}  # handler → when it last answered (pruned to the open ones)
 
     def install(self, app: web.Application) -> None:
+        """A connection counts as served once a request head has arrived on it (a middleware run
+        before any other, so that one waiting on its first bcrypt check is not taken for a
+        half-open one), and again at each response."""
+        @web.middleware
+        async def started(request: web.Request, handler: Any) -> web.StreamResponse:
+            self.served[request.protocol] = time.monotonic()
+            return await handler(request)
+
         async def mark(request: web.BaseRequest, response: web.StreamResponse) -> None:
             self.served[request.protocol] = time.monotonic()
+        app.middlewares.insert(0, started)
         app.on_response_prepare.append(mark)
 
     def factory(self, server: Any) -> Callable[[], asyncio.BaseProtocol]:
@@ -155,6 +164,9 @@ class _Refuse(asyncio.Protocol):
         transport.abort()  # RST: the descriptor is back before anything is read
 
 
+# a TLS client that never finishes its handshake is not yet one of aiohttp's connections (the cap
+# does not see it): asyncio's 60 s default is cut to this
+TLS_HANDSHAKE_TIMEOUT_S = 5.0
 ACCEPT_BACKLOG = 32  # asyncio accepts up to this many in one go, before a closed one's descriptor is freed
 
 
@@ -164,8 +176,9 @@ async def listen(runner: web.AppRunner, host: str, port: int, ssl_context: Any, 
     asyncio accepts up to ``backlog`` connections in one go before the event loop gets to close
     the ones the cap turns away, so it bounds the descriptors a burst of connects can take."""
     loop = asyncio.get_running_loop()
+    tls = {"ssl_handshake_timeout": TLS_HANDSHAKE_TIMEOUT_S} if ssl_context is not None else {}
     return await loop.create_server(cap.factory(runner.server), host or None, port, ssl=ssl_context,
-                                    backlog=backlog, reuse_address=True)
+                                    backlog=backlog, reuse_address=True, **tls)
 
 
 def raise_fd_limit() -> tuple[int, int]:

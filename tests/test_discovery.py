@@ -437,3 +437,37 @@ def test_a_llama_router_model_that_fails_costs_itself_only():
     scraper, t = asyncio.run(main())
     assert scraper.states[t].up and scraper.served[t] == frozenset({"a"})
     assert sorted(q["model"] for q in asked) == ["a", "b"] and all(q["autoload"] == "false" for q in asked)
+
+
+def test_a_later_process_claiming_a_servers_port_cannot_take_its_url():
+    """Review of issue 14: a neighbour started `vllm serve x --port 8000` beside the real server on
+    8000 and its workload got the real server's requests. The oldest process keeps the URL."""
+    real = proc(10, "vllm", "serve", "meta/llama", "--port", "8000")
+    real.starttime = 100
+    squat = proc(99, "vllm", "serve", "hostile", "--port", "8000")
+    squat.starttime = 5000
+    for order in ({10: real, 99: squat}, {99: squat, 10: real}):
+        (t,) = find(order, Resolver(), [])
+        assert t.model == "meta/llama" and t.workload.endpoint == "vllm-8000"
+
+
+def test_config_reads_go_on_after_a_slow_one_has_finished():
+    """Review of issue 14: a read slower than the wait, whose process then exited, blocked every
+    later config read for the daemon's life."""
+    import threading
+    import time
+
+    release = threading.Event()
+
+    def read(pid, path):
+        if pid == 10:
+            release.wait(5)
+        return "port: 9100\n"
+    finder = TargetFinder(Resolver(), read)
+    slow = {10: proc(10, "vllm", "serve", "m", "--config", "a.yaml")}
+    finder.maybe_refresh(0.0, slow)  # times out: unknown meanwhile
+    release.set()
+    time.sleep(0.1)
+    later = {11: proc(11, "vllm", "serve", "n", "--config", "b.yaml")}  # pid 10 is gone
+    finder.maybe_refresh(100.0, later)
+    assert [t.url for t in finder.targets()] == ["http://127.0.0.1:9100/metrics"]

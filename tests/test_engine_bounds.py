@@ -189,11 +189,15 @@ def test_targets_at_once_and_new_targets_a_minute_are_bounded_and_counted():
     finder.maybe_refresh(0.0, _procs(range(9000, 9100)))
     assert len(finder.targets()) == 8  # the first burst, up to the cap
     first = {t.url for t in finder.targets()}
+    finder.up_urls = lambda: first  # they answer
     finder.maybe_refresh(100.0, _procs(range(9000, 9100)))
-    assert {t.url for t in finder.targets()} == first  # those admitted stay admitted
-    finder.maybe_refresh(300.0, _procs(range(10000, 10100)))  # all new ports (churn)
+    assert {t.url for t in finder.targets()} == first  # those admitted and answering stay admitted
+    finder.up_urls = frozenset  # none answers (processes posing as servers): new ones take their place
+    finder.maybe_refresh(200.0, _procs(range(9000, 9100)))
+    assert len({t.url for t in finder.targets()} - first) >= 6
+    finder.maybe_refresh(500.0, _procs(range(10000, 10100)))  # all new ports (churn)
     assert len(finder.targets()) == 8  # the tokens refilled meanwhile
-    finder.maybe_refresh(315.0, _procs(range(11000, 11100)))  # churn again, 15 s later: one token
+    finder.maybe_refresh(515.0, _procs(range(11000, 11100)))  # churn again, 15 s later: one token
     assert len(finder.targets()) == 1
     snap = Snapshot()
     finder.contribute(snap)

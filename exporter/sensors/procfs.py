@@ -369,9 +369,9 @@ def _open_confined(base: str, rel: str, in_root: bool) -> int | None:
             fd = libc.syscall(_SYS_OPENAT2, dirfd, rel.encode(), ctypes.byref(how), ctypes.sizeof(how))
             if fd >= 0:
                 return fd
-            if ctypes.get_errno() not in (38, 1):  # ENOSYS (old kernel), EPERM (a seccomp filter)
+            if ctypes.get_errno() != 38:  # not ENOSYS: refused (EPERM from a file system is a refusal)
                 return None
-            _openat2_missing = True
+            _openat2_missing = True  # an old kernel, or a seccomp filter answering ENOSYS
         try:  # no openat2: the last component at least must not be a symlink
             return os.open(rel, _OPEN_FLAGS | os.O_NOFOLLOW, dir_fd=dirfd)
         except OSError:

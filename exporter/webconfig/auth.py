@@ -28,7 +28,8 @@ __all__ = ["REALM", "AUTH_CACHE_SIZE", "checkpw", "WebSecurity"]
 
 REALM = "wattprint"
 AUTH_CACHE_SIZE = 256
-MAX_PENDING_LOGINS = 4  # logins waiting for bcrypt at once; more get 503 at once (each check ~0.25 s at cost 12)
+MAX_PENDING_LOGINS = 8  # logins waiting for bcrypt at once; more get 503 at once (each check ~0.25 s at cost 12)
+MAX_PENDING_PER_PEER = 2  # of them from one client address: one peer cannot take every place
 FAIL_DELAY_S = 1.0  # a wrong login (or one turned away) is answered this late: a flood slows itself
 DENIED_CACHE_SIZE = 1024  # wrong logins remembered (as HMACs): the same wrong password costs no bcrypt again
 
@@ -104,6 +105,7 @@ class WebSecurity:
         self._decoys: dict[int, bytes] = {}
         self.stats = {"cache_hits": 0, "bcrypt_checks": 0, "denied": 0, "rate_limited": 0, "logins_refused": 0}
         self._waiting = 0  # logins queued on the bcrypt lock (at most MAX_PENDING_LOGINS)
+        self._waiting_by_peer: dict[str, int] = {}
 
     @property
     def config(self) -> WebConfig:
@@ -174,7 +176,7 @@ class WebSecurity:
                 resp.force_close()
                 return resp
         if cfg.users:
-            verdict = await self.authorized(cfg, request.headers.get("Authorization"))
+            verdict = await self.authorized(cfg, request.headers.get("Authorization"), request.remote or "")
             if verdict is None:  # the login queue is full: refuse, never queue without bound
                 self.stats["logins_refused"] += 1
                 await asyncio.sleep(self.fail_delay_s)
@@ -188,7 +190,7 @@ class WebSecurity:
                                     headers={"WWW-Authenticate": f'Basic realm="{REALM}"'})
         return await handler(request)
 
-    async def authorized(self, cfg: WebConfig, header: str | None) -> bool | None:
+    async def authorized(self, cfg: WebConfig, header: str | None, peer: str = "") -> bool | None:
         """True for a verified login (a cached one without waiting for anybody), False for a
         wrong one, None when MAX_PENDING_LOGINS logins already wait for a bcrypt check (strangers
         trying passwords cannot queue without bound ahead of the real scraper's first login)."""
@@ -212,9 +214,10 @@ class WebSecurity:
         if proof in self._denied:  # this exact wrong login was checked already
             self._denied.move_to_end(proof)
             return False
-        if self._waiting >= MAX_PENDING_LOGINS:
+        if self._waiting >= MAX_PENDING_LOGINS or self._waiting_by_peer.get(peer, 0) >= MAX_PENDING_PER_PEER:
             return None
         self._waiting += 1
+        self._waiting_by_peer[peer] = self._waiting_by_peer.get(peer, 0) + 1
         try:
             target = hashed if hashed is not None else await self._decoy(cfg)
             async with self._bcrypt_lock:
@@ -222,6 +225,9 @@ class WebSecurity:
                 ok = await asyncio.to_thread(checkpw, password, target)
         finally:
             self._waiting -= 1
+            left = self._waiting_by_peer.pop(peer, 1) - 1
+            if left:
+                self._waiting_by_peer[peer] = left
         if not (ok and slot is not None):
             if self._cfg is cfg:
                 self._denied[proof] = None
