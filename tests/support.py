@@ -125,13 +125,22 @@ def promtool_lint(text: str) -> str:
     return "" if out.returncode == 0 else (out.stdout + out.stderr).strip()
 
 
-def start_daemon(tmp: Path, *args: str, env: dict | None = None, ready_timeout: float = 20) -> Daemon:
+def start_daemon(tmp: Path, *args: str, env: dict | None = None, ready_timeout: float = 20,
+                 nofile: tuple[int, int] | None = None) -> Daemon:
+    """A real `wattprint serve` on a free port, once ready; ``nofile``: its (soft, hard)
+    RLIMIT_NOFILE."""
     port = free_port()
     log = tmp / f"wattprint-{port}.log"
     cmd = [sys.executable, "-m", "exporter", "serve", f"--web.listen-address=127.0.0.1:{port}", *args]
     fh = open(log, "w")
+
+    def limits() -> None:
+        if nofile is not None:
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
     proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT,
-                            env={**os.environ, **(env or {})})
+                            env={**os.environ, **(env or {})}, preexec_fn=limits)
     d = Daemon(proc, port, log)
     deadline = time.time() + ready_timeout
     while time.time() < deadline:

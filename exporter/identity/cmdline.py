@@ -423,7 +423,7 @@ def _is_llamacpp_router(args: Sequence[str], env: Mapping[str, str]) -> bool:
 def is_llamacpp_router(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> bool:
     """A llama.cpp server in router mode (its metrics are per model: ``/metrics?model=``)."""
     identity = detect(argv, environ)
-    return identity is not None and identity.endpoint.startswith("llamacpp-router")
+    return identity is not None and identity.program == _LLAMACPP_ROUTER.name
 
 
 def _port(value: str | None) -> int | None:

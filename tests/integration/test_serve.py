@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from support import (ROOT, free_port, make_powercap, parse_metrics, set_energy, start_daemon, start_prometheus,
+from support import (ROOT, make_powercap, parse_metrics, set_energy, start_daemon, start_prometheus,
                      value, write_scenario)
 
 pytestmark = pytest.mark.integration
@@ -226,25 +226,12 @@ def test_half_open_connections_cannot_lock_out_the_scraper_or_the_sampler(tmp_pa
     sample failed on procfs, and 266,716 traceback lines in ~30 s (issue 14 #3). Here the hard
     limit is 256 (so that the test is quick): the soft one is raised to it, connections are capped
     at (256 - 128) / 2 = 64, a half-open one gives way to a new one, samples go on."""
-    import resource
     import socket
 
-    def limits():
-        resource.setrlimit(resource.RLIMIT_NOFILE, (200, 256))
-    port = free_port()
-    log = tmp_path / "w.log"
-    proc = subprocess.Popen([sys.executable, "-m", "exporter", "serve", f"--web.listen-address=127.0.0.1:{port}",
-                             "--sample.interval=0.5s"], cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                            preexec_fn=limits)
+    d = start_daemon(tmp_path, "--sample.interval=0.5s", nofile=(200, 256))
+    port = d.port
     socks = []
     try:
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            try:
-                urllib_get(port, "/readyz")
-                break
-            except OSError:
-                time.sleep(0.1)
         before = parse_metrics(urllib_get(port))
         for _ in range(300):  # more than the cap, more than the descriptors
             s = socket.socket()
@@ -267,9 +254,7 @@ def test_half_open_connections_cannot_lock_out_the_scraper_or_the_sampler(tmp_pa
     finally:
         for s in socks:
             s.close()
-        proc.terminate()
-        proc.wait(10)
-    text = log.read_text()
+        text = d.stop()
     assert good == 5, text[-2000:]
     assert value(after, "wattprint_samples_total") >= value(before, "wattprint_samples_total") + 4
     assert value(after, "wattprint_collector_errors_total", collector="procfs") == 0
@@ -290,24 +275,11 @@ def test_idle_keep_alive_connections_held_by_strangers_give_way_to_a_scraper(tmp
     """Served connections held open and idle (a client that asked once and keeps the socket) fill
     the cap: a new scraper still gets in, the longest idle one gives way."""
     import http.client
-    import resource
 
-    def limits():
-        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
-    port = free_port()
-    log = tmp_path / "w.log"
-    proc = subprocess.Popen([sys.executable, "-m", "exporter", "serve", f"--web.listen-address=127.0.0.1:{port}",
-                             "--sample.interval=0.5s"], cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                            preexec_fn=limits)
+    d = start_daemon(tmp_path, "--sample.interval=0.5s", nofile=(256, 256))
+    port = d.port
     held = []
     try:
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            try:
-                urllib_get(port, "/readyz")
-                break
-            except OSError:
-                time.sleep(0.1)
         for _ in range(64):  # the cap: (256 - 128) / 2
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
             c.request("GET", "/healthz")
@@ -320,7 +292,6 @@ def test_idle_keep_alive_connections_held_by_strangers_give_way_to_a_scraper(tmp
     finally:
         for c in held:
             c.close()
-        proc.terminate()
-        proc.wait(10)
-    assert good == 3, log.read_text()[-2000:]
+        log = d.stop()
+    assert good == 3, log[-2000:]
     assert value(m, "wattprint_http_connections_refused_total", reason="evicted") >= 1
