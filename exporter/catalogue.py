@@ -83,6 +83,25 @@ METRICS: tuple[Metric, ...] = (
        "refused (every open connection had been served)."),
     _m("engine_restarts_total", "counter", "namespace endpoint engine", "",
        "Engine counters that went backwards (server restart); the normalised counters continue."),
+    # --- what one more request costs (exporter/energy_model.py) -------------------------------
+    _m("endpoint_marginal_joules_per_token", "gauge", ENDPOINT_LABELS + " phase", "joules",
+       "What one more token costs in active energy (phase=prefill: a prompt token, decode: a "
+       "generated token), fitted online from the endpoint's own windows over the last hour; absent "
+       "when the windows do not identify it (see wattprint_endpoint_energy_model_state)."),
+    _m("endpoint_marginal_joules_per_token_stderr", "gauge", ENDPOINT_LABELS + " phase", "joules",
+       "Standard error of wattprint_endpoint_marginal_joules_per_token: its 95 % interval is "
+       "±1.96 × this."),
+    _m("endpoint_energy_model_windows", "gauge", ENDPOINT_LABELS, "",
+       "Windows of the endpoint's traffic in its current energy-model fit."),
+    _m("endpoint_energy_model_r_squared", "gauge", ENDPOINT_LABELS, "ratio",
+       "Share of the variance of the windows' active energy that the fit explains (1 is perfect)."),
+    _m("endpoint_energy_model_fixed_active_watts", "gauge", ENDPOINT_LABELS, "watts",
+       "Active power the token terms do not explain (the fit's per-second term: an idle baseline "
+       "a little off, work that is not tokens); may be negative. Not a marginal cost."),
+    _m("endpoint_energy_model_state", "gauge", ENDPOINT_LABELS + " state", "",
+       "1 for the energy model's current state: fitted, prefill_unidentified, decode_unidentified, "
+       "too_few_windows, no_prompt_tokens, no_generation_tokens, collinear (prompt and generation "
+       "tokens in a fixed ratio) or negative_term."),
     # --- carbon ------------------------------------------------------------------------------
     _m("node_co2e_grams_total", "counter", "scope", "grams",
        "Node emissions (scope=operational|embodied); equals the sum over the endpoint series."),

@@ -325,6 +325,21 @@ class EnginesConfig(_Section):
         return v
 
 
+class MarginalConfig(_Section):
+    enabled: bool = Field(True, description="Fit what one more prompt or generated token costs, per "
+                          "endpoint with engine token counters (wattprint_endpoint_marginal_joules_per_token; "
+                          "README, 'What one more request costs').")
+    window: Duration = Field(15.0, description="Shortest window of an endpoint's traffic in the fit (cut at "
+                             "engine readings; at least two engine scrapes long).")
+    horizon: Duration = Field(3600.0, description="How far back the fit looks: the operating point it "
+                              "describes is that of this span.")
+    min_windows: int = Field(12, ge=4, le=100000, description="Fewest windows with tokens before "
+                             "anything is published.")
+
+    _window = field_validator("window")(lambda v: within(v, 0.1, 3600, "between 100ms and 1h"))
+    _horizon = field_validator("horizon")(lambda v: within(v, 1, 7 * 86400, "between 1s and 7d"))
+
+
 class Config(_Section):
     web: WebConfig = Field(default_factory=WebConfig)
     path: PathConfig = Field(default_factory=PathConfig)
@@ -336,6 +351,7 @@ class Config(_Section):
     carbon: CarbonConfig = Field(default_factory=CarbonConfig)
     kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
     engines: EnginesConfig = Field(default_factory=EnginesConfig)
+    marginal: MarginalConfig = Field(default_factory=MarginalConfig)
 
 
 def split_listen_address(addr: str) -> tuple[str, int]:

@@ -134,6 +134,7 @@ def reload_live(old: config.Config, new: config.Config, sampler: Any) -> tuple[l
 def start_engines(cfg: config.Config, sampler: Any) -> Any:
     """Engine scraping: discovered targets plus configured ones; budgets as gauges."""
     from .engine_scraper import EngineScraper
+    from .pipeline.marginal import MarginalStage
 
     e = cfg.engines
     apply_engine_lists(cfg, sampler)
@@ -142,6 +143,9 @@ def start_engines(cfg: config.Config, sampler: Any) -> Any:
     sampler.targets.up_urls = scraper.up_urls
     sampler.engines = scraper
     sampler.requests.expire_s = 2 * e.interval + 1.0  # no increment for two scrapes: no model was active
+    m = cfg.marginal
+    sampler.marginal = MarginalStage(window_s=max(m.window, 2 * e.interval), horizon_s=m.horizon,
+                                     min_windows=m.min_windows, enabled=m.enabled)
     return scraper
 
 

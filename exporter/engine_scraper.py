@@ -36,9 +36,14 @@ MAX_ERROR_SERIES = 512  # (namespace, endpoint, engine, kind) error/restart seri
 
 @dataclass
 class Increment:
+    """One good reading of one model's counters: what moved since the last one (all zero when
+    nothing did), when its response arrived (monotonic ``at``), and whether a counter went
+    backwards (``reset``: the engine restarted since the last reading)."""
     workload: Workload
     model: str
     counts: dict[str, float]
+    at: float | None = None
+    reset: bool = False
 
 
 @dataclass
@@ -141,8 +146,11 @@ class EngineScraper:
             async with self._slots:
                 if t.per_model:
                     readings = await self._per_model(session, t)
+                    at = time.monotonic()
                 else:
-                    readings = [("", await self._parse(t.engine, await self._fetch(session, t.url)))]
+                    body = await self._fetch(session, t.url)
+                    at = time.monotonic()  # the counters' time: before the parse, which may queue
+                    readings = [("", await self._parse(t.engine, body))]
         except EngineParseError as e:
             if e.kind == "too_many_models":
                 return self._fail(t, st, e.kind, e.message)
@@ -166,9 +174,9 @@ class EngineScraper:
                 self.normaliser.forget(key)
             self._keys[t] = keys & live
         for fill, reading in readings:
-            self._book(t, reading, fill)
+            self._book(t, reading, fill, at)
 
-    def _book(self, t: Target, reading: Any, fill: str) -> None:
+    def _book(self, t: Target, reading: Any, fill: str, at: float) -> None:
         for name, mc in reading.models.items():
             model = name or fill or t.model
             counts = mc.counters()
@@ -176,11 +184,12 @@ class EngineScraper:
             self._keys.setdefault(t, set()).add(key)
             before = self.normaliser.resets.get(key, 0)
             inc = self.normaliser.update(key, counts)
-            if self.normaliser.resets.get(key, 0) > before:
+            reset = self.normaliser.resets.get(key, 0) > before
+            if reset:
                 k = self._bounded(self.resets, (t.workload.namespace, t.workload.endpoint, t.engine))
                 self.resets[k] = self.resets.get(k, 0) + 1
-            if any(v > 0 for v in inc.values()):
-                self.out.put(Increment(t.workload, model, inc))
+            # every good reading, zeros too: the marginal-cost windows need their edges
+            self.out.put(Increment(t.workload, model, inc, at, reset))
 
     async def _per_model(self, session: aiohttp.ClientSession, t: Target) -> list[tuple[str, Any]]:
         """llama.cpp router mode: the loaded models from ``/models`` (``data[].id``,

@@ -32,6 +32,7 @@ from .pipeline.carbon import CarbonStage
 from .pipeline.cpu import CpuStage
 from .pipeline.gpu import GpuStage
 from .pipeline.health import Health
+from .pipeline.marginal import MarginalStage
 from .pipeline.requests import RequestStage
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class Sampler:
         self.gpus = GpuStage(gpu, self.health, idle_power_config)
         self.cpu = CpuStage(cpu, procs, self.health)
         self.requests = RequestStage()
+        self.marginal = MarginalStage()
         self.booking = Booking(resolver, self.health, gpu_idle_policy=gpu_idle_policy,
                                cpu_idle_policy=cpu_idle_policy, level=level, gpu_owners=gpu_owners)
         self.carbon = CarbonStage(carbon) if carbon is not None else None
@@ -170,6 +172,7 @@ class Sampler:
             cpu_iv = self.cpu.read_energy(dt, cpu_time, led)   # CPU energy per zone
             self.requests.apply(led, t0)                       # engine requests and tokens
             procs = self.procs.procs
+            booked = None
             if dt > 0:                                         # attribution → identity → ledger
                 booked = self.booking.book(gpu_ivs, cpu_iv, procs, self.gpus.uuids(),
                                            self.requests.weights_for, led)
@@ -185,6 +188,8 @@ class Sampler:
             self.requests.restore(requests)
             raise
         led.commit()
+        if self.requests.source is not None:  # what one more token costs, from what this sample booked
+            self.marginal.observe(t0, booked.active if booked is not None else {}, self.requests.drained())
         if self.requests.source is not None:  # engine scraping is on: where are the servers?
             try:
                 self.targets.maybe_refresh(t0, procs, on_gpu)
@@ -203,7 +208,7 @@ class Sampler:
         parts: list[Any] = [self.gpus, self.ledger, self.booking, self.health]
         if self.carbon is not None:
             parts.append(self.carbon)
-        parts += [self.requests, self.cpu]
+        parts += [self.requests, self.marginal, self.cpu]
         if self.requests.source is not None:
             parts.append(self.targets)
         if self.http is not None:  # the HTTP server's connection cap (serve sets it)

@@ -26,6 +26,7 @@ class Booked:
     by_workload: dict[Workload, float] = field(default_factory=dict)
     residency: dict[tuple[str, str], dict[Workload, float]] = field(default_factory=dict)  # (GPU, mode|any)
     gpu_dt: dict[str, float] = field(default_factory=dict)
+    active: dict[tuple[str, str, str], float] = field(default_factory=dict)  # (ns, endpoint, model): active J
 
 
 class Booking:
@@ -86,8 +87,12 @@ class Booking:
                             dev[w] = dev.get(w, 0.0) + joules
                 else:
                     self._book(s, w, joules, procs, out, ledger)
+        active = out.active
         for labels, joules in endpoint.items():
             ledger.add("endpoint_energy_joules_total", labels, joules)
+            if labels[4] == "active":
+                k = labels[:3]
+                active[k] = active.get(k, 0.0) + joules
         self.resolver.forget(procs)
         return out
 

@@ -80,6 +80,8 @@ class RequestStage:
         self._carry = []
         for inc in self._drained:
             w, c = inc.workload, inc.counts
+            if not any(c.values()):
+                continue  # a reading where nothing moved (kept for the marginal-cost windows)
             labels = (w.namespace, w.endpoint, inc.model)
             ledger.add("endpoint_requests_total", labels, c.get("requests", 0.0))
             ledger.add("endpoint_tokens_total", labels + ("prompt",), c.get("prompt_tokens", 0.0))
@@ -105,6 +107,10 @@ class RequestStage:
         self.model_weights = {k: {next(iter(models)): 1.0} for k, models in served.items()
                               if len(models) == 1 and k not in self.multi_model}
         self.model_weights.update(self._active)
+
+    def drained(self) -> list[Any]:
+        """The increments this sample booked (for the marginal-cost stage, after the commit)."""
+        return self._drained
 
     def contribute(self, snap: Any) -> None:
         for labels, grams in self.budgets:

@@ -32,6 +32,10 @@ Scenario YAML (see ``tests/fixtures/sim/``)::
     start_unix: 1790000000.0    # optional: time zero as a Unix time, so several processes
                                 # (the daemon and a validation script) see the same counters
 
+A GPU may carry ``traffic:`` (:mod:`exporter.sensors.simtraffic`): its power is then
+``idle_w`` plus the active power of simulated inference traffic, whose token counters a simulated
+server serves from the same schedule.
+
 A process may give ``pid_file: PATH`` instead of ``pid``: it is present once the file holds a pid.
 """
 
@@ -47,6 +51,8 @@ import pynvml
 import yaml
 
 from pynvml import NVMLError
+
+from .simtraffic import Traffic, TrafficError
 
 GIB = 1024**3
 UTIL_PERIOD_S = 0.2  # an H200 (driver 580) refreshed each process's sample about every 200 ms
@@ -132,6 +138,12 @@ class _Gpu:
     faults: list[_Fault]
     resets: list[float]
     base_mj: int = 0
+    traffic: Traffic | None = None  # power from simulated inference traffic instead of sm_util
+
+    def power_at(self, t: float) -> float:
+        if self.traffic is not None:
+            return self.idle_w + self.traffic.active_w(t)
+        return self.power_w(self.phase_at(t).procs)
 
     def power_w(self, procs: list[_Proc]) -> float:
         util = min(1.0, sum(p.sm_util for p in procs) / 100.0)
@@ -150,6 +162,8 @@ class _Gpu:
 
     def energy_j(self, t0: float, t1: float) -> float:
         """Exact energy between two times since init (piecewise constant power)."""
+        if self.traffic is not None:
+            return self.idle_w * (t1 - t0) + self.traffic.totals(t1)[2] - self.traffic.totals(t0)[2]
         total = 0.0
         bounds = [ph.at_s for ph in self.phases] + [float("inf")]
         for ph, end in zip(self.phases, bounds[1:]):
@@ -217,8 +231,18 @@ def parse_scenario(data: dict) -> tuple[str, str, list[_Gpu]]:
             idle_w=idle, max_w=mx, memory_total=int(_num(g, "memory_total_gib", 80, where) * GIB),
             energy_counter=bool(g.get("energy_counter", True)), mig=bool(g.get("mig", False)),
             phases=phases, faults=faults, resets=sorted(float(x) for x in g.get("energy_resets_at_s", [])),
-            base_mj=int(_num(g, "initial_energy_mj", 1_000_000_000 + 7_919 * i, where))))
+            base_mj=int(_num(g, "initial_energy_mj", 1_000_000_000 + 7_919 * i, where)),
+            traffic=_traffic(g.get("traffic"), f"{where}.traffic")))
     return library, str(data.get("driver_version", "550.54.15")), gpus
+
+
+def _traffic(spec: Any, where: str) -> Traffic | None:
+    if spec is None:
+        return None
+    try:
+        return Traffic.parse(spec, where)
+    except TrafficError as e:
+        raise ScenarioError(str(e)) from None
 
 
 def parse_reloads(data: dict) -> list[_Reload]:
@@ -372,7 +396,7 @@ class SimulatedNVML:
 
     def nvmlDeviceGetPowerUsage(self, handle: Any) -> int:
         gpu, t = self._gpu(handle, _CALLS["power"])
-        return int(round(gpu.power_w(gpu.phase_at(t).procs) * 1000))
+        return int(round(gpu.power_at(t) * 1000))
 
     def nvmlDeviceGetEnforcedPowerLimit(self, handle: Any) -> int:
         """The power limit in mW: the scenario's ``max_w`` (NVML: nvmlDeviceGetEnforcedPowerLimit)."""
