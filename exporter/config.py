@@ -329,8 +329,9 @@ class MarginalConfig(_Section):
     enabled: bool = Field(True, description="Fit what one more prompt or generated token costs, per "
                           "endpoint with engine token counters (wattprint_endpoint_marginal_joules_per_token; "
                           "README, 'What one more request costs').")
-    window: Duration = Field(15.0, description="Shortest window of an endpoint's traffic in the fit (cut at "
-                             "engine readings; at least two engine scrapes long).")
+    window: Duration = Field(10.0, description="Shortest window of an endpoint's traffic in the fit (cut at "
+                             "engine readings; at least two engine scrapes long). Shorter windows see more "
+                             "of the traffic's variation, which is what tells prefill from decode.")
     horizon: Duration = Field(3600.0, description="How far back the fit looks: the operating point it "
                               "describes is that of this span.")
     min_windows: int = Field(12, ge=4, le=100000, description="Fewest windows with tokens before "

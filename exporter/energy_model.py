@@ -92,6 +92,9 @@ def fit(windows: Sequence[Window], *, min_windows: int = 12, max_vif: float = 25
     beta, free, w, r = _huber_nonneg(x, y, max_iter)
     s = _mad(r)
     cov = _huber_cov(x, r, s, list(range(3)))
+    hac = _hac_cov(x, r, s)
+    if cov is not None and hac is not None:  # the larger of the two: residuals of adjacent windows correlate
+        cov = [[max(cov[j][j], hac[j][j]) if i == j else cov[i][j] for j in range(3)] for i in range(3)]
     if cov is None:
         return Fit("collinear", n, busy, vif=vif, detail="the design is singular")
     widen = t_quantile_975(n - 3) / Z_975  # few windows: ±1.96 stderr still a 95 % interval
@@ -230,6 +233,35 @@ def _huber_nonneg(x: list[list[float]], y: list[float], max_iter: int
         if done:
             break
     return beta, free, w, r
+
+
+def _hac_cov(x: list[list[float]], r: list[float], s: float) -> list[list[float]] | None:
+    """Newey-West covariance of the M-estimate (Bartlett kernel, lag ⌈4 (n/100)^(2/9)⌉), for
+    windows in time order: power that wanders over more than one window makes neighbouring
+    residuals alike, which the H1 formula assumes away. B⁻¹ M B⁻¹ · n/(n−p), B = Σ ψ'(u) x xᵀ,
+    M = Σ_l w_l Σ_i ψ_i ψ_(i−l) (x_i x_(i−l)ᵀ + x_(i−l) x_iᵀ) (l = 0 counted once)."""
+    n, p = len(r), 3
+    if n <= p or s <= 0:
+        return None
+    u = [v / s for v in r]
+    psi = [max(-HUBER_K, min(HUBER_K, v)) * s for v in u]
+    b = [[math.fsum(xi[a] * xi[c] for xi, v in zip(x, u) if abs(v) <= HUBER_K) for c in range(p)] for a in range(p)]
+    inv = _inverse(b)
+    if inv is None:
+        return None
+    lag = math.ceil(4 * (n / 100) ** (2 / 9))
+    m = [[0.0] * p for _ in range(p)]
+    for lg in range(0, min(lag, n - 1) + 1):
+        wl = 1.0 - lg / (lag + 1)
+        for i in range(lg, n):
+            f = wl * psi[i] * psi[i - lg]
+            xi, xj = x[i], x[i - lg]
+            for a in range(p):
+                for c in range(p):
+                    m[a][c] += f * (xi[a] * xj[c] + (xj[a] * xi[c] if lg else 0.0))
+    corr = n / (n - p)
+    return [[corr * math.fsum(inv[a][i] * m[i][j] * inv[j][c] for i in range(p) for j in range(p))
+             for c in range(p)] for a in range(p)]
 
 
 def _huber_cov(x: list[list[float]], r: list[float], s: float, cols: list[int]) -> list[list[float]] | None:

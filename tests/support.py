@@ -280,3 +280,57 @@ def cpu_meter(sysfs: Path | None, model):
         if meter.usable:
             return meter
     return EstimateMeter(model)
+
+
+# --- a simulated node under simulated inference traffic --------------------------------------
+
+TRAFFIC_ENGINE = ROOT / "tests" / "fixtures" / "engines" / "traffic_engine.py"
+
+
+def traffic_spec(a: float, b: float, seed: int, **extra: float) -> dict:
+    """A GPU's ``traffic:`` block (exporter/sensors/simtraffic.py): known prefill and decode costs,
+    rates redrawn every second, 10 % quiet seconds, 3 % power noise."""
+    return {"seed": seed, "prefill_j_per_token": a, "decode_j_per_token": b, "segment_s": 1.0,
+            "prompt_tokens_per_s": [0, 6000], "generation_tokens_per_s": [0, 1200], "quiet_share": 0.1,
+            "noise": 0.03, **extra}
+
+
+def start_traffic_node(tmp: Path, specs: list[dict], restart_at: dict[int, float] | None = None,
+                       lead_s: float = 1.0) -> tuple[Path, list[subprocess.Popen], float]:
+    """One simulated H100 per traffic spec, each held by a vLLM-shaped server started as
+    ``vllm serve sim/model-<i> --port N`` (tests/fixtures/engines/traffic_engine.py) serving the
+    counters of the same schedule. Returns (scenario file, server processes, the schedule's time 0
+    as a Unix time). ``restart_at``: GPU index → seconds at which that server's counters restart."""
+    (tmp / "bin").mkdir(exist_ok=True)
+    vllm = tmp / "bin" / "vllm"
+    vllm.write_text(f"#!{sys.executable}\nimport runpy, sys; sys.argv[0] = {str(TRAFFIC_ENGINE)!r}; "
+                    f"runpy.run_path({str(TRAFFIC_ENGINE)!r}, run_name='__main__')\n")
+    vllm.chmod(0o755)
+    start = time.time() + lead_s
+    scenario = write_scenario(tmp / "sim.yaml", {"start_unix": start, "gpus": [
+        {"name": "NVIDIA H100 80GB HBM3", "idle_w": 70, "max_w": 700, "traffic": t,
+         "processes": [{"pid_file": str(tmp / f"pid{i}"), "memory_gib": 20, "sm_util": 50}]}
+        for i, t in enumerate(specs)]})
+    procs: list[subprocess.Popen] = []
+    try:
+        for i in range(len(specs)):
+            env = {"SIM_TRAFFIC": f"{scenario}:{i}", "SIM_PID_FILE": str(tmp / f"pid{i}"), "PATH": "/usr/bin:/bin"}
+            if restart_at and i in restart_at:
+                env["SIM_RESTART_AT_S"] = str(restart_at[i])
+            procs.append(subprocess.Popen([str(vllm), "serve", f"sim/model-{i}", "--port", str(free_port())],
+                                          env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / f"e{i}.log", "w")))
+        deadline = time.time() + 20
+        while not all((tmp / f"pid{i}").exists() for i in range(len(specs))):
+            if time.time() > deadline:
+                raise RuntimeError("traffic engines did not start: " +
+                                   " | ".join((tmp / f"e{i}.log").read_text() for i in range(len(specs))))
+            time.sleep(0.1)
+    except BaseException:
+        stop_all(procs)
+        raise
+    return scenario, procs, start
+
+
+# 10× faster than production, every setting alike: samples 1 s → 0.1 s, engine scrapes 5 s → 0.5 s,
+# windows 10 s → 1 s (traffic changes every 1 s: 10 s)
+FAST_MARGINAL_ARGS = ("--sample.interval=100ms", "--engines.interval=500ms", "--marginal.window=1s")

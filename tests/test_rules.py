@@ -240,7 +240,7 @@ def test_recording_rule_names_and_guards():
             assert dep.endswith(":" + window), (r["record"], dep)
         # ratios never divide by zero: the denominator is filtered with `> 0`
         if re.search(r"\s/\s", r["expr"]):
-            assert re.search(r"/\s*\((.|\n)*> 0\)", r["expr"]), f"{r['record']}: unguarded division"
+            assert re.search(r"/\s*(?:(?:ignoring|on)\s*\([^)]*\)\s*)?(?:group_(?:left|right)\s*\([^)]*\)\s*)?\((.|\n)*> 0\)", r["expr"]), f"{r['record']}: unguarded division"
     assert {r["record"].rsplit(":", 1)[0] for r in RECORDS if r["record"].endswith(":5m")} == \
         {r["record"].rsplit(":", 1)[0] for r in RECORDS if r["record"].endswith(":1h")}
 

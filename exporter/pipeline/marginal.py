@@ -8,7 +8,9 @@ each endpoint's cumulative active energy at every sample's time and interpolates
 window's edges. Idle energy stays out (it is the reservation's fixed cost, exported as it is).
 
 - A window closes at the first reading at least ``window_s`` after it opened; windows older than
-  ``horizon_s`` leave the fit. The fit is redone each time a window closes.
+  ``horizon_s`` leave the fit. The fit is redone every ``REFIT_EVERY`` windows (every window
+  while there are fewer than twice ``min_windows``): a fit of an hour of 10 s windows costs
+  ~40 ms of pure Python.
 - A window that saw the engine's counters go backwards (a restart) is dropped (it opens again at
   that reading), as is one whose opening edge falls before the endpoint's first energy point.
 - Only endpoints with engine readings are tracked; at most ``MAX_ENDPOINTS`` at once (the least
@@ -29,6 +31,7 @@ from .. import energy_model
 
 log = logging.getLogger(__name__)
 MAX_ENDPOINTS = 256
+REFIT_EVERY = 4  # windows closed between fits (every one while there are few): an hour of 10 s windows is 360
 Key = tuple[str, str, str]  # (namespace, endpoint, model): the energy and requests series' labels
 
 
@@ -44,6 +47,7 @@ class _Track:
     last_seen: float = 0.0
     windows: deque = field(default_factory=deque)   # (end time, energy_model.Window)
     fit: energy_model.Fit | None = None
+    unfitted: int = 0              # windows closed since the last fit
 
     def energy_at(self, t: float) -> float | None:
         """Cumulative active energy at ``t``, linear between sample points; None outside them."""
@@ -58,7 +62,7 @@ class _Track:
 
 
 class MarginalStage:
-    def __init__(self, window_s: float = 15.0, horizon_s: float = 3600.0, min_windows: int = 12,
+    def __init__(self, window_s: float = 10.0, horizon_s: float = 3600.0, min_windows: int = 12,
                  enabled: bool = True) -> None:
         self.window_s, self.horizon_s, self.min_windows = window_s, horizon_s, min_windows
         self.enabled = enabled
@@ -116,6 +120,9 @@ class MarginalStage:
             tr.windows.append((end, energy_model.Window(end - start, max(0.0, e1 - e0), tr.prompt, tr.generation)))
             while tr.windows and tr.windows[0][0] < end - self.horizon_s:
                 tr.windows.popleft()
+            tr.unfitted += 1
+        if tr.unfitted >= REFIT_EVERY or (tr.unfitted and len(tr.windows) < 2 * self.min_windows):
+            tr.unfitted = 0
             tr.fit = energy_model.fit([w for _, w in tr.windows], min_windows=self.min_windows)
             if self._states.get(key) != tr.fit.state:
                 self._states[key] = tr.fit.state

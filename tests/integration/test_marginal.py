@@ -4,7 +4,7 @@ simtraffic.py), each under a vLLM-shaped server (tests/fixtures/engines/traffic_
 as ``vllm serve <model> --port N``) whose counters come from the same schedule.
 
 Time runs ten times faster than in production, every setting scaled alike: 0.1 s samples (1 s),
-0.5 s engine scrapes (5 s), 1.5 s windows (15 s), traffic that changes every 1 s (10 s). So the
+0.5 s engine scrapes (5 s), 1 s windows (10 s), traffic that changes every 1 s (10 s). So the
 60 s run is 10 minutes of simulated traffic.
 
 Must show (issue "What one more request costs"): the exported a and b within 5 % of the truth,
@@ -13,17 +13,12 @@ ratio; and a server restart midway costs the fit nothing."""
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from support import ROOT, parse_metrics, start_daemon, stop_all, write_scenario
+from support import FAST_MARGINAL_ARGS, parse_metrics, start_daemon, start_traffic_node, stop_all, traffic_spec
 
-TRAFFIC = ROOT / "tests" / "fixtures" / "engines" / "traffic_engine.py"
 RUN_S = 60.0  # 10 simulated minutes
 # (prefill J/token, decode J/token, seed); the fixed-mix and restarting servers are extra
 TRUTHS = [(0.008, 0.10, 11), (0.012, 0.15, 12), (0.02, 0.25, 13), (0.01, 0.12, 14)]
@@ -31,52 +26,17 @@ COLLINEAR = 4
 RESTART = 5
 
 
-def _ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def _traffic(a: float, b: float, seed: int, **extra: float) -> dict:
-    return {"seed": seed, "prefill_j_per_token": a, "decode_j_per_token": b, "segment_s": 1.0,
-            "prompt_tokens_per_s": [0, 6000], "generation_tokens_per_s": [0, 1200], "quiet_share": 0.1,
-            "noise": 0.03, **extra}
-
-
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("marginal")
-    (tmp / "bin").mkdir()
-    vllm = tmp / "bin" / "vllm"
-    vllm.write_text(f"#!{sys.executable}\nimport runpy, sys; sys.argv[0] = {str(TRAFFIC)!r}; "
-                    f"runpy.run_path({str(TRAFFIC)!r}, run_name='__main__')\n")
-    vllm.chmod(0o755)
-    specs = [_traffic(a, b, seed) for a, b, seed in TRUTHS]
-    specs.append(_traffic(0.01, 0.12, 15, generation_per_prompt=0.2))   # a fixed mix: not identifiable
-    specs.append(_traffic(0.01, 0.12, 16))                                # restarts at 30 s
-    start = time.time() + 1.0
-    scenario = write_scenario(tmp / "sim.yaml", {"start_unix": start, "gpus": [
-        {"name": "NVIDIA H100 80GB HBM3", "idle_w": 70, "max_w": 700, "traffic": t,
-         "processes": [{"pid_file": str(tmp / f"pid{i}"), "memory_gib": 20, "sm_util": 50}]}
-        for i, t in enumerate(specs)]})
-    procs = []
+    specs = [traffic_spec(a, b, seed) for a, b, seed in TRUTHS]
+    specs.append(traffic_spec(0.01, 0.12, 15, generation_per_prompt=0.2))   # a fixed mix: not identifiable
+    specs.append(traffic_spec(0.01, 0.12, 16))                                # restarts at 30 s
+    scenario, procs, start = start_traffic_node(tmp, specs, restart_at={RESTART: 30.0})
     d = None
     try:
-        for i, port in enumerate(_ports(len(specs))):
-            env = {"SIM_TRAFFIC": f"{scenario}:{i}", "SIM_PID_FILE": str(tmp / f"pid{i}"),
-                   "PATH": "/usr/bin:/bin", **({"SIM_RESTART_AT_S": "30"} if i == RESTART else {})}
-            procs.append(subprocess.Popen([str(vllm), "serve", f"sim/model-{i}", "--port", str(port)],
-                                          env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / f"e{i}.log", "w")))
-        deadline = time.time() + 20
-        while not all((tmp / f"pid{i}").exists() for i in range(len(specs))):
-            assert time.time() < deadline, [(tmp / f"e{i}.log").read_text() for i in range(len(specs))]
-            time.sleep(0.1)
-        d = start_daemon(tmp, "--sample.interval=100ms", "--engines.interval=500ms", "--marginal.window=1.5s",
-                         "--gpu.backend=simulated", f"--gpu.simulation-file={scenario}", "--carbon.region=FR")
+        d = start_daemon(tmp, *FAST_MARGINAL_ARGS, "--gpu.backend=simulated", f"--gpu.simulation-file={scenario}",
+                         "--carbon.region=FR")
         time.sleep(max(0.0, start + RUN_S - time.time()))
         yield parse_metrics(d.get()), d
     finally:
@@ -99,7 +59,7 @@ def test_the_exported_marginal_costs_are_the_truth(fitted, i):
     model = f"sim/model-{i}"
     assert _one(m, "wattprint_endpoint_energy_model_state", model, state="fitted") == 1, d.log.read_text()[-3000:]
     windows = _one(m, "wattprint_endpoint_energy_model_windows", model)
-    assert windows is not None and windows >= 25, windows  # ~39 windows of 1.5 s in 60 s
+    assert windows is not None and windows >= 40, windows  # ~58 windows of 1 s in 60 s
     for phase, truth in (("prefill", a), ("decode", b)):
         est = _one(m, "wattprint_endpoint_marginal_joules_per_token", model, phase=phase)
         se = _one(m, "wattprint_endpoint_marginal_joules_per_token_stderr", model, phase=phase)
