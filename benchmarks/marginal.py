@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import tempfile
@@ -34,7 +35,10 @@ def one_batch(seeds: list[int], minutes: float) -> list[dict]:
     rng = random.Random(sum(seeds))
     truths = [(round(rng.uniform(0.004, 0.03), 4), round(rng.uniform(0.06, 0.4), 3)) for _ in seeds]
     with tempfile.TemporaryDirectory(prefix="wattprint-marginal-") as tmp:
-        scenario, procs, start = start_traffic_node(Path(tmp), [traffic_spec(a, b, s) for (a, b), s in zip(truths, seeds)])
+        # model names of this run only: a daemon on this host sees every vLLM-looking process
+        prefix = f"sim/bench{os.getpid()}-{seeds[0]}-"
+        scenario, procs, start = start_traffic_node(Path(tmp), [traffic_spec(a, b, s) for (a, b), s in zip(truths, seeds)],
+                                                    model_prefix=prefix)
         d = None
         try:
             d = start_daemon(Path(tmp), *FAST_MARGINAL_ARGS, "--gpu.backend=simulated",
@@ -50,7 +54,7 @@ def one_batch(seeds: list[int], minutes: float) -> list[dict]:
             stop_all(procs)
     out = []
     for i, (seed, (a, b)) in enumerate(zip(seeds, truths)):
-        row: dict = {"seed": seed, "model": f"sim/model-{i}"}
+        row: dict = {"seed": seed, "model": f"{prefix}{i}"}
         state = [dict(k)["state"] for k in m.get("wattprint_endpoint_energy_model_state", {})
                  if dict(k)["model"] == row["model"]]
         row["state"] = state[0] if state else "none"

@@ -104,6 +104,14 @@ J_PER_1K_TOKENS_5M = rule("endpoint_joules_per_1k_generation_tokens:5m")
 G_PER_REQUEST_5M = rule("endpoint_co2e_grams_per_request:5m")
 G_PER_REQUEST_1H = rule("endpoint_co2e_grams_per_request:1h")
 G_PER_1K_TOKENS_5M = rule("endpoint_co2e_grams_per_1k_generation_tokens:5m")
+MARGINAL_J_5M = rule("endpoint_marginal_joules_per_token:5m")
+MARGINAL_SE_5M = rule("endpoint_marginal_joules_per_token_stderr:5m")
+MARGINAL_G_PER_REQUEST_5M = rule("endpoint_marginal_co2e_grams_per_request:5m")
+IDLE_G_PER_REQUEST_5M = rule("endpoint_idle_co2e_grams_per_request:5m")
+MODEL_STATE = metric("endpoint_energy_model_state")
+MODEL_WINDOWS = metric("endpoint_energy_model_windows")
+MODEL_R2 = metric("endpoint_energy_model_r_squared")
+MODEL_FIXED_W = metric("endpoint_energy_model_fixed_active_watts")
 
 # Grafana units (ids from Grafana's value formats; `si:` scales with SI prefixes, `suffix:` does not)
 W, J, G, S, BYTES, RATIO, NONE = "watt", "joule", "massg", "s", "bytes", "percentunit", "none"
@@ -479,6 +487,36 @@ def endpoint_detail():
                        Target(f"{REQUESTS_5M}{s(SEL)}", LEGEND_ENDPOINT + " requests"),
                        Target(f"{TOKENS_5M}{s(SEL)}", LEGEND_ENDPOINT + " tokens", unit=TOKENS_PER_S)), 8, 8),
         ]),
+        ("What one more request costs", [
+            Cell(graph("Marginal energy per token, 95 % band", J, "What one more prompt token (prefill) or "
+                       "generated token (decode) costs in active energy, fitted by the exporter from the "
+                       "endpoint's own traffic over the last hour; the dashed lines are ±1.96 standard "
+                       "errors. Absent while the fit is not identified (see the health table).",
+                       Target(f"{MARGINAL_J_5M}{s(SEL)}", LEGEND_ENDPOINT + " {{phase}}"),
+                       Target(f"{MARGINAL_J_5M}{s(SEL)} - 1.96 * {MARGINAL_SE_5M}{s(SEL)}",
+                              LEGEND_ENDPOINT + " {{phase}} low"),
+                       Target(f"{MARGINAL_J_5M}{s(SEL)} + 1.96 * {MARGINAL_SE_5M}{s(SEL)}",
+                              LEGEND_ENDPOINT + " {{phase}} high"), dashed=".* (low|high)$"), 8, 9),
+            Cell(graph("Fixed vs marginal cost per request", G, "Grams CO2e per request: what one more "
+                       "mean request costs (marginal, operational), the window average (operational + "
+                       "embodied, idle included), and the reservation's fixed cost per request (idle "
+                       "energy's CO2e and embodied CO2e over the requests, 5 min).",
+                       Target(f"{MARGINAL_G_PER_REQUEST_5M}{s(SEL)}", LEGEND_ENDPOINT + " marginal"),
+                       Target(f"{G_PER_REQUEST_5M}{s(SEL)}", LEGEND_ENDPOINT + " average"),
+                       Target(f"{IDLE_G_PER_REQUEST_5M}{s(SEL)}", LEGEND_ENDPOINT + " fixed")), 8, 9),
+            Cell(grid("Energy model health", NONE, "Per exporter instance: the fit's state (fitted, or why "
+                      "nothing is published: too_few_windows, collinear, …), its windows, the share of "
+                      "the windows' active energy it explains (R²) and the active power the tokens do not "
+                      "explain.",
+                      tab(f"max by (instance, {BY_ENDPOINT}, state) ({MODEL_WINDOWS}{s(SEL)} * on (instance, "
+                          f"{BY_ENDPOINT}) group_left (state) ({MODEL_STATE}{s(SEL)} == 1))"),
+                      tab(f"max by (instance, {BY_ENDPOINT}, state) ({MODEL_R2}{s(SEL)} * on (instance, "
+                          f"{BY_ENDPOINT}) group_left (state) ({MODEL_STATE}{s(SEL)} == 1))", unit=RATIO),
+                      tab(f"max by (instance, {BY_ENDPOINT}, state) ({MODEL_FIXED_W}{s(SEL)} * on (instance, "
+                          f"{BY_ENDPOINT}) group_left (state) ({MODEL_STATE}{s(SEL)} == 1))", unit=W),
+                      columns={"endpoint": "Endpoint", "model": "Model", "instance": "Instance", "state": "State",
+                               "Value #A": "Windows", "Value #B": "R²", "Value #C": "Fixed active W"}), 8, 9),
+        ]),
         ("Emissions and budget", [
             Cell(graph("CO2e per request vs budget", G, "Grams CO2e per request over 5 min and over 1 h "
                        "(the alert's window) against the configured budget (dashed).",
@@ -497,8 +535,9 @@ def endpoint_detail():
         ]),
     ]
     return build("Wattprint / Endpoint detail", "wattprint-endpoint-detail",
-                 "One model endpoint (or a few): where its energy goes, how efficient it is, what it "
-                 "emits per request against its budget, and its alerts.", rows)
+                 "One model endpoint (or a few): where its energy goes, how efficient it is, what one "
+                 "more request costs against what holding it costs, what it emits per request against "
+                 "its budget, and its alerts.", rows)
 
 
 def node_detail():

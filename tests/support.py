@@ -16,6 +16,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -296,28 +297,33 @@ def traffic_spec(a: float, b: float, seed: int, **extra: float) -> dict:
 
 
 def start_traffic_node(tmp: Path, specs: list[dict], restart_at: dict[int, float] | None = None,
-                       lead_s: float = 1.0) -> tuple[Path, list[subprocess.Popen], float]:
+                       lead_s: float = 1.0, other_gpus: list[dict] | None = None,
+                       start_unix: float | None = None, model_prefix: str = "sim/model-",
+                       **scenario: Any) -> tuple[Path, list[subprocess.Popen], float]:
     """One simulated H100 per traffic spec, each held by a vLLM-shaped server started as
-    ``vllm serve sim/model-<i> --port N`` (tests/fixtures/engines/traffic_engine.py) serving the
-    counters of the same schedule. Returns (scenario file, server processes, the schedule's time 0
-    as a Unix time). ``restart_at``: GPU index → seconds at which that server's counters restart."""
+    ``vllm serve <model_prefix><i> --port N`` (tests/fixtures/engines/traffic_engine.py) serving the
+    counters of the same schedule, after ``other_gpus`` (scenario GPUs of the caller's own).
+    Returns (scenario file, server processes, the schedule's time 0 as a Unix time).
+    ``restart_at``: spec index → seconds at which that server's counters restart."""
     (tmp / "bin").mkdir(exist_ok=True)
     vllm = tmp / "bin" / "vllm"
     vllm.write_text(f"#!{sys.executable}\nimport runpy, sys; sys.argv[0] = {str(TRAFFIC_ENGINE)!r}; "
                     f"runpy.run_path({str(TRAFFIC_ENGINE)!r}, run_name='__main__')\n")
     vllm.chmod(0o755)
-    start = time.time() + lead_s
-    scenario = write_scenario(tmp / "sim.yaml", {"start_unix": start, "gpus": [
+    start = start_unix if start_unix is not None else time.time() + lead_s
+    before = list(other_gpus or [])
+    scenario_file = write_scenario(tmp / "sim.yaml", {**scenario, "start_unix": start, "gpus": before + [
         {"name": "NVIDIA H100 80GB HBM3", "idle_w": 70, "max_w": 700, "traffic": t,
          "processes": [{"pid_file": str(tmp / f"pid{i}"), "memory_gib": 20, "sm_util": 50}]}
         for i, t in enumerate(specs)]})
     procs: list[subprocess.Popen] = []
     try:
         for i in range(len(specs)):
-            env = {"SIM_TRAFFIC": f"{scenario}:{i}", "SIM_PID_FILE": str(tmp / f"pid{i}"), "PATH": "/usr/bin:/bin"}
+            env = {"SIM_TRAFFIC": f"{scenario_file}:{len(before) + i}", "SIM_PID_FILE": str(tmp / f"pid{i}"),
+                   "PATH": "/usr/bin:/bin"}
             if restart_at and i in restart_at:
                 env["SIM_RESTART_AT_S"] = str(restart_at[i])
-            procs.append(subprocess.Popen([str(vllm), "serve", f"sim/model-{i}", "--port", str(free_port())],
+            procs.append(subprocess.Popen([str(vllm), "serve", f"{model_prefix}{i}", "--port", str(free_port())],
                                           env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / f"e{i}.log", "w")))
         deadline = time.time() + 20
         while not all((tmp / f"pid{i}").exists() for i in range(len(specs))):
@@ -328,7 +334,7 @@ def start_traffic_node(tmp: Path, specs: list[dict], restart_at: dict[int, float
     except BaseException:
         stop_all(procs)
         raise
-    return scenario, procs, start
+    return scenario_file, procs, start
 
 
 # 10× faster than production, every setting alike: samples 1 s → 0.1 s, engine scrapes 5 s → 0.5 s,

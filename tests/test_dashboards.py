@@ -165,7 +165,10 @@ def test_the_brief_is_covered():
         assert needle in fleet, needle
     for needle in ("wattprint:endpoint_component_power_watts:5m", "wattprint:endpoint_joules_per_1k_generation_tokens:5m",
                    "wattprint:endpoint_requests_per_second:5m", "wattprint_endpoint_budget_grams_per_request",
-                   'ALERTS{alertname=~\\"Wattprint.*\\"'):
+                   'ALERTS{alertname=~\\"Wattprint.*\\"', "wattprint:endpoint_marginal_joules_per_token:5m",
+                   "wattprint:endpoint_marginal_joules_per_token_stderr:5m",
+                   "wattprint:endpoint_marginal_co2e_grams_per_request:5m",
+                   "wattprint:endpoint_idle_co2e_grams_per_request:5m", "wattprint_endpoint_energy_model_state"):
         assert needle in endpoint, needle
     for needle in ("wattprint_gpu_energy_joules_total", "wattprint_cpu_energy_joules_total", "domain, method",
                    "wattprint_collector_up", "wattprint_sample_duration_seconds", "process_cpu_seconds_total",

@@ -39,7 +39,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from support import ROOT, free_port, make_powercap, set_energy, start_daemon, start_prometheus, write_scenario
+from support import (ROOT, free_port, make_powercap, set_energy, start_daemon, start_prometheus,
+                     start_traffic_node, traffic_spec)
 from support import drive_completions  # noqa: E402
 
 pytestmark = pytest.mark.integration
@@ -207,13 +208,13 @@ def test_every_panel_query_returns_data(tmp_path):
         deadline = time.time() + 10
         while not (vllm_pid.exists() and len(_children({p.pid for p in procs})) >= 5) and time.time() < deadline:
             time.sleep(0.1)  # the engine workers (vLLM's, SGLang's) are spawned
-        procfs = procfs_view(tmp_path / "proc", {p.pid for p in procs})
 
         # GPUs 0-1: the vLLM engine worker (tensor parallel), busier from 25 s; GPU 2: Triton;
-        # GPU 3: no process, and its NVML handle is lost for 3 s.
+        # GPU 3: no process, and its NVML handle is lost for 3 s; GPU 4: a vLLM-shaped server
+        # under simulated traffic whose mix varies (its marginal costs get fitted).
         t0 = time.time()
         vllm_gpu = lambda util, mem: {"pid_file": str(vllm_pid), "memory_gib": mem, "sm_util": util}  # noqa: E731
-        scenario = write_scenario(tmp_path / "sim.yaml", {"start_unix": t0, "driver_version": "550.54.15", "gpus": [
+        gpus = [
             {"name": "NVIDIA H100 80GB HBM3", "idle_w": 70, "max_w": 700, "phases": [
                 {"at_s": 0, "processes": [vllm_gpu(30, 62)]}, {"at_s": 25, "processes": [vllm_gpu(70, 62)]},
                 {"at_s": 50, "processes": [vllm_gpu(45, 62)]}]},
@@ -225,7 +226,12 @@ def test_every_panel_query_returns_data(tmp_path):
                 {"at_s": 40, "processes": [{"pid": triton.pid, "memory_gib": 18, "sm_util": 28}]}]},
             {"name": "NVIDIA H100 80GB HBM3", "idle_w": 70, "max_w": 700, "processes": [],
              "faults": [{"call": "energy", "error": "GPU_IS_LOST", "after_s": 12, "for_s": 3}]},
-        ]})
+        ]
+        scenario, traffic, _ = start_traffic_node(tmp_path, [traffic_spec(0.01, 0.12, 7)], other_gpus=gpus,
+                                                  start_unix=t0, driver_version="550.54.15",
+                                                  model_prefix="sim/dashboard-")
+        procs += traffic
+        procfs = procfs_view(tmp_path / "proc", {p.pid for p in procs})
         sysfs = make_powercap(tmp_path / "sys", {
             "intel-rapl:0": {"name": "package-0"}, "intel-rapl:0:0": {"name": "core"},
             "intel-rapl:0:1": {"name": "dram"}, "intel-rapl:1": {"name": "psys"}})
@@ -243,7 +249,7 @@ def test_every_panel_query_returns_data(tmp_path):
                                      daemon=True) for _ in range(2)]
         for t in threads:
             t.start()
-        d = start_daemon(tmp_path, "--sample.interval=1s", "--gpu.backend=simulated",
+        d = start_daemon(tmp_path, "--sample.interval=1s", "--marginal.window=1s", "--gpu.backend=simulated",
                          f"--gpu.simulation-file={scenario}", f"--path.sysfs={sysfs}", f"--path.procfs={procfs}",
                          f"--config.file={cfg}")
         prom = start_prometheus(tmp_path, [f"127.0.0.1:{d.port}"], rule_files=[str(fast_rules(tmp_path))])
