@@ -18,6 +18,18 @@ One run (≈ 2–3 minutes) that anyone with a GPU can repeat:
 
     python3 benchmarks/gpu_validation.py [--window 60] [--out benchmarks/results]
     python3 benchmarks/gpu_validation.py --simulated   # dry run, no GPU needed
+
+With ``--sweep`` (≈ 6 minutes) it checks the marginal-cost fit instead: the same vLLM-format
+workload (which prefills each batch's prompts, then decodes) under a load sweep — an idle phase, a
+prefill-only phase (long prompts, ``max_tokens`` 1), a decode-only phase (one-word prompts, 128
+tokens), then mixed load redrawn every 5 s (concurrency 2–16, prompts 16–1024 words, 4–256
+tokens) — and reports the exported ``wattprint_endpoint_marginal_joules_per_token`` (prefill and
+decode, with stderr) against a direct measurement: NVML's energy above the measured idle power over
+the prefill-only and decode-only phases, solved for J per prompt token and J per generated token
+from those two phases' token counts. Batch size moves J/token several-fold, so the two figures
+describe different operating points; the report prints both with the phases' concurrency.
+
+    python3 benchmarks/gpu_validation.py --sweep [--simulated]
 """
 
 from __future__ import annotations
@@ -106,6 +118,15 @@ class Nvml:
     def power_w(self) -> float:
         return self.lib.nvmlDeviceGetPowerUsage(self.h) / 1000
 
+    def median_power_w(self, seconds: float) -> float:
+        """The median of power readings every 250 ms for ``seconds`` (an idle phase)."""
+        watts = []
+        t_end = time.time() + seconds
+        while time.time() < t_end:
+            watts.append(self.power_w())
+            time.sleep(0.25)
+        return sorted(watts)[len(watts) // 2]
+
     def util_samples(self) -> dict[int, list[float]]:
         """New samples per pid since the last call (the whole buffer, de-duplicated per pid)."""
         try:
@@ -175,23 +196,130 @@ class Daemon:
 
 
 async def drive(url: str, stop_at: float, concurrency: int) -> int:
+    """The validation run's load: 64-word prompts, 32 tokens, until ``stop_at``."""
+    return await drive_phase(url, stop_at - time.time(), concurrency, (64, 64), (32, 32), 0)
+
+
+async def drive_phase(url: str, seconds: float, concurrency: int, prompt_words: tuple[int, int],
+                      max_tokens: tuple[int, int], seed: int) -> int:
+    """Requests with prompts of ``prompt_words`` words and ``max_tokens`` (uniform in the ranges)."""
+    import random
+
     import aiohttp
 
-    done = 0
+    rng, done, stop_at = random.Random(seed), 0, time.time() + seconds
 
     async def worker(session: aiohttp.ClientSession) -> None:
         nonlocal done
         while time.time() < stop_at:
+            body = {"prompt": "tok " * rng.randint(*prompt_words), "max_tokens": rng.randint(*max_tokens)}
             try:
-                async with session.post(url, json={"prompt": "the quick brown fox " * 16, "max_tokens": 32}) as r:
+                async with session.post(url, json=body) as r:
                     await r.read()
                     done += r.status == 200
             except aiohttp.ClientError:
                 await asyncio.sleep(0.2)
 
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
     return done
+
+
+def counters_of(url: str) -> tuple[float, float]:
+    v = parse(http_get(url))
+    return total(v, "vllm:prompt_tokens_total"), total(v, "vllm:generation_tokens_total")
+
+
+def sweep(args) -> int:
+    """The marginal-cost fit against a direct two-phase measurement (see the module)."""
+    import random
+
+    work = Path(tempfile.mkdtemp(prefix="wattprint-sweep-"))
+    pid_llm = work / "llm.pid"
+    device = "cpu" if args.simulated else "cuda"
+    daemon_args = ["--engines.interval=2s", "--marginal.window=6s"]
+    scenario = None
+    if args.simulated:  # a dry run of the plumbing: the simulated GPU does not feel the workload
+        import yaml
+
+        scenario = str(work / "sim.yaml")
+        Path(scenario).write_text(yaml.safe_dump({"start_unix": time.time(), "gpus": [{
+            "name": "NVIDIA H100 80GB HBM3", "idle_w": 72, "max_w": 700,
+            "processes": [{"pid_file": str(pid_llm), "memory_gib": 20, "sm_util": 50}]}]}))
+        daemon_args += ["--gpu.backend=simulated", f"--gpu.simulation-file={scenario}"]
+    else:
+        daemon_args.append("--gpu.backend=nvml")
+    log("1/4 wattprint serve + idle phase (no workload)")
+    daemon = Daemon(daemon_args, work)
+    nvml = Nvml(scenario)
+    idle_w = nvml.median_power_w(args.idle)
+    port = free_port()
+    llm = subprocess.Popen([sys.executable, str(WORKLOADS / "vllm"), "serve", "tiny-llm", "--port", str(port),
+                            "--device", device, "--pid-file", str(pid_llm)], env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                           stdout=open(work / "llm.log", "w"), stderr=subprocess.STDOUT)
+    url, murl = f"http://127.0.0.1:{port}/v1/completions", f"http://127.0.0.1:{port}/metrics"
+    phases: dict[str, dict] = {}
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                http_get(murl, 1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        asyncio.run(drive_phase(url, args.warmup, 8, (64, 64), (16, 16), 0))  # warm-up (CUDA kernels, caches)
+
+        def phase(name: str, seconds: float, conc: int, words: tuple[int, int], toks: tuple[int, int]) -> None:
+            log(f"    {name}: {seconds:g} s, concurrency {conc}, prompts {words} words, {toks} tokens")
+            e0, t0, (p0, g0) = nvml.energy_mj(), time.time(), counters_of(murl)
+            asyncio.run(drive_phase(url, seconds, conc, words, toks, hash(name) & 0xFFFF))
+            e1, t1, (p1, g1) = nvml.energy_mj(), time.time(), counters_of(murl)
+            phases[name] = {"seconds": t1 - t0, "concurrency": conc, "prompt_tokens": p1 - p0,
+                            "generation_tokens": g1 - g0, "active_j": (e1 - e0) / 1000 - idle_w * (t1 - t0)}
+
+        log("2/4 prefill-only and decode-only phases")
+        phase("prefill_only", args.phase, 8, (1024, 1024), (1, 1))
+        phase("decode_only", args.phase, 8, (1, 1), (128, 128))
+        log(f"3/4 mixed load, {args.mixed:g} s, redrawn every 5 s")
+        rng, end = random.Random(7), time.time() + args.mixed
+        while time.time() < end:
+            asyncio.run(drive_phase(url, 5, rng.randint(2, 16), (rng.randint(16, 1024),) * 2,
+                                    (rng.randint(4, 256),) * 2, rng.randint(0, 1 << 16)))
+        time.sleep(8)  # the last window closes and is fitted
+        m = daemon.metrics()
+    finally:
+        llm.terminate()
+        try:
+            llm.wait(10)
+        except subprocess.TimeoutExpired:
+            llm.kill()
+        daemon.stop()
+    # direct: solve  active = a × prompt + b × generation  over the two pure phases
+    pf, dc = phases["prefill_only"], phases["decode_only"]
+    det = pf["prompt_tokens"] * dc["generation_tokens"] - pf["generation_tokens"] * dc["prompt_tokens"]
+    direct = {"prefill": None, "decode": None}
+    if det:
+        direct["prefill"] = (pf["active_j"] * dc["generation_tokens"] - pf["generation_tokens"] * dc["active_j"]) / det
+        direct["decode"] = (pf["prompt_tokens"] * dc["active_j"] - pf["active_j"] * dc["prompt_tokens"]) / det
+    fitted = {ph: {"estimate": (by_label(m, "wattprint_endpoint_marginal_joules_per_token", "phase") or {}).get(ph),
+                   "stderr": (by_label(m, "wattprint_endpoint_marginal_joules_per_token_stderr", "phase") or {}).get(ph)}
+              for ph in ("prefill", "decode")}
+    states = by_label(m, "wattprint_endpoint_energy_model_state", "state")
+    report = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "simulated": args.simulated,
+              "idle_w": idle_w, "phases": phases, "direct": direct, "fitted": fitted,
+              "state": [k for k, v in states.items() if v == 1],
+              "windows": total(m, "wattprint_endpoint_energy_model_windows")}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"gpu-sweep-{report['date'][:10]}" + ("-simulated" if args.simulated else "")
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    log("4/4 fitted against direct (J per token)")
+    for ph in ("prefill", "decode"):
+        fe, d = fitted[ph], direct[ph]
+        est = "not published" if fe["estimate"] is None else f"{fe['estimate']:.5f} ± {fe['stderr']:.5f}"
+        print(f"  {ph:8} fitted {est:>24}   direct {('n/a' if d is None else f'{d:.5f}'):>10}")
+    print(f"  fit state {report['state']}, {report['windows']:.0f} windows; report {out / stem}.json")
+    return 0
 
 
 def run_check(extra: list[str]) -> dict:
@@ -211,7 +339,12 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=8, help="request generator concurrency")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="report folder")
     ap.add_argument("--simulated", action="store_true", help="dry run on the simulated GPU (no GPU needed)")
+    ap.add_argument("--sweep", action="store_true", help="check the marginal-cost fit under a load sweep instead")
+    ap.add_argument("--mixed", type=float, default=180, help="--sweep: seconds of mixed load (default 180)")
+    ap.add_argument("--phase", type=float, default=45, help="--sweep: seconds of each pure phase (default 45)")
     args = ap.parse_args()
+    if args.sweep:
+        return sweep(args)
     work = Path(tempfile.mkdtemp(prefix="wattprint-validation-"))
     pid_llm, pid_mm = work / "llm.pid", work / "matmul.pid"
     device = "cpu" if args.simulated else "cuda"
@@ -244,12 +377,7 @@ def main() -> int:
     log("2/5 wattprint serve + idle phase")
     daemon = Daemon(daemon_args, work)
     nvml = Nvml(scenario)
-    idle_w = []
-    t_end = time.time() + args.idle
-    while time.time() < t_end:
-        idle_w.append(nvml.power_w())
-        time.sleep(0.25)
-    idle_measured = sorted(idle_w)[len(idle_w) // 2]
+    idle_measured = nvml.median_power_w(args.idle)
     learned = daemon.metrics()
     if args.simulated:  # the simulated load begins at t_load: start the workloads then
         time.sleep(max(0.0, sim_t0 + t_load - time.time()))

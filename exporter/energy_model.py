@@ -238,17 +238,23 @@ def _huber_nonneg(x: list[list[float]], y: list[float], max_iter: int
 def _hac_cov(x: list[list[float]], r: list[float], s: float) -> list[list[float]] | None:
     """Newey-West covariance of the M-estimate (Bartlett kernel, lag ⌈4 (n/100)^(2/9)⌉), for
     windows in time order: power that wanders over more than one window makes neighbouring
-    residuals alike, which the H1 formula assumes away. B⁻¹ M B⁻¹ · n/(n−p), B = Σ ψ'(u) x xᵀ,
-    M = Σ_l w_l Σ_i ψ_i ψ_(i−l) (x_i x_(i−l)ᵀ + x_(i−l) x_iᵀ) (l = 0 counted once)."""
+    residuals alike, and noise that grows with the traffic makes them unequal, both of which the
+    H1 formula assumes away. B⁻¹ M B⁻¹ · n/(n−p), B = Σ ψ'(u) x xᵀ,
+    M = Σ_l w_l Σ_i ψ_i ψ_(i−l) (x_i x_(i−l)ᵀ + x_(i−l) x_iᵀ) (l = 0 counted once), with ψ_i
+    inflated by its window's leverage (HC3)."""
     n, p = len(r), 3
     if n <= p or s <= 0:
         return None
     u = [v / s for v in r]
-    psi = [max(-HUBER_K, min(HUBER_K, v)) * s for v in u]
     b = [[math.fsum(xi[a] * xi[c] for xi, v in zip(x, u) if abs(v) <= HUBER_K) for c in range(p)] for a in range(p)]
     inv = _inverse(b)
-    if inv is None:
+    xtx = _inverse([[math.fsum(xi[a] * xi[c] for xi in x) for c in range(p)] for a in range(p)])
+    if inv is None or xtx is None:
         return None
+    # each window's ψ inflated by 1/(1 − leverage), as HC3 does: windows far out in token space
+    # (a burst) pull the fit towards them, and their residuals understate their noise
+    lev = [math.fsum(xi[a] * xtx[a][c] * xi[c] for a in range(p) for c in range(p)) for xi in x]
+    psi = [max(-HUBER_K, min(HUBER_K, v)) * s / max(1.0 - h, 0.05) for v, h in zip(u, lev)]
     lag = math.ceil(4 * (n / 100) ** (2 / 9))
     m = [[0.0] * p for _ in range(p)]
     for lg in range(0, min(lag, n - 1) + 1):
