@@ -148,18 +148,34 @@ def t_quantile_975(df: int) -> float:
 
 # --- small dense linear algebra on lists (three columns at most) -------------------------------
 
-def _solve(x: list[list[float]], y: list[float], w: list[float], cols: list[int]) -> list[float] | None:
-    """Weighted least squares on the columns ``cols``; the others are 0. None if singular."""
-    k = len(cols)
-    a = [[math.fsum(wi * xi[cols[p]] * xi[cols[q]] for wi, xi in zip(w, x)) for q in range(k)] for p in range(k)]
-    b = [math.fsum(wi * xi[cols[p]] * yi for wi, xi, yi in zip(w, x, y)) for p in range(k)]
-    sol = _gauss(a, b)
+def _normal(x: list[list[float]], y: list[float], w: list[float]) -> tuple[list[list[float]], list[float]]:
+    """XᵀWX and XᵀWy, one pass over the windows (columns scaled to RMS 1: plain sums are exact enough)."""
+    a = [[0.0] * 3 for _ in range(3)]
+    b = [0.0, 0.0, 0.0]
+    for wi, xi, yi in zip(w, x, y):
+        for p in range(3):
+            wp = wi * xi[p]
+            b[p] += wp * yi
+            row = a[p]
+            for q in range(3):
+                row[q] += wp * xi[q]
+    return a, b
+
+
+def _subset(a: list[list[float]], b: list[float], cols: list[int]) -> list[float] | None:
+    sol = _gauss([[a[p][q] for q in cols] for p in cols], [b[p] for p in cols])
     if sol is None:
         return None
     out = [0.0, 0.0, 0.0]
     for p, c in enumerate(cols):
         out[c] = sol[p]
     return out
+
+
+def _solve(x: list[list[float]], y: list[float], w: list[float], cols: list[int]) -> list[float] | None:
+    """Weighted least squares on the columns ``cols``; the others are 0. None if singular."""
+    a, b = _normal(x, y, w)
+    return _subset(a, b, cols)
 
 
 def _gauss(a: list[list[float]], b: list[float]) -> list[float] | None:
@@ -211,35 +227,42 @@ def _mad(r: list[float]) -> float:
 
 def _nonneg(x: list[list[float]], y: list[float], w: list[float]) -> tuple[list[float], list[int]]:
     """Weighted least squares with the token terms (columns 1, 2) ≥ 0: the best of the feasible
-    solutions on every subset of them (four at most)."""
+    solutions on every subset of them (four at most), all from one XᵀWX."""
+    a, b = _normal(x, y, w)
     best: tuple[float, list[float], list[int]] | None = None
     for cols in ([0, 1, 2], [0, 1], [0, 2], [0]):
-        beta = _solve(x, y, w, cols)
+        beta = _subset(a, b, cols)
         if beta is None or beta[1] < 0 or beta[2] < 0:
             continue
-        rss = math.fsum(wi * (yi - math.fsum(b * v for b, v in zip(beta, xi))) ** 2
-                        for wi, xi, yi in zip(w, x, y))
-        if best is None or rss < best[0] - 1e-12 * abs(rss):
-            best = (rss, beta, cols)
+        # the weighted RSS less the constant yᵀWy: βᵀAβ − 2 βᵀb
+        crit = sum(beta[p] * a[p][q] * beta[q] for p in range(3) for q in range(3)) \
+            - 2 * sum(beta[p] * b[p] for p in range(3))
+        if best is None or crit < best[0] - 1e-12 * abs(crit):
+            best = (crit, beta, cols)
     if best is None:
         return [0.0, 0.0, 0.0], []
     return best[1], best[2]
+
+
+def _residuals(x: list[list[float]], y: list[float], beta: list[float]) -> list[float]:
+    b0, b1, b2 = beta
+    return [yi - (b0 * xi[0] + b1 * xi[1] + b2 * xi[2]) for xi, yi in zip(x, y)]
 
 
 def _huber_nonneg(x: list[list[float]], y: list[float], max_iter: int
                   ) -> tuple[list[float], list[int], list[float], list[float]]:
     w = [1.0] * len(y)
     beta, free = _nonneg(x, y, w)
-    r = [yi - math.fsum(b * v for b, v in zip(beta, xi)) for xi, yi in zip(x, y)]
+    r = _residuals(x, y, beta)
     for _ in range(max_iter):
         s = _mad(r)
         if s <= 0:
             break
         cut = HUBER_K * s
-        w = [1.0 if abs(v) <= cut else cut / abs(v) for v in r]
+        w = [1.0 if -cut <= v <= cut else cut / abs(v) for v in r]
         new, free = _nonneg(x, y, w)
-        r = [yi - math.fsum(b * v for b, v in zip(new, xi)) for xi, yi in zip(x, y)]
-        done = all(abs(a - b) <= 1e-10 * (abs(a) + abs(b) + 1e-12) for a, b in zip(new, beta))
+        r = _residuals(x, y, new)
+        done = all(abs(a - b) <= 1e-8 * (abs(a) + abs(b) + 1e-12) for a, b in zip(new, beta))
         beta = new
         if done:
             break
@@ -252,7 +275,7 @@ def _noise_scale(x: list[list[float]], beta: list[float], r: list[float]) -> lis
     standard errors, or the spread it implies is under 1.5×): plain least squares is then as good.
     Each weight is bounded to 5× the mean, so one quiet window cannot take over the fit."""
     n = len(r)
-    yhat = [math.fsum(b * v for b, v in zip(beta, xi)) for xi in x]
+    yhat = [-v for v in _residuals(x, [0.0] * n, beta)]  # x·β
     a = [abs(v) for v in r]
     my, ma = math.fsum(yhat) / n, math.fsum(a) / n
     sxx = math.fsum((v - my) ** 2 for v in yhat)

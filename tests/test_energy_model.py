@@ -223,3 +223,22 @@ def test_endpoints_tracked_are_bounded_and_forgotten_after_the_horizon():
     assert len(st.tracks) == marginal.MAX_ENDPOINTS
     st.observe(100_000.0, {}, [])
     assert not st.tracks
+
+
+def test_fits_are_rationed_per_sample_so_many_endpoints_cannot_stall_the_loop(monkeypatch):
+    """200 endpoints all due at once: at most FITS_PER_SAMPLE fits a sample, each in its turn."""
+    from exporter.pipeline import marginal
+
+    calls: list[int] = []
+    real = energy_model.fit
+    monkeypatch.setattr(marginal.energy_model, "fit", lambda ws, **kw: calls.append(len(ws)) or real(ws, **kw))
+    st = MarginalStage(window_s=1.0, min_windows=12)
+    eps = [Workload("ns", f"e{i}", "m") for i in range(200)]
+    per_sample = []
+    for t in range(1, 40):
+        before = len(calls)
+        st.observe(float(t), {("ns", w.endpoint, "m"): 100.0 for w in eps},
+                   [Increment(w, "m", {"prompt_tokens": 10.0 * t, "generation_tokens": 3.0}, float(t) - 0.5) for w in eps])
+        per_sample.append(len(calls) - before)
+    assert max(per_sample) == marginal.FITS_PER_SAMPLE
+    assert len({k for k, tr in st.tracks.items() if tr.fit is not None}) == sum(per_sample)  # each in turn

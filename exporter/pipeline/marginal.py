@@ -9,8 +9,9 @@ window's edges. Idle energy stays out (it is the reservation's fixed cost, expor
 
 - A window closes at the first reading at least ``window_s`` after it opened; windows older than
   ``horizon_s`` leave the fit. The fit is redone every ``REFIT_EVERY`` windows (every window
-  while there are fewer than twice ``min_windows``): a fit of an hour of 10 s windows costs
-  ~40 ms of pure Python.
+  while there are fewer than twice ``min_windows``), at most ``FITS_PER_SAMPLE`` a sample, the
+  longest-waiting first: a fit of an hour of 10 s windows costs ~15 ms of pure Python, so many
+  endpoints (a hostile neighbour's fake servers included) slow each one's refits, never the loop.
 - A window that saw the engine's counters go backwards (a restart) is dropped (it opens again at
   that reading), as is one whose opening edge falls before the endpoint's first energy point.
 - Only endpoints with engine readings are tracked; at most ``MAX_ENDPOINTS`` at once (the least
@@ -32,6 +33,7 @@ from .. import energy_model
 log = logging.getLogger(__name__)
 MAX_ENDPOINTS = 256
 REFIT_EVERY = 4  # windows closed between fits (every one while there are few): an hour of 10 s windows is 360
+FITS_PER_SAMPLE = 1  # at most this many fits a sample (~15 ms each for an hour of windows); the rest wait their turn
 Key = tuple[str, str, str]  # (namespace, endpoint, model): the energy and requests series' labels
 
 
@@ -48,6 +50,7 @@ class _Track:
     windows: deque = field(default_factory=deque)   # (end time, energy_model.Window)
     fit: energy_model.Fit | None = None
     unfitted: int = 0              # windows closed since the last fit
+    due: bool = False              # waiting in the stage's queue for a fit
 
     def energy_at(self, t: float) -> float | None:
         """Cumulative active energy at ``t``, linear between sample points; None outside them."""
@@ -68,6 +71,7 @@ class MarginalStage:
         self.enabled = enabled
         self.tracks: dict[Key, _Track] = {}
         self._states: dict[Key, str] = {}
+        self._due: deque[Key] = deque()  # tracks whose fit is due, oldest first
 
     def observe(self, now: float, active: dict[Key, float], readings: Iterable[Any]) -> None:
         """One committed sample: ``active`` is the active joules booked per endpoint over the
@@ -103,6 +107,13 @@ class MarginalStage:
         for key in [k for k, tr in tracks.items() if now - tr.last_seen > self.horizon_s]:
             del tracks[key]
             self._states.pop(key, None)
+        for _ in range(FITS_PER_SAMPLE):
+            while self._due and self._due[0] not in tracks:  # forgotten meanwhile
+                self._due.popleft()
+            if not self._due:
+                break
+            key = self._due.popleft()
+            self._fit(key, tracks[key])
 
     def _new(self, key: Key, now: float) -> _Track:
         if len(self.tracks) >= MAX_ENDPOINTS:
@@ -121,14 +132,18 @@ class MarginalStage:
             while tr.windows and tr.windows[0][0] < end - self.horizon_s:
                 tr.windows.popleft()
             tr.unfitted += 1
-        if tr.unfitted >= REFIT_EVERY or (tr.unfitted and len(tr.windows) < 2 * self.min_windows):
-            tr.unfitted = 0
-            tr.fit = energy_model.fit([w for _, w in tr.windows], min_windows=self.min_windows)
-            if self._states.get(key) != tr.fit.state:
-                self._states[key] = tr.fit.state
-                log.info("energy model of %s/%s (%s): %s%s", key[0], key[1], key[2], tr.fit.state,
-                         f" ({tr.fit.detail})" if tr.fit.detail else "")
+        if not tr.due and (tr.unfitted >= REFIT_EVERY or (tr.unfitted and len(tr.windows) < 2 * self.min_windows)):
+            tr.due = True
+            self._due.append(key)
         tr.start, tr.prompt, tr.generation, tr.end = end, 0.0, 0.0, None
+
+    def _fit(self, key: Key, tr: _Track) -> None:
+        tr.due, tr.unfitted = False, 0
+        tr.fit = energy_model.fit([w for _, w in tr.windows], min_windows=self.min_windows)
+        if self._states.get(key) != tr.fit.state:
+            self._states[key] = tr.fit.state
+            log.info("energy model of %s/%s (%s): %s%s", key[0], key[1], key[2], tr.fit.state,
+                     f" ({tr.fit.detail})" if tr.fit.detail else "")
 
     @staticmethod
     def _prune(tr: _Track, now: float) -> None:
