@@ -329,15 +329,16 @@ class MarginalConfig(_Section):
     enabled: bool = Field(True, description="Fit what one more prompt or generated token costs, per "
                           "endpoint with engine token counters (wattprint_endpoint_marginal_joules_per_token; "
                           "README, 'What one more request costs').")
-    window: Duration = Field(10.0, description="Shortest window of an endpoint's traffic in the fit (cut at "
-                             "engine readings; at least two engine scrapes long). Shorter windows see more "
-                             "of the traffic's variation, which is what tells prefill from decode.")
+    window: Duration = Field(0.0, description="Shortest window of an endpoint's traffic in the fit, cut at "
+                             "engine readings; 0: two engine scrape intervals (10 s at the defaults), never "
+                             "less. Shorter windows see more of the traffic's variation, which is what tells "
+                             "prefill from decode.")
     horizon: Duration = Field(3600.0, description="How far back the fit looks: the operating point it "
                               "describes is that of this span.")
     min_windows: int = Field(12, ge=4, le=100000, description="Fewest windows with tokens before "
                              "anything is published.")
 
-    _window = field_validator("window")(lambda v: within(v, 0.1, 3600, "between 100ms and 1h"))
+    _window = field_validator("window")(lambda v: v if v == 0 else within(v, 0.1, 3600, "0 or between 100ms and 1h"))
     _horizon = field_validator("horizon")(lambda v: within(v, 1, 7 * 86400, "between 1s and 7d"))
 
 

@@ -144,7 +144,7 @@ def start_engines(cfg: config.Config, sampler: Any) -> Any:
     sampler.engines = scraper
     sampler.requests.expire_s = 2 * e.interval + 1.0  # no increment for two scrapes: no model was active
     m = cfg.marginal
-    sampler.marginal = MarginalStage(window_s=max(m.window, 2 * e.interval), horizon_s=m.horizon,
+    sampler.marginal = MarginalStage(window_s=max(m.window, 2 * e.interval), horizon_s=m.horizon,  # 0: 2 scrapes
                                      min_windows=m.min_windows, enabled=m.enabled)
     return scraper
 
