@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
         regions = None  # type: ignore[assignment]
     if regions is not None and hasattr(regions, "add_cli"):
         regions.add_cli(sub)
+    from . import rules
+
+    rules.add_cli(sub)
     return parser
 
 

@@ -1,12 +1,19 @@
 """The Prometheus recording and alerting rules, for code that needs them.
 
-The rules live in one plain YAML file, ``rules/wattprint.rules.yaml`` at the top of the source
-tree: ``promtool`` checks and unit-tests it (``rules/tests/``), the Helm chart embeds it verbatim
-in its PrometheusRule, and this module reads it (tests, dashboards, docs). It is not shipped in
-the wheel; :func:`path` says so clearly when the source tree is not there.
+The rules are written once, as a template (``exporter/rules.template.yaml``, shipped in the
+package), with the labels that differ between deployments as parameters, mixin-style:
 
-Alert annotations carry ``runbook_url: docs/runbook.md#<anchor>``, relative to the repository;
-``load(runbook_url=...)`` rewrites that prefix to wherever the runbook is published.
+- ``cluster_label``: the label that tells clusters apart in a global view (Thanos, Mimir, a central
+  Prometheus fed by remote-write: each cluster's Prometheus adds it as an external label). Every
+  per-endpoint aggregation keeps it. Empty: one Prometheus per cluster, no such label.
+- ``job_selector``: the matcher that finds the exporter's scrape jobs in ``up{…}``.
+- ``runbook_url``: where ``docs/runbook.md`` is published; every alert links there, absolutely
+  (Alertmanager and Slack cannot follow a relative path).
+
+:func:`generate` fills them in (``wattprint rules`` on the command line). The repository's
+``rules/wattprint.rules.yaml`` is the template generated with the defaults: ``promtool`` checks and
+unit-tests it (``rules/tests/``), the Helm chart embeds it, and :func:`load` reads it (tests,
+dashboards, docs); tests/test_rules.py checks it is current.
 """
 
 from __future__ import annotations
@@ -20,8 +27,105 @@ from typing import Any
 import yaml
 
 RULES_FILE = "wattprint.rules.yaml"
-RUNBOOK = "docs/runbook.md"
+TEMPLATE = Path(__file__).resolve().parent / "rules.template.yaml"
+RUNBOOK = "https://github.com/wattprint/wattprint/blob/main/docs/runbook.md"  # the project's own docs
+DEFAULT_CLUSTER_LABEL = "cluster"
+DEFAULT_JOB_SELECTOR = 'job=~".*wattprint.*"'
 _ENV = "WATTPRINT_RULES_FILE"
+_LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_MATCHER = re.compile(r'\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=|!=|=~|!~)\s*"(?:[^"\\]|\\.)*"\s*')
+
+
+def generate(cluster_label: str = DEFAULT_CLUSTER_LABEL, job_selector: str = DEFAULT_JOB_SELECTOR,
+             runbook_url: str = RUNBOOK) -> str:
+    """The rules file (YAML text) for these parameters (see the module); ValueError names a bad one."""
+    if cluster_label and (not _LABEL.fullmatch(cluster_label) or cluster_label.startswith("__")
+                          or cluster_label in ("namespace", "endpoint", "model")):
+        raise ValueError(f"cluster label {cluster_label!r}: must be a Prometheus label name "
+                         "([a-zA-Z_][a-zA-Z0-9_]*), not namespace/endpoint/model, or empty for none")
+    if not all(_MATCHER.fullmatch(m) for m in _split_matchers(job_selector)):
+        raise ValueError(f"job selector {job_selector!r}: must be label matchers, e.g. job=~\".*wattprint.*\" "
+                         'or job="wattprint", namespace="monitoring"')
+    if not runbook_url.startswith(("https://", "http://")) or "#" in runbook_url:
+        raise ValueError(f"runbook URL {runbook_url!r}: must be an absolute http(s) URL of the runbook page, "
+                         "without a #fragment")
+    by = ", ".join(([cluster_label] if cluster_label else []) + ["namespace", "endpoint", "model"])
+    selq = ", ".join(f"{lab}=%q" for lab in by.split(", "))
+    selv = " ".join(f"$labels.{lab}" for lab in by.split(", "))
+    text = TEMPLATE.read_text(encoding="utf-8")
+    head, sep, body = text.partition("\ngroups:\n")
+    header = ("# Wattprint recording and alerting rules, generated from exporter/rules.template.yaml by\n"
+              f"# `wattprint rules --rules.cluster-label={cluster_label!s} --rules.job-selector='{job_selector}' "
+              f"--rules.runbook-url={runbook_url}`.\n"
+              "# Edit the template, not this file. Plain Prometheus YAML: the {{ ... }} are Prometheus alert\n"
+              "# templates (a Helm chart must embed this file with .Files.Get, never through `tpl`).\n#\n")
+    notes = head[head.index("# Naming"):]  # the template's notes on the rules themselves
+    out = header + notes + sep + body
+    for token, value in (("__SELQ__", selq), ("__SELV__", selv), ("__BY__", by), ("__JOB__", job_selector.strip()),
+                         ("__RUNBOOK__", runbook_url)):
+        out = out.replace(token, value)
+    return out
+
+
+def add_cli(sub: Any) -> None:
+    """``wattprint rules``: print (or write) the rules file for this deployment's labels."""
+    import argparse
+
+    p = sub.add_parser(
+        "rules", help="generate the Prometheus recording and alerting rules for your labels",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Print Wattprint's recording and alerting rules (Prometheus rule-file YAML) with the "
+        "labels of your deployment filled in. The repository's rules/wattprint.rules.yaml and the Helm "
+        "chart's PrometheusRule are this output with the defaults.",
+        epilog="examples:\n"
+        "  wattprint rules > wattprint.rules.yaml                       # defaults\n"
+        "  wattprint rules --rules.cluster-label=k8s_cluster            # a Thanos/Mimir global view\n"
+        "  wattprint rules --rules.cluster-label= --rules.job-selector='job=\"wattprint\"'  # one cluster\n"
+        "  promtool check rules wattprint.rules.yaml")
+    p.add_argument("--rules.cluster-label", dest="cluster_label", default=DEFAULT_CLUSTER_LABEL,
+                   help="label that tells clusters apart (each cluster's Prometheus adds it as an external "
+                   f"label); kept by every per-endpoint aggregation; empty for none (default: {DEFAULT_CLUSTER_LABEL})")
+    p.add_argument("--rules.job-selector", dest="job_selector", default=DEFAULT_JOB_SELECTOR,
+                   help=f"label matchers of the exporter's scrape jobs in up{{…}} (default: {DEFAULT_JOB_SELECTOR})")
+    p.add_argument("--rules.runbook-url", dest="runbook_url", default=RUNBOOK,
+                   help=f"absolute URL of the published runbook page, alerts link to its sections (default: {RUNBOOK})")
+    p.add_argument("-o", "--output", default="-", help="file to write (default: standard output)")
+
+    def run(args: argparse.Namespace) -> int:
+        import sys
+
+        try:
+            text = generate(args.cluster_label, args.job_selector, args.runbook_url)
+        except ValueError as e:
+            print(f"wattprint rules: {e}", file=sys.stderr)
+            return 2
+        if args.output == "-":
+            sys.stdout.write(text)
+        else:
+            Path(args.output).write_text(text, encoding="utf-8")
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _split_matchers(selector: str) -> list[str]:
+    """``a="x", b=~"y,z"`` → its matchers (commas inside quotes kept)."""
+    out, cur, quoted, esc = [], "", False, False
+    for ch in selector:
+        if esc:
+            cur, esc = cur + ch, False
+            continue
+        if ch == "\\" and quoted:
+            cur, esc = cur + ch, True
+            continue
+        if ch == '"':
+            quoted = not quoted
+        if ch == "," and not quoted:
+            out.append(cur)
+            cur = ""
+            continue
+        cur += ch
+    return out + [cur]
 
 
 def path() -> Path:
@@ -38,11 +142,11 @@ def path() -> Path:
 def load(runbook_url: str | None = None) -> dict[str, Any]:
     """The parsed rules file (``{"groups": [...]}``). With ``runbook_url`` (the published runbook,
     e.g. ``https://git.example.com/wattprint/blob/v0.2.0/docs/runbook.md``), every alert's
-    ``runbook_url`` annotation points there instead of the repository-relative path."""
+    ``runbook_url`` annotation points there instead of the project's."""
     doc = yaml.safe_load(path().read_text(encoding="utf-8"))
     if not isinstance(doc, dict) or not isinstance(doc.get("groups"), list):
         raise ValueError(f"{path()}: expected a mapping with a 'groups' list")
-    if runbook_url:
+    if runbook_url:  # the published runbook instead of the project's
         base = runbook_url.split("#", 1)[0]
         for rule in _rules(doc):
             ann = rule.get("annotations") or {}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,8 +30,9 @@ RECORDS = rules.recording_rules(DOC)
 ALERTS = rules.alerting_rules(DOC)
 RECORD_NAMES = {r["record"] for r in RECORDS}
 ALERT_NAMES = sorted({a["alert"] for a in ALERTS})
-# Labels Prometheus adds to every scraped series (the target's), beside the catalogue's own.
-TARGET_LABELS = {"instance", "job"}
+# Labels Prometheus adds to every scraped series (the target's, and each cluster's external label
+# in a global view), beside the catalogue's own.
+TARGET_LABELS = {"instance", "job", rules.DEFAULT_CLUSTER_LABEL}
 CATALOGUE_LABELS = {lab for m in catalogue.METRICS for lab in m.labels}
 SEVERITIES = {"info", "warning", "critical"}
 
@@ -231,13 +233,13 @@ def test_runbook_queries_use_known_names():
 
 def test_recording_rule_names_and_guards():
     for r in RECORDS:
-        assert re.fullmatch(r"wattprint:endpoint_[a-z0-9_]+:(5m|1h)", r["record"]), r["record"]
-        window = r["record"].rsplit(":", 1)[1]
+        assert re.fullmatch(r"wattprint:endpoint_[a-z0-9_]+:(5m|1h|increase1h)", r["record"]), r["record"]
+        window = r["record"].rsplit(":", 1)[1].removeprefix("increase")
         # a rule's window matches the ranges it reads and the rules it builds on
         for rng in re.findall(r"\[(\w+)\]", r["expr"]):
             assert rng == window, r["record"]
         for dep in rules.metric_names(r["expr"]) & RECORD_NAMES:
-            assert dep.endswith(":" + window), (r["record"], dep)
+            assert dep.endswith(":" + window) and not r["record"].endswith("increase1h"), (r["record"], dep)
         # ratios never divide by zero: the denominator is filtered with `> 0`
         if re.search(r"\s/\s", r["expr"]):
             assert re.search(r"/\s*(?:(?:ignoring|on)\s*\([^)]*\)\s*)?(?:group_(?:left|right)\s*\([^)]*\)\s*)?\((.|\n)*> 0\)", r["expr"]), f"{r['record']}: unguarded division"
@@ -274,3 +276,59 @@ def test_metric_name_reader():
     assert rules.metric_names(e) == {"x_total", "y:z:1h", "up", "w"}
     assert rules.selector_labels(e) == [("x_total", {"a", "c"}), ("up", {"job"})]
     assert rules.grouping_labels(e) == {"a"}
+
+
+# --- the generator: one template, the deployment's labels as parameters -----------------------
+
+def test_the_rules_file_is_the_template_generated_with_the_defaults():
+    assert RULES.read_text() == rules.generate(), \
+        "rules/wattprint.rules.yaml is stale: python -m exporter rules -o rules/wattprint.rules.yaml"
+
+
+def test_every_endpoint_aggregation_keeps_the_cluster_label():
+    for name, expr in _exprs():
+        for m in re.finditer(r"\b(by|on)\s*\(([^)]*)\)", expr):
+            labels = {x.strip() for x in m.group(2).split(",")}
+            if "endpoint" in labels:
+                assert "cluster" in labels, f"{name}: {m.group(0)} drops the cluster label"
+    for a in ALERTS:  # an alert's own queries select the same cluster's series
+        for q in re.findall(r'printf "([^"]*\{[^}]*\})', a["annotations"].get("description", "")):
+            if "endpoint=" in q:
+                assert "cluster=%q" in q, (a["alert"], q)
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool not found (Debian package prometheus)")
+@pytest.mark.parametrize("cluster, job", [("k8s_cluster", 'job="wattprint", namespace="monitoring"'),
+                                          ("", 'job=~"wattprint|node-energy"')])
+def test_other_labels_generate_rules_promtool_accepts(tmp_path, cluster, job):
+    text = rules.generate(cluster, job, "https://docs.example.org/runbook.html")
+    f = tmp_path / "r.yaml"
+    f.write_text(text)
+    out = _promtool("check", "rules", f)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"up{{{job}}}" in text and "https://docs.example.org/runbook.html#wattprintexporterdown" in text
+    if cluster:
+        assert f"by ({cluster}, namespace, endpoint, model)" in text and "by (cluster," not in text
+    else:
+        exprs = [r["expr"] for g in yaml.safe_load(text)["groups"] for r in g["rules"]]
+        assert "by (namespace, endpoint, model)" in text and not any("cluster" in e for e in exprs)
+
+
+@pytest.mark.parametrize("args, words", [
+    (("k8s-cluster",), "Prometheus label name"), (("namespace",), "Prometheus label name"),
+    (("cluster", "job=wattprint"), "label matchers"), (("cluster", 'job="x"', "docs/runbook.md"), "absolute"),
+    (("cluster", 'job="x"', "https://x.org/runbook.md#top"), "fragment")])
+def test_bad_generator_parameters_are_named(args, words):
+    with pytest.raises(ValueError, match=words):
+        rules.generate(*args)
+
+
+def test_the_rules_command_writes_the_file(tmp_path):
+    out = tmp_path / "rules.yaml"
+    p = subprocess.run([sys.executable, "-m", "exporter", "rules", "--rules.cluster-label=region_cluster",
+                        "-o", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "by (region_cluster, namespace, endpoint, model)" in out.read_text()
+    bad = subprocess.run([sys.executable, "-m", "exporter", "rules", "--rules.job-selector=job"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert bad.returncode == 2 and "label matchers" in bad.stderr
