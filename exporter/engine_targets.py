@@ -105,7 +105,7 @@ def _server_targets(out: dict[str, Target], pid: int, p: Any, ident: Any, meta: 
     if config is not None and (path := discovery.config_path(ident.engine, argv)):
         argv = discovery.with_config(argv, config(p, path))
     points = discovery.scrape_points(ident.engine, argv, env)  # (): metrics off
-    host = "127.0.0.1"
+    host = ident.host or "127.0.0.1"  # a server bound to one address is reached there
     default = readers[ident.engine].metrics_path
     if meta is not None:  # reach the pod on its own IP; its annotations win where they differ
         host = meta.pod_ip or host

@@ -214,24 +214,34 @@ class Prometheus:
 
 def start_prometheus(tmp: Path, targets: list[str], scrape_interval: str = "1s",
                      rule_files: list[str] | None = None, alertmanagers: list[str] | None = None,
-                     args: list[str] | None = None) -> Prometheus:
+                     args: list[str] | None = None, *, external_labels: dict[str, str] | None = None,
+                     remote_write: list[str] | None = None, agent: bool = False) -> Prometheus:
+    """A real Prometheus scraping ``targets`` (job "wattprint") on 127.0.0.1. ``agent``: agent mode
+    (no local queries; it remote-writes to ``remote_write`` URLs, with ``external_labels``)."""
     assert PROMETHEUS, "Debian package 'prometheus' is not installed (scripts/test.sh installs it)"
     port = free_port()
     d = tmp / f"prom-{port}"
     d.mkdir()
-    cfg = {"global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
-           "scrape_configs": [{"job_name": "wattprint", "static_configs": [{"targets": targets}]}]}
+    cfg: dict = {"global": {"scrape_interval": scrape_interval},
+                 "scrape_configs": [{"job_name": "wattprint", "static_configs": [{"targets": targets}]}]}
+    if not agent:
+        cfg["global"]["evaluation_interval"] = scrape_interval
+    if external_labels:
+        cfg["global"]["external_labels"] = external_labels
+    if remote_write:
+        cfg["remote_write"] = [{"url": u, "queue_config": {"batch_send_deadline": "1s"}} for u in remote_write]
     if rule_files:
         cfg["rule_files"] = rule_files
     if alertmanagers:
         cfg["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": alertmanagers}]}]}
     (d / "prometheus.yml").write_text(yaml.safe_dump(cfg))
-    check = subprocess.run([PROMTOOL, "check", "config", str(d / "prometheus.yml")],
+    check = subprocess.run([PROMTOOL, "check", "config", *(["--agent"] if agent else []), str(d / "prometheus.yml")],
                            capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
     log = open(d / "prometheus.log", "w")
-    proc = subprocess.Popen([PROMETHEUS, f"--config.file={d / 'prometheus.yml'}",
-                             f"--storage.tsdb.path={d / 'tsdb'}",
+    storage = ["--enable-feature=agent", f"--storage.agent.path={d / 'wal'}"] if agent else \
+        [f"--storage.tsdb.path={d / 'tsdb'}"]
+    proc = subprocess.Popen([PROMETHEUS, f"--config.file={d / 'prometheus.yml'}", *storage,
                              f"--web.listen-address=127.0.0.1:{port}", *(args or [])],
                             stdout=log, stderr=subprocess.STDOUT)
     p = Prometheus(proc, port, d)
@@ -244,6 +254,56 @@ def start_prometheus(tmp: Path, targets: list[str], scrape_interval: str = "1s",
             time.sleep(0.2)
     p.stop()
     raise RuntimeError("Prometheus did not become ready:\n" + (d / "prometheus.log").read_text())
+
+
+# Test-only rewrite of the rules' windows: a series younger than its rate() window reads low
+# (rate over 5m of 75 s of data ≈ a quarter of the power), so the previews would show a ramp.
+WINDOWS = {"[5m]": "[20s]", "[1h]": "[60s]"}
+
+
+def fast_rules(tmp: Path) -> Path:
+    """The project's rules file with group intervals of 1 s, alert `for:` of 2 s and the rate
+    windows of the recording rules shortened (WINDOWS); names and expressions otherwise as is."""
+    rules = yaml.safe_load((ROOT / "rules" / "wattprint.rules.yaml").read_text())
+    for group in rules["groups"]:
+        group["interval"] = "1s"
+        for r in group["rules"]:
+            if "for" in r:
+                r["for"] = "2s"
+            if "record" in r:
+                for old, new in WINDOWS.items():
+                    r["expr"] = r["expr"].replace(old, new)
+    out = tmp / "rules.yaml"
+    out.write_text(yaml.safe_dump(rules, sort_keys=False))
+    return out
+
+
+def process_tree(pids: set[int]) -> set[int]:
+    """``pids`` and all their descendants, from /proc."""
+    out, found = set(pids), True
+    while found:
+        found = False
+        for name in os.listdir("/proc"):
+            if name.isdigit() and int(name) not in out:
+                try:
+                    ppid = int(open(f"/proc/{name}/stat").read().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+                if ppid in out:
+                    out.add(int(name))
+                    found = True
+    return out
+
+
+def procfs_view(root: Path, pids: set[int]) -> Path:
+    """A procfs tree holding the node's /proc/stat and only ``pids`` and their descendants
+    (symlinks into /proc): a daemon reading it sees only those processes, as a node would see
+    only its own. Their CPU time still counts in the node's busy time."""
+    root.mkdir()
+    (root / "stat").symlink_to("/proc/stat")
+    for pid in process_tree(pids):
+        (root / str(pid)).symlink_to(f"/proc/{pid}")
+    return root
 
 
 def stop_all(procs: list[subprocess.Popen], timeout: float = 5) -> None:
@@ -299,12 +359,14 @@ def traffic_spec(a: float, b: float, seed: int, **extra: float) -> dict:
 def start_traffic_node(tmp: Path, specs: list[dict], restart_at: dict[int, float] | None = None,
                        lead_s: float = 1.0, other_gpus: list[dict] | None = None,
                        start_unix: float | None = None, model_prefix: str = "sim/model-",
-                       **scenario: Any) -> tuple[Path, list[subprocess.Popen], float]:
+                       host: str = "", port: int | None = None, **scenario: Any) -> tuple[Path, list[subprocess.Popen], float]:
     """One simulated H100 per traffic spec, each held by a vLLM-shaped server started as
     ``vllm serve <model_prefix><i> --port N`` (tests/fixtures/engines/traffic_engine.py) serving the
     counters of the same schedule, after ``other_gpus`` (scenario GPUs of the caller's own).
     Returns (scenario file, server processes, the schedule's time 0 as a Unix time).
-    ``restart_at``: spec index → seconds at which that server's counters restart."""
+    ``restart_at``: spec index → seconds at which that server's counters restart. ``host`` and
+    ``port``: the servers' ``--host`` (one loopback address per simulated node lets replicas on
+    several "nodes" share a port, as on real hosts) and ``--port`` (default: a free one each)."""
     (tmp / "bin").mkdir(exist_ok=True)
     vllm = tmp / "bin" / "vllm"
     vllm.write_text(f"#!{sys.executable}\nimport runpy, sys; sys.argv[0] = {str(TRAFFIC_ENGINE)!r}; "
@@ -323,7 +385,8 @@ def start_traffic_node(tmp: Path, specs: list[dict], restart_at: dict[int, float
                    "PATH": "/usr/bin:/bin"}
             if restart_at and i in restart_at:
                 env["SIM_RESTART_AT_S"] = str(restart_at[i])
-            procs.append(subprocess.Popen([str(vllm), "serve", f"{model_prefix}{i}", "--port", str(free_port())],
+            listen = ["--port", str(port or free_port())] + (["--host", host] if host else [])
+            procs.append(subprocess.Popen([str(vllm), "serve", f"{model_prefix}{i}", *listen],
                                           env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / f"e{i}.log", "w")))
         deadline = time.time() + 20
         while not all((tmp / f"pid{i}").exists() for i in range(len(specs))):

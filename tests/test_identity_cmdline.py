@@ -419,3 +419,24 @@ def test_another_engine_above_a_server_does_not_name_it():
     procs = tree(p(1, 0, "/sbin/init"), p(10, 1, "nim-serve"),
                  p(20, 10, "vllm", "serve", "meta/llama", "--port", "8100"), p(30, 20, "VLLM::EngineCore"))
     assert resolve(30, procs)[0].endpoint == "vllm-8100"
+
+
+@pytest.mark.parametrize("argv, host", [
+    (["vllm", "serve", "m", "--host", "10.0.0.5"], "10.0.0.5"),
+    (["vllm", "serve", "m", "--host", "0.0.0.0"], ""),            # all addresses: 127.0.0.1 works
+    (["vllm", "serve", "m", "--host", "localhost"], ""),          # a name: loopback
+    (["python3", "-m", "sglang.launch_server", "--model-path", "m", "--host", "127.0.0.7"], "127.0.0.7"),
+    (["llama-server", "-m", "x.gguf", "--host", "::"], ""),
+    (["tritonserver", "--http-address", "10.1.0.1", "--metrics-address", "10.1.0.2"], "10.1.0.2"),
+    (["lmdeploy", "serve", "api_server", "m", "--server-name", "fd00::5"], "[fd00::5]"),
+    (["trtllm-serve", "m", "--host", "192.168.1.9"], "192.168.1.9"),
+])
+def test_a_server_bound_to_one_address_is_reached_there(argv, host):
+    """Its metrics listen on that address only, not on 127.0.0.1 (vLLM --host, SGLang --host,
+    Triton --metrics-address, llama.cpp --host, LMDeploy --server-name, trtllm-serve --host)."""
+    assert cmdline.detect(argv).host == host
+
+
+def test_llama_cpp_reads_its_bind_address_from_the_environment_too():
+    assert cmdline.detect(["llama-server", "-m", "x.gguf"], {"LLAMA_ARG_HOST": "10.9.8.7"}).host == "10.9.8.7"
+    assert "LLAMA_ARG_HOST" in cmdline.env_keys()

@@ -48,6 +48,9 @@ class EngineIdentity:
     # which program of the engine: its name where not the engine's own server ("dynamo-vllm": a
     # Dynamo worker, whose metrics are its system port's /metrics, switched by DYN_SYSTEM_PORT)
     program: str = field(default="", compare=False)
+    # the address the server binds when it names one IP (``--host 10.0.0.5``): its metrics are
+    # there, not on 127.0.0.1. "" for the wildcard, loopback names and host names (127.0.0.1 used)
+    host: str = field(default="", compare=False)
 
 
 class ProcLike(Protocol):
@@ -132,6 +135,7 @@ class _Program:
     positional_anywhere: bool = False  # argparse: a positional may follow the flags
     name: str = ""  # the endpoint's prefix, when not the engine's ("dynamo-frontend")
     scraped: bool = True
+    host: tuple[_Source, ...] = ()  # the bind-address flags, metrics listener's first
 
 
 # vllm serve: argparse with BooleanOptionalAction/store_true flags (vllm/engine/arg_utils.py,
@@ -153,9 +157,15 @@ _VLLM_LISTS = frozenset({"--served-model-name", "--middleware", "--lora-modules"
 
 # vLLM's default model when none is given (vllm/config/model.py ModelConfig.model)
 VLLM_DEFAULT_MODEL = "Qwen/Qwen3-0.6B"
+# bind addresses: vLLM --host (vllm/entrypoints/openai/cli_args.py, default None: all), SGLang
+# --host (sglang/srt/server_args.py, default 127.0.0.1), TGI's router --hostname (the launcher
+# passes it, default 0.0.0.0), Triton --metrics-address/--http-address (default 0.0.0.0),
+# llama.cpp --host/LLAMA_ARG_HOST (default 127.0.0.1), trtllm-serve --host (default localhost),
+# LMDeploy --server-name (default 0.0.0.0): docs/research/
+_HOST = (_Source(("--host",)),)
 _VLLM = _Program(
     "vllm", 8000, (_Source(("--served-model-name",)), _Source(("--model",), positional=True)),
-    VLLM_DEFAULT_MODEL, bool_flags=_VLLM_BOOLS, list_flags=_VLLM_LISTS, positional_anywhere=True,
+    VLLM_DEFAULT_MODEL, bool_flags=_VLLM_BOOLS, list_flags=_VLLM_LISTS, positional_anywhere=True, host=_HOST,
 )
 # the vLLM worker of NVIDIA Dynamo: vLLM's own flags (--model, no positional); its only port is
 # the system server's DYN_SYSTEM_PORT (metrics off when unset: Dynamo's default -1)
@@ -166,7 +176,7 @@ _DYNAMO_VLLM = _Program(
 )
 _SGLANG_MODEL = (_Source(("--served-model-name",)), _Source(("--model-path", "--model"), positional=True))
 # sglang serve MODEL: sglang/cli/serve.py rewrites a leading positional to --model-path
-_SGLANG = _Program("sglang", 30000, _SGLANG_MODEL)
+_SGLANG = _Program("sglang", 30000, _SGLANG_MODEL, host=_HOST)
 _DYNAMO_SGLANG = _Program("sglang", 0, _SGLANG_MODEL, port=_DYN_SYSTEM, name="dynamo-sglang")
 _TGI_PORTS = dict(
     port=(_Source(("--port", "-p"), env="PORT"),),
@@ -178,14 +188,15 @@ _TGI = _Program(
     "tgi", 3000, (_Source(("--model-id",), env="MODEL_ID"),), "bigscience/bloom-560m", **_TGI_PORTS,
     scraped=False,
 )
-_TGI_ROUTER = _Program("tgi", 3000, (_Source(("--tokenizer-name",)),), **_TGI_PORTS)
+_TGI_ROUTER = _Program("tgi", 3000, (_Source(("--tokenizer-name",)),), **_TGI_PORTS,
+                       host=(_Source(("--hostname",)),))  # not $HOSTNAME: a container's own name
 _TGI_SHARD = _Program("tgi", 3000, (_Source(positional=True),), helper=True)
 _TRITON_PORTS = dict(
     port=(_Source(("--http-port",)),),
     metrics=(_Source(("--metrics-port",)),),
     default_metrics_port=8002,
 )
-_TRITON = _Program("triton", 8000, **_TRITON_PORTS)
+_TRITON = _Program("triton", 8000, **_TRITON_PORTS, host=(_Source(("--metrics-address",)), _Source(("--http-address",))))
 _TRITON_STUB = _Program(
     "triton", 8000, (_Source(positional=True, convert=_triton_stub_model),), helper=True,
     **_TRITON_PORTS,
@@ -199,6 +210,7 @@ _LLAMACPP = _Program(
         _Source(("--hf-repo", "-hf", "-hfr"), env="LLAMA_ARG_HF_REPO"),
     ),
     port=(_Source(("--port",), env="LLAMA_ARG_PORT"),),
+    host=(_Source(("--host",), env="LLAMA_ARG_HOST"),),
 )
 # router mode (--models-dir / --models-preset, no model): one child llama-server per loaded model
 # (--host 127.0.0.1 --port <free> --alias <id>, tools/server/server-models.cpp); the router's
@@ -207,6 +219,7 @@ _LLAMACPP_ROUTER_FLAGS = ("--models-dir", "--models-preset")
 _LLAMACPP_ROUTER = replace(_LLAMACPP, model=(), name="llamacpp-router")
 # click: options may come before the MODEL argument (trtllm-serve --port 8001 /models/x)
 _TRTLLM = _Program("trtllm", 8000, (_Source(positional=True, convert=_trtllm_name),), positional_anywhere=True,
+                   host=_HOST,
                    bool_flags=frozenset({"--trust-remote-code", "--enable-chunked-prefill", "--disable-gc",
                                          "--grpc", "--telemetry", "--no-telemetry"}))
 # trtllm-serve disaggregated -c cfg.yaml: a proxy in front of context/generation servers (each a
@@ -231,6 +244,7 @@ _NIM = _Program(
 _LMDEPLOY = _Program(
     "lmdeploy", 23333, (_Source(("--model-name",)), _Source(positional=True)),
     port=(_Source(("--server-port",)),), positional_anywhere=True,  # argparse: MODEL after the flags too
+    host=(_Source(("--server-name",)),),
     bool_flags=frozenset({"--disable-metrics", "--trust-remote-code", "--enable-prefix-caching",
                           "--allow-terminate-by-client", "--disable-fastapi-docs", "--enable-metrics"}),
 )
@@ -283,7 +297,7 @@ _PROGRAMS: dict[tuple[str, str | None], _Program] = {
     ("ollama_llama_server", None): _OLLAMA_RUNNER,
 }
 _ENV_KEYS = tuple(
-    sorted({s.env for p in _PROGRAMS.values() for s in (*p.model, *p.port, *p.metrics) if s.env})
+    sorted({s.env for p in _PROGRAMS.values() for s in (*p.model, *p.port, *p.metrics, *p.host) if s.env})
 )
 _PROGRAM_NAMES = frozenset(name for name, _sub in _PROGRAMS)
 _NO_PROGRAM = _Program("", 0)
@@ -426,6 +440,19 @@ def is_llamacpp_router(argv: Sequence[str], environ: Mapping[str, str] | None = 
     return identity is not None and identity.program == _LLAMACPP_ROUTER.name
 
 
+def _bind_host(value: str | None) -> str:
+    """A bind address that is one IP (not a wildcard, not loopback): where to reach the server."""
+    import ipaddress
+
+    try:
+        ip = ipaddress.ip_address((value or "").strip("[]"))
+    except ValueError:
+        return ""  # a host name (localhost, the node's name), or nothing: 127.0.0.1 is tried
+    if ip.is_unspecified or ip == ipaddress.ip_address("127.0.0.1") or ip == ipaddress.ip_address("::1"):
+        return ""
+    return f"[{ip}]" if ip.version == 6 else str(ip)
+
+
 def _port(value: str | None) -> int | None:
     if value and value.isascii() and value.isdigit() and 0 < int(value) < 65536:
         return int(value)
@@ -466,7 +493,7 @@ def _detect(
     name = program.name or program.engine
     endpoint = f"{name}-{port}" if port else name
     identity = EngineIdentity(program.engine, model, port, metrics_port, endpoint, program.scraped,
-                              program.name)
+                              program.name, _bind_host(_lookup(program.host, args, env)))
     return identity, program.helper
 
 

@@ -39,8 +39,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from support import (ROOT, free_port, make_powercap, set_energy, start_daemon, start_prometheus,
-                     start_traffic_node, traffic_spec)
+from support import (ROOT, fast_rules, free_port, make_powercap, process_tree, procfs_view, set_energy,
+                     start_daemon, start_prometheus, start_traffic_node, traffic_spec)
 from support import drive_completions  # noqa: E402
 
 pytestmark = pytest.mark.integration
@@ -101,56 +101,6 @@ def _rapl_writer(sysfs: Path, stop: threading.Event) -> None:
         last = now
 
 
-def _children(pids: set[int]) -> set[int]:
-    """``pids`` and all their descendants, from /proc."""
-    out, found = set(pids), True
-    while found:
-        found = False
-        for name in os.listdir("/proc"):
-            if name.isdigit() and int(name) not in out:
-                try:
-                    ppid = int(open(f"/proc/{name}/stat").read().rsplit(")", 1)[1].split()[1])
-                except (OSError, IndexError, ValueError):
-                    continue
-                if ppid in out:
-                    out.add(int(name))
-                    found = True
-    return out
-
-
-def procfs_view(root: Path, pids: set[int]) -> Path:
-    """A procfs tree holding the node's /proc/stat and only this test's processes (symlinks into
-    /proc): processes left running on a shared host stay out of the dashboards' data. Their CPU
-    time still counts in the node's busy time, so it lands in endpoint="system"."""
-    root.mkdir()
-    (root / "stat").symlink_to("/proc/stat")
-    for pid in _children(pids):
-        (root / str(pid)).symlink_to(f"/proc/{pid}")
-    return root
-
-
-# Test-only rewrite of the rules' windows: a series younger than its rate() window reads low
-# (rate over 5m of 75 s of data ≈ a quarter of the power), so the previews would show a ramp.
-WINDOWS = {"[5m]": "[20s]", "[1h]": "[60s]"}
-
-
-def fast_rules(tmp: Path) -> Path:
-    """The project's rules file with group intervals of 1 s, alert `for:` of 2 s and the rate
-    windows of the recording rules shortened (WINDOWS); names and expressions otherwise as is."""
-    rules = yaml.safe_load((ROOT / "rules" / "wattprint.rules.yaml").read_text())
-    for group in rules["groups"]:
-        group["interval"] = "1s"
-        for r in group["rules"]:
-            if "for" in r:
-                r["for"] = "2s"
-            if "record" in r:
-                for old, new in WINDOWS.items():
-                    r["expr"] = r["expr"].replace(old, new)
-    out = tmp / "rules.yaml"
-    out.write_text(yaml.safe_dump(rules, sort_keys=False))
-    return out
-
-
 def panel_queries() -> list[dict]:
     """Every query of every generated dashboard: {file, uid, dashboard, panel_id, title, type,
     ref, expr, instant}."""
@@ -206,7 +156,7 @@ def test_every_panel_query_returns_data(tmp_path):
         _wait_http(f"http://127.0.0.1:{vllm_port}/metrics")
         _wait_http(f"http://127.0.0.1:{triton_metrics}/metrics")
         deadline = time.time() + 10
-        while not (vllm_pid.exists() and len(_children({p.pid for p in procs})) >= 5) and time.time() < deadline:
+        while not (vllm_pid.exists() and len(process_tree({p.pid for p in procs})) >= 5) and time.time() < deadline:
             time.sleep(0.1)  # the engine workers (vLLM's, SGLang's) are spawned
 
         # GPUs 0-1: the vLLM engine worker (tensor parallel), busier from 25 s; GPU 2: Triton;
