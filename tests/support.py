@@ -261,9 +261,11 @@ def start_prometheus(tmp: Path, targets: list[str], scrape_interval: str = "1s",
 WINDOWS = {"[5m]": "[20s]", "[1h]": "[60s]"}
 
 
-def fast_rules(tmp: Path) -> Path:
+def fast_rules(tmp: Path, windows: dict[str, str] | None = None) -> Path:
     """The project's rules file with group intervals of 1 s, alert `for:` of 2 s and the rate
-    windows of the recording rules shortened (WINDOWS); names and expressions otherwise as is."""
+    windows of the recording rules shortened (``windows``, default WINDOWS; {}: as they are);
+    names and expressions otherwise as is."""
+    windows = WINDOWS if windows is None else windows
     rules = yaml.safe_load((ROOT / "rules" / "wattprint.rules.yaml").read_text())
     for group in rules["groups"]:
         group["interval"] = "1s"
@@ -271,7 +273,7 @@ def fast_rules(tmp: Path) -> Path:
             if "for" in r:
                 r["for"] = "2s"
             if "record" in r:
-                for old, new in WINDOWS.items():
+                for old, new in windows.items():
                     r["expr"] = r["expr"].replace(old, new)
     out = tmp / "rules.yaml"
     out.write_text(yaml.safe_dump(rules, sort_keys=False))

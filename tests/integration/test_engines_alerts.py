@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from support import drive_completions, stop_all, ROOT, free_port, parse_metrics, start_daemon, start_prometheus, value
+from support import (ROOT, drive_completions, fast_rules, free_port, parse_metrics, start_daemon, start_prometheus,
+                     stop_all, value)
 
 pytestmark = pytest.mark.integration
 AM = shutil.which("prometheus-alertmanager")
@@ -71,18 +72,6 @@ def start_alertmanager(tmp: Path, webhook: str) -> tuple[subprocess.Popen, int]:
     raise RuntimeError((tmp / "am.log").read_text())
 
 
-def fast_rules(tmp: Path) -> Path:
-    rules = yaml.safe_load((ROOT / "rules" / "wattprint.rules.yaml").read_text())
-    for group in rules["groups"]:
-        group["interval"] = "1s"
-        for rule in group["rules"]:
-            if "for" in rule:
-                rule["for"] = "2s"
-    out = tmp / "rules.yaml"
-    out.write_text(yaml.safe_dump(rules, sort_keys=False))
-    return out
-
-
 @pytest.mark.skipif(AM is None, reason="Debian package prometheus-alertmanager is not installed (scripts/test.sh installs it)")
 def test_per_request_emissions_and_budget_alert(tmp_path):
     hook = Webhook()
@@ -111,7 +100,7 @@ def test_per_request_emissions_and_budget_alert(tmp_path):
             except OSError:
                 time.sleep(0.2)
         d = start_daemon(tmp_path, "--sample.interval=1s", "--gpu.backend=none", f"--config.file={cfg}")
-        prom = start_prometheus(tmp_path, [f"127.0.0.1:{d.port}"], rule_files=[str(fast_rules(tmp_path))],
+        prom = start_prometheus(tmp_path, [f"127.0.0.1:{d.port}"], rule_files=[str(fast_rules(tmp_path, windows={}))],
                                 alertmanagers=[f"127.0.0.1:{am_port}"], args=["--rules.alert.resend-delay=1s"])
         drivers = [threading.Thread(target=drive_completions, args=(f"http://127.0.0.1:{vllm_port}/v1/completions", stop))
                    for _ in range(2)]
