@@ -214,7 +214,9 @@ class Prometheus:
 
 def start_prometheus(tmp: Path, targets: list[str], scrape_interval: str = "1s",
                      rule_files: list[str] | None = None, alertmanagers: list[str] | None = None,
-                     args: list[str] | None = None) -> Prometheus:
+                     args: list[str] | None = None, tsdb: Path | None = None) -> Prometheus:
+    """A real Prometheus on a free port, once ready; ``tsdb``: an existing storage directory
+    (e.g. blocks written by ``promtool tsdb create-blocks-from``) instead of a new one."""
     assert PROMETHEUS, "Debian package 'prometheus' is not installed (scripts/test.sh installs it)"
     port = free_port()
     d = tmp / f"prom-{port}"
@@ -231,7 +233,7 @@ def start_prometheus(tmp: Path, targets: list[str], scrape_interval: str = "1s",
     assert check.returncode == 0, check.stdout + check.stderr
     log = open(d / "prometheus.log", "w")
     proc = subprocess.Popen([PROMETHEUS, f"--config.file={d / 'prometheus.yml'}",
-                             f"--storage.tsdb.path={d / 'tsdb'}",
+                             f"--storage.tsdb.path={tsdb or d / 'tsdb'}",
                              f"--web.listen-address=127.0.0.1:{port}", *(args or [])],
                             stdout=log, stderr=subprocess.STDOUT)
     p = Prometheus(proc, port, d)
