@@ -348,3 +348,42 @@ def test_bad_options_exit_2(fleet):
                          (["--by=instance", "--source=rollups"], "--by=instance needs the raw counters")):
         out = run(servers["raw"], *args)
         assert out.returncode == 2 and needle in out.stderr, (args, out.stderr)
+
+
+def test_rollups_of_the_projects_own_rules_agree_with_the_raw_counters(fleet, tmp_path):
+    """The rule group wattprint.rollup.1h of rules/wattprint.rules.yaml, evaluated hour by hour over
+    the raw counters by promtool's rule backfiller: the report from those rollups matches the one
+    from the raw counters, and auto chooses the rollups."""
+    import shutil
+
+    import yaml
+
+    groups = [g for g in yaml.safe_load((ROOT / "rules" / "wattprint.rules.yaml").read_text())["groups"]
+              if g["name"] == "wattprint.rollup.1h"]
+    if not groups:
+        pytest.skip("rules/wattprint.rules.yaml has no wattprint.rollup.1h group yet")
+    t0, servers = fleet
+    (tmp_path / "rollup.yaml").write_text(yaml.safe_dump({"groups": groups}))
+    a, b = 2 * DAY, 8 * DAY  # six days: the backfiller writes a block every 2 h, slow to write and load
+    out = subprocess.run([PROMTOOL, "tsdb", "create-blocks-from", "rules", f"--start={int(t0 + a - DAY)}",
+                          f"--end={int(t0 + b)}", f"--url=http://127.0.0.1:{servers['raw'].port}",
+                          f"--output-dir={tmp_path / 'rules-out'}", str(tmp_path / "rollup.yaml")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    tsdb = tmp_path / "tsdb"
+    for blocks in (servers["raw"].dir.parent / "raw-tsdb", tmp_path / "rules-out"):
+        for block in blocks.iterdir():
+            if (block / "meta.json").exists():
+                shutil.copytree(block, tsdb / block.name)
+    both = start_prometheus(tmp_path, [], tsdb=tsdb, args=["--storage.tsdb.retention.time=10y"])
+    try:
+        flags = [f"--from={iso(t0 + a)}", f"--to={iso(t0 + b)}"]
+        auto, raw = report_json(both, *flags), report_json(both, *flags, "--source=raw")
+    finally:
+        both.stop()
+    assert auto["source"] == "rollups" and raw["source"] == "raw"
+    assert len(auto["rows"]) == len(raw["rows"]) == 4
+    for r, w in zip(auto["rows"], raw["rows"]):
+        assert (r["cluster"], r["endpoint"]) == (w["cluster"], w["endpoint"])
+        for k in ("energy_joules", "co2e_grams", "requests", "generation_tokens"):
+            assert r[k] == pytest.approx(w[k], rel=0.01), (r["endpoint"], k)
