@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                            epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     check.add_argument("--output", choices=["text", "json"], default="text", help="Output format.")
     check.set_defaults(func=cmd_check)
+    _report_parser(sub)
     cat = sub.add_parser("catalogue", help="print the metric catalogue as a Markdown table")
     cat.set_defaults(func=lambda args: (sys.stdout.write(catalogue.markdown_table()), 0)[1])
     try:
@@ -64,6 +65,60 @@ def build_parser() -> argparse.ArgumentParser:
 
     rules.add_cli(sub)
     return parser
+
+
+REPORT_EPILOG = """examples:
+  wattprint report --prometheus.url=http://prometheus:9090
+      the last 30 days, per cluster, namespace, endpoint and model, as Markdown
+  wattprint report --prometheus.url=http://thanos-query:9090 --from=2026-11-01 --to=2026-12-01 \\
+      --by=namespace,endpoint --output=csv > november.csv
+  wattprint report --prometheus.url=http://prometheus:9090 --from=-7d --output=html > week.html
+  wattprint report --prometheus.url=http://prometheus:9090 --from=-12h --by=model --output=json
+
+Per group: energy, idle share, CO2e (operational + embodied), requests, generation tokens,
+grams per request, grams per 1k generation tokens and the training footprint share, with the
+method and the factors in force (intensity source, PUE, embodied rate). Exit status 1 when
+Prometheus cannot be reached or holds nothing to report, 2 for a bad option. README.md,
+"Monthly statements: wattprint report"."""
+
+
+def _report_parser(sub) -> None:
+    from . import report
+
+    p = sub.add_parser("report", help="print a period's energy and CO2e per endpoint, from Prometheus",
+                       description="An emissions statement for a period, per group, read from "
+                       "Prometheus's HTTP API: the hourly rollups (wattprint:*:increase1h) when they "
+                       "cover the period, the raw counters otherwise.", epilog=REPORT_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--prometheus.url", dest="prometheus_url", required=True, metavar="URL",
+                   help="Prometheus (or Thanos/Mimir query front end) base URL, e.g. "
+                   "http://prometheus:9090 or https://example.org/prometheus.")
+    p.add_argument("--from", dest="start", default="-30d", metavar="TIME",
+                   help="Start of the period: a UTC date 2026-11-01 (midnight), a date-time "
+                   "2026-11-01T12:00:00Z (an offset like +01:00 is honoured), relative -30d, -12h, "
+                   "-90m, -2w, or now. Default: -30d.")
+    p.add_argument("--to", dest="end", default="now", metavar="TIME",
+                   help="End of the period, same forms: the figures are what the counters grew by "
+                   "between --from and --to. Default: now.")
+    p.add_argument("--by", default=",".join(report.DEFAULT_BY), metavar="LABELS",
+                   help=f"Comma-separated labels to group by, from {', '.join(report.ALLOWED_BY)}; "
+                   "a label left out is summed over (--by=endpoint merges an endpoint's clusters). "
+                   "instance forces the raw counters. Default: cluster,namespace,endpoint,model.")
+    p.add_argument("--output", choices=report.OUTPUTS, default="markdown",
+                   help="markdown (a table and the method statement), csv (one line per group and "
+                   "a total line, SI units), json (\"rows\", \"totals\", \"from\", \"to\", the "
+                   "factors), html (a self-contained page with a daily CO2e chart per group). "
+                   "Default: markdown.")
+    p.add_argument("--source", choices=report.SOURCES, default="auto",
+                   help="auto: the rollups when they hold 90 %% of the period's hours in every "
+                   "cluster, else the raw counters (increase()); rollups or raw: that one. "
+                   "Default: auto.")
+    p.add_argument("--exclude-catch-all", action="store_true",
+                   help="Leave out the catch-all endpoints unallocated, system and overflow "
+                   "(kept and marked † by default; they count in the totals).")
+    p.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="Time limit of each Prometheus API call. Default: 30.")
+    p.set_defaults(func=cmd_report)
 
 
 def _flags(args: argparse.Namespace) -> dict[tuple[str, str], Any]:
@@ -86,6 +141,22 @@ def cmd_check(args: argparse.Namespace) -> int:
     logs.setup("error", cfg.log.format)  # keep the report clean
     report = check.diagnose(cfg)
     sys.stdout.write(check.render_json(report) if args.output == "json" else check.render_text(report))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from . import report
+
+    try:
+        text = report.report(args.prometheus_url, args.start, args.end, args.by, args.output,
+                             args.source, args.exclude_catch_all, args.timeout)
+    except report.OptionError as e:
+        print(f"wattprint report: {e}", file=sys.stderr)
+        return 2
+    except (report.ReportError, report.PrometheusError) as e:
+        print(f"wattprint report: {e}", file=sys.stderr)
+        return 1
+    sys.stdout.write(text)
     return 0
 
 

@@ -214,10 +214,13 @@ class Prometheus:
 
 def start_prometheus(tmp: Path, targets: list[str], scrape_interval: str = "1s",
                      rule_files: list[str] | None = None, alertmanagers: list[str] | None = None,
-                     args: list[str] | None = None, *, external_labels: dict[str, str] | None = None,
-                     remote_write: list[str] | None = None, agent: bool = False) -> Prometheus:
-    """A real Prometheus scraping ``targets`` (job "wattprint") on 127.0.0.1. ``agent``: agent mode
-    (no local queries; it remote-writes to ``remote_write`` URLs, with ``external_labels``)."""
+                     args: list[str] | None = None, tsdb: Path | None = None, *,
+                     external_labels: dict[str, str] | None = None, remote_write: list[str] | None = None,
+                     agent: bool = False) -> Prometheus:
+    """A real Prometheus scraping ``targets`` (job "wattprint") on 127.0.0.1, on a free port, once
+    ready. ``tsdb``: an existing storage directory (e.g. blocks written by ``promtool tsdb
+    create-blocks-from``) instead of a new one. ``agent``: agent mode (no local queries; it
+    remote-writes to ``remote_write`` URLs, with ``external_labels``)."""
     assert PROMETHEUS, "Debian package 'prometheus' is not installed (scripts/test.sh installs it)"
     port = free_port()
     d = tmp / f"prom-{port}"
@@ -240,7 +243,7 @@ def start_prometheus(tmp: Path, targets: list[str], scrape_interval: str = "1s",
     assert check.returncode == 0, check.stdout + check.stderr
     log = open(d / "prometheus.log", "w")
     storage = ["--enable-feature=agent", f"--storage.agent.path={d / 'wal'}"] if agent else \
-        [f"--storage.tsdb.path={d / 'tsdb'}"]
+        [f"--storage.tsdb.path={tsdb or d / 'tsdb'}"]
     proc = subprocess.Popen([PROMETHEUS, f"--config.file={d / 'prometheus.yml'}", *storage,
                              f"--web.listen-address=127.0.0.1:{port}", *(args or [])],
                             stdout=log, stderr=subprocess.STDOUT)
