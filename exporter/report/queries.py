@@ -46,6 +46,10 @@ def increase_expr(c: Counter, source: str, by: tuple[str, ...], window: str, exc
     counter (which handles resets and extrapolates to the window's edges)."""
     labels = ", ".join(list(by) + ([c.split] if c.split else []))
     if source == "rollups":
+        # Prometheus 2.x ranges hold both ends: a rollup point stamped exactly at the start covers
+        # the hour before it, so the range stops 1 ms short of it
+        if window.endswith("ms") and window[:-2].isdigit() and int(window[:-2]) > 1:
+            window = f"{int(window[:-2]) - 1}ms"
         inner = f"sum_over_time({selector(c.rollup, exclude_catch_all)}[{window}])"
     else:
         inner = f"increase({selector(c.raw, exclude_catch_all)}[{window}])"
