@@ -87,13 +87,14 @@ def fleet(tmp_path_factory):
         central.wait_for('count(wattprint_samples_total) == 3', timeout=60)
         central.wait_for(f'count(wattprint_endpoint_requests_total{{endpoint="{ENDPOINT}", model="{MODEL}"}}) == 3',
                          timeout=60)
+        started = time.time()
         time.sleep(RUN_S)
         polled_until = time.time() - 2  # every sample before this was polled (a sample a second, a poll each 0.2 s)
         time.sleep(4)  # the agents' batches of that time arrive
         stop.set()
         poller.join(5)
         ports = {f"127.0.0.1:{d.port}": name for name, d in daemons.items()}
-        yield central, seen, ports, polled_until
+        yield central, seen, ports, polled_until, started
     finally:
         stop.set()
         for p in proms:
@@ -106,7 +107,7 @@ def fleet(tmp_path_factory):
 def test_every_node_arrives_exactly_as_it_exposed_itself(fleet):
     """The central Prometheus holds, for each node, the values the node itself exposed at the same
     sample (its own sample count tells which): nothing lost or altered on the remote-write path."""
-    central, seen, ports, at = fleet
+    central, seen, ports, at, _ = fleet
     samples = {r["metric"]["instance"]: (r["metric"]["cluster"], int(float(r["value"][1])))
                for r in central.query("wattprint_samples_total", at=at)}
     assert {ports[i] for i in samples} == set(NODES)
@@ -158,3 +159,37 @@ def test_grams_per_request_is_total_co2e_over_total_requests_across_replicas(fle
         assert rule[c] == pytest.approx(co2e[c] / reqs[c], rel=0.01), c
     # the two grids differ (FR is far cleaner than us-east-1): the clusters were not merged
     assert rule["us"] > 3 * rule["eu"]
+
+
+def test_wattprint_report_against_the_central_prometheus_prints_the_same_figures(fleet):
+    import datetime as dt
+    import json
+    import subprocess
+    import sys
+
+    from support import ROOT
+
+    central, _seen, _ports, end, start = fleet
+    start, end = int(start) + 1, int(end)
+
+    def iso(t: float) -> str:
+        return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    out = subprocess.run([sys.executable, "-m", "exporter", "report", f"--prometheus.url=http://127.0.0.1:{central.port}",
+                          f"--from={iso(start)}", f"--to={iso(end)}", "--by=cluster,namespace,endpoint,model",
+                          "--output=json"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    rows = {r["cluster"]: r for r in report["rows"] if r["endpoint"] == ENDPOINT and r["model"] == MODEL}
+    assert set(rows) == {"eu", "us"}
+    rng = f"{(end - start) * 1000}ms"
+    for metric, key in (("wattprint_endpoint_energy_joules_total", "energy_joules"),
+                        ("wattprint_endpoint_co2e_grams_total", "co2e_grams"),
+                        ("wattprint_endpoint_requests_total", "requests")):
+        want = {r["metric"]["cluster"]: float(r["value"][1]) for r in central.query(
+            f'sum by (cluster) (increase({metric}{{endpoint="{ENDPOINT}", model="{MODEL}"}}[{rng}]))', at=end)}
+        for c in ("eu", "us"):
+            assert rows[c][key] == pytest.approx(want[c], rel=0.01), (key, c)
+    for c, r in rows.items():
+        assert r["grams_per_request"] == pytest.approx(r["co2e_grams"] / r["requests"], rel=1e-9)
+        assert r["co2e_grams"] == pytest.approx(r["co2e_operational_grams"] + r["co2e_embodied_grams"], rel=1e-9)
