@@ -134,7 +134,7 @@ assert unit_of(INTENSITY) == G_PER_KWH and unit_of(GPU_MEM_USED) == BYTES and un
 # Kubernetes `namespace` is ""), which Grafana's default "all" regex would not.
 SEL = 'namespace=~"$namespace", endpoint=~"$endpoint", model=~"$model"'
 INST = 'instance=~"$instance"'
-BY_ENDPOINT = "namespace, endpoint, model"
+BY_ENDPOINT = "cluster, namespace, endpoint, model"  # cluster: the external label of a global view (docs/fleet.md)
 LEGEND_ENDPOINT = "{{endpoint}} · {{model}}"
 NOT_ENDPOINTS = "unallocated|system|overflow"  # the catch-all series (README, attribution)
 ENDPOINTS_ONLY = f'endpoint!~"{NOT_ENDPOINTS}"'
