@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .. import attribution
+from ..attribution import SpecialKey
 from ..identity.resolver import SYSTEM, UNALLOCATED, Workload
 
 UNIDENTIFIED = Workload("", "unidentified", "")
@@ -59,9 +60,10 @@ class Booking:
             # a GPU allocated to a pod belongs to it: idle with no process, or processes we cannot see
             owner = owners.get(uuids.get(s.device, "")) if owners and s.component == "gpu" else None
             key = s.key
-            if key == attribution.UNALLOCATED:
+            special = key.__class__ is SpecialKey  # a pid never compares equal to one: no __eq__ call
+            if special and key == attribution.UNALLOCATED:
                 w = owner or UNALLOCATED
-            elif key == attribution.SYSTEM:
+            elif special and key == attribution.SYSTEM:
                 w = SYSTEM
             elif owner is not None and key not in procs:
                 w = owner
