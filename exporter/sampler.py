@@ -171,8 +171,8 @@ class Sampler:
             self.requests.apply(led, t0)                       # engine requests and tokens
             procs = self.procs.procs
             if dt > 0:                                         # attribution → identity → ledger
-                booked = self.booking.book(gpu_ivs, cpu_iv, procs, self.gpus.uuids(),
-                                           self.requests.weights_for, led)
+                weights = self.requests.weights_for if self.requests.model_weights else None  # None: no split
+                booked = self.booking.book(gpu_ivs, cpu_iv, procs, self.gpus.uuids(), weights, led)
                 if self.carbon is not None:                    # → CO2e from the same split
                     self.carbon.book(booked, led)
             on_gpu = {p for iv in gpu_ivs for p in (*iv.memory_bytes, *iv.sm_util)}
