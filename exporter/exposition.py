@@ -1,10 +1,10 @@
 """Exposition by contribution: every part of the daemon writes its own series into one
-:class:`Snapshot` per sample (its ``contribute(snap)`` method), and :class:`Renderer` turns that
-snapshot into the Prometheus text format once per sample.
+:class:`Snapshot` per sample (its ``contribute(snap)`` method), and :class:`Renderer` turns the
+latest snapshot into the Prometheus text format on the first scrape after its sample.
 
-The scrape handler only returns the bytes of the latest :class:`Exposition` (gzip made on the
-first request that asks for it, then kept): no sensor or network I/O, no rendering, on the
-scrape path.
+The scrape handler returns the bytes of the latest :class:`Exposition` (rendered at most once
+per sample, gzip made on the first request that asks for it, then kept): no sensor or network
+I/O on the scrape path.
 
 The text is written here directly rather than through a ``prometheus_client`` registry: building
 a registry of metric-family objects every second was half of the sampling loop's CPU. The output
@@ -196,15 +196,34 @@ class Exposition:
 
 
 class Renderer:
-    """Renders snapshots; ``current`` is swapped atomically per sample (readers see the old
-    exposition or the new one, never a mix)."""
+    """Renders snapshots; ``current`` is swapped atomically (readers see the old exposition or
+    the new one, never a mix).
+
+    The sampler hands each sample's snapshot to :meth:`submit`, which only keeps it: the text is
+    rendered on the first read of ``current`` after that, so a snapshot that no scrape asks for
+    costs nothing (Prometheus scrapes every 15–60 s; the sampler runs every second). A scrape
+    still reads no sensor: the snapshot was taken at the end of its sample."""
 
     def __init__(self) -> None:
         self._families: dict[str, _Family] = {}
         self._process = ProcessMetrics()
-        self._texts: dict[str, tuple[Series, str]] = {}  # family -> (its series, its text) last sample
-        self.current = Exposition()
-        self._lock = threading.Lock()  # render() may be called from two threads in tests
+        self._texts: dict[str, tuple[Series, str]] = {}  # family -> (its series, its text) last render
+        self._current = Exposition()
+        self._pending: Snapshot | None = None
+        self._lock = threading.Lock()  # the sampler submits, the HTTP thread reads
+
+    def submit(self, snap: Snapshot) -> None:
+        """The latest sample's snapshot, rendered when ``current`` is next read."""
+        self._pending = snap
+
+    @property
+    def current(self) -> Exposition:
+        if self._pending is not None:
+            with self._lock:
+                snap, self._pending = self._pending, None  # a snapshot submitted meanwhile waits for the next read
+                if snap is not None:
+                    self._render(snap)
+        return self._current
 
     def family(self, short: str) -> _Family:
         fam = self._families.get(short)
@@ -215,25 +234,30 @@ class Renderer:
         return fam
 
     def render(self, snap: Snapshot) -> Exposition:
+        """Render ``snap`` now (it becomes ``current``)."""
         with self._lock:
-            out: list[str] = []
-            cache = self._texts
-            texts: dict[str, tuple[Series, str]] = {}
-            for short, series in snap.values.items():
-                hit = cache.get(short)
-                if hit is not None and hit[0] == series:  # unchanged family (info, static gauges)
-                    text = hit[1]
-                else:
-                    fam = self.family(short)
-                    line = fam.line
-                    text = fam.header + "".join([line(labels, v) for labels, v in series.items()])
-                    series = dict(series)  # the snapshot's dict may be shared with its owner
-                texts[short] = (series, text)
-                out.append(text)
-            self._texts = texts
-            out.extend(self._process.lines())
-            self.current = Exposition("".join(out).encode())
-            return self.current
+            self._pending = None
+            return self._render(snap)
+
+    def _render(self, snap: Snapshot) -> Exposition:
+        out: list[str] = []
+        cache = self._texts
+        texts: dict[str, tuple[Series, str]] = {}
+        for short, series in snap.values.items():
+            hit = cache.get(short)
+            if hit is not None and hit[0] == series:  # unchanged family (info, static gauges)
+                text = hit[1]
+            else:
+                fam = self.family(short)
+                line = fam.line
+                text = fam.header + "".join([line(labels, v) for labels, v in series.items()])
+                series = dict(series)  # the snapshot's dict may be shared with its owner
+            texts[short] = (series, text)
+            out.append(text)
+        self._texts = texts
+        out.extend(self._process.lines())
+        self._current = Exposition("".join(out).encode())
+        return self._current
 
 
 class ProcessMetrics:

@@ -174,8 +174,8 @@ class Sampler:
             procs = self.procs.procs
             booked = None
             if dt > 0:                                         # attribution → identity → ledger
-                booked = self.booking.book(gpu_ivs, cpu_iv, procs, self.gpus.uuids(),
-                                           self.requests.weights_for, led)
+                weights = self.requests.weights_for if self.requests.model_weights else None  # None: no split
+                booked = self.booking.book(gpu_ivs, cpu_iv, procs, self.gpus.uuids(), weights, led)
                 if self.carbon is not None:                    # → CO2e from the same split
                     self.carbon.book(booked, led)
             on_gpu = {p for iv in gpu_ivs for p in (*iv.memory_bytes, *iv.sm_util)}
@@ -199,7 +199,7 @@ class Sampler:
         self.last_duration_s = self.clock() - t0
         self.last_wall = time.time()
         self.last_mono = time.monotonic()
-        self.renderer.render(self.snapshot())
+        self.renderer.submit(self.snapshot())  # rendered when a scrape first asks for it
         self.ready.set()
 
     # --- exposition: every part contributes its own series -------------------------------------

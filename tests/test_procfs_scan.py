@@ -81,6 +81,28 @@ def test_listing_is_skipped_while_no_pid_is_allocated(tmp_path, monkeypatch):
     assert len(listed) == 2 and 12 in t.procs and t.new == [12]
 
 
+def test_listing_is_skipped_when_the_new_pids_are_threads_or_gone(tmp_path, monkeypatch):
+    """A thread (CodeCarbon's timer makes one a second) takes a pid but is not listed in /proc:
+    its status names its process (Tgid). A pid that came and went leaves nothing to read."""
+    procs = {10: {"comm": "python3", "cmdline": VLLM}}
+    root = tree(tmp_path, procs, last_pid=10)
+    t = ProcessTable(str(root), full_scan_every=100)
+    listed = []
+    real = os.listdir
+    monkeypatch.setattr(os, "listdir", lambda p: listed.append(p) or real(p))
+    t.scan()
+    (root / "11").mkdir()
+    (root / "11" / "status").write_text("Name:\tpython3\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t10\nPid:\t11\n")
+    tree(tmp_path, procs, last_pid=13)        # 11: a thread of 10; 12 and 13: already gone
+    t.scan()
+    assert len(listed) == 1 and set(t.procs) == {10} and t.new == []
+    (root / "14" / "status").parent.mkdir()
+    (root / "14" / "status").write_text("Name:\tother\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t99\nPid:\t14\n")
+    tree(tmp_path, procs, last_pid=14)        # a thread of a process we do not know: list
+    t.scan()
+    assert len(listed) == 2
+
+
 def test_an_exit_is_seen_without_listing_and_is_not_a_race(tmp_path):
     procs = {10: {"comm": "python3", "cmdline": VLLM}, 11: {"comm": "worker", "cmdline": VLLM}}
     tree(tmp_path, procs, last_pid=11)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .. import attribution
+from ..attribution import SpecialKey
 from ..identity.resolver import SYSTEM, UNALLOCATED, Workload
 
 UNIDENTIFIED = Workload("", "unidentified", "")
@@ -57,12 +58,13 @@ class Booking:
         by_workload, residency = out.by_workload, out.residency
         endpoint: dict[tuple[str, ...], float] = {}  # one ledger add per label set, not per share
         for s in shares:
+            key, device, component, mode, share_j = s  # one unpacking, not five attribute reads
             # a GPU allocated to a pod belongs to it: idle with no process, or processes we cannot see
-            owner = owners.get(uuids.get(s.device, "")) if owners and s.component == "gpu" else None
-            key = s.key
-            if key == attribution.UNALLOCATED:
+            owner = owners.get(uuids.get(device, "")) if owners and component == "gpu" else None
+            special = key.__class__ is SpecialKey  # a pid never compares equal to one: no __eq__ call
+            if special and key == attribution.UNALLOCATED:
                 w = owner or UNALLOCATED
-            elif key == attribution.SYSTEM:
+            elif special and key == attribution.SYSTEM:
                 w = SYSTEM
             elif owner is not None and key not in procs:
                 w = owner
@@ -76,14 +78,14 @@ class Booking:
                     weights = wcache[w] = weights_for(w)
             else:
                 weights = None
-            for w, joules in split_models(w, s.joules, weights) if weights else ((w, s.joules),):
-                labels = w[:3] + (s.component, s.mode)
+            for w, joules in split_models(w, share_j, weights) if weights else ((w, share_j),):
+                labels = w[:3] + (component, mode)
                 endpoint[labels] = endpoint.get(labels, 0.0) + joules
                 if fast:  # the default level: the endpoint series, the carbon stage's inputs
                     by_workload[w] = by_workload.get(w, 0.0) + joules
-                    if s.component == "gpu":
-                        for mode in (s.mode, "any"):
-                            dev = residency.setdefault((s.device, mode), {})
+                    if component == "gpu":
+                        for m in (mode, "any"):
+                            dev = residency.setdefault((device, m), {})
                             dev[w] = dev.get(w, 0.0) + joules
                 else:
                     self._book(s, w, joules, procs, out, ledger)

@@ -56,10 +56,10 @@ class GpuAccount:
 
     def copy(self) -> "GpuAccount":
         """A checkpoint (every sample, every GPU: a plain __dict__ copy, ~4× cheaper than
-        dataclasses.replace, which re-runs __init__)."""
+        dataclasses.replace, which re-runs __init__). The lists are shared: this class never
+        changes one in place, it assigns a new one."""
         c = GpuAccount.__new__(GpuAccount)
         c.__dict__.update(self.__dict__)
-        c.bucket, c.votes = list(self.bucket), list(self.votes)
         return c
 
     def update(self, energy_mj: int | None, power_mw: int | None, now: float,
@@ -112,18 +112,19 @@ class GpuAccount:
             self.min_power_w = p if self.min_power_w is None else min(self.min_power_w, p)
         if not quiet:
             self.quiet_since = None
-            self.bucket.clear()
+            if self.bucket:
+                self.bucket = []
             return
         if self.quiet_since is None:
             self.quiet_since = now
             return
         if now - self.quiet_since < QUIET_SETTLE_S or not ok:
             return
-        self.bucket.append(p)
+        self.bucket = [*self.bucket, p]  # a new list, never one a checkpoint shares
         if len(self.bucket) < BUCKET:
             return
         self.votes = [v for v in self.votes[-(MAX_VOTES - 1):] if now - v[0] <= HORIZON_S] + [(now, median(self.bucket))]
-        self.bucket.clear()
+        self.bucket = []
         self.learned_w, self.learned_t = median([w for _, w in self.votes]), now
 
     def power_floor_w(self, table_w: float | None) -> float | None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from .. import attribution
 from ..sensors import idle_table
-from .device import GpuAccount, quiet
+from .device import FLOOR_MIN_DT_S, GpuAccount, quiet
 from .health import Health
 
 GPU_LABELS = ("gpu", "uuid", "name")
@@ -62,7 +62,9 @@ class GpuStage:
                 self.health.degraded("gpu", f"{fld}_{kind}", f"GPU {d.index} ({d.uuid}) {fld}")
             configured, table = self._idle_inputs(d)
             limit = d.power_limit_w or None
-            delta = acct.update(r.energy_mj, r.power_mw, now, acct.power_floor_w(table), limit)
+            # the floor matters only to intervals of FLOOR_MIN_DT_S or more (a gap): not worked out each second
+            long_gap = acct.last_t is not None and now - acct.last_t >= FLOOR_MIN_DT_S
+            delta = acct.update(r.energy_mj, r.power_mw, now, acct.power_floor_w(table) if long_gap else None, limit)
             if delta.counter_reset:
                 ledger.add("gpu_energy_resets_total", labels, 1)
             acct.learn_idle(quiet(r.processes, r.sm_util), table, limit)
