@@ -196,34 +196,15 @@ class Exposition:
 
 
 class Renderer:
-    """Renders snapshots; ``current`` is swapped atomically (readers see the old exposition or
-    the new one, never a mix).
-
-    The sampler hands each sample's snapshot to :meth:`submit`, which only keeps it: the text is
-    rendered on the first read of ``current`` after that, so a snapshot that no scrape asks for
-    costs nothing (Prometheus scrapes every 15–60 s; the sampler runs every second). A scrape
-    still reads no sensor: the snapshot was taken at the end of its sample."""
+    """Renders snapshots; ``current`` is swapped atomically per sample (readers see the old
+    exposition or the new one, never a mix)."""
 
     def __init__(self) -> None:
         self._families: dict[str, _Family] = {}
         self._process = ProcessMetrics()
-        self._texts: dict[str, tuple[Series, str]] = {}  # family -> (its series, its text) last render
-        self._current = Exposition()
-        self._pending: Snapshot | None = None
-        self._lock = threading.Lock()  # the sampler submits, the HTTP thread reads
-
-    def submit(self, snap: Snapshot) -> None:
-        """The latest sample's snapshot, rendered when ``current`` is next read."""
-        self._pending = snap
-
-    @property
-    def current(self) -> Exposition:
-        if self._pending is not None:
-            with self._lock:
-                snap, self._pending = self._pending, None  # a snapshot submitted meanwhile waits for the next read
-                if snap is not None:
-                    self._render(snap)
-        return self._current
+        self._texts: dict[str, tuple[Series, str]] = {}  # family -> (its series, its text) last sample
+        self.current = Exposition()
+        self._lock = threading.Lock()  # render() may be called from two threads in tests
 
     def family(self, short: str) -> _Family:
         fam = self._families.get(short)
@@ -234,30 +215,25 @@ class Renderer:
         return fam
 
     def render(self, snap: Snapshot) -> Exposition:
-        """Render ``snap`` now (it becomes ``current``)."""
         with self._lock:
-            self._pending = None
-            return self._render(snap)
-
-    def _render(self, snap: Snapshot) -> Exposition:
-        out: list[str] = []
-        cache = self._texts
-        texts: dict[str, tuple[Series, str]] = {}
-        for short, series in snap.values.items():
-            hit = cache.get(short)
-            if hit is not None and hit[0] == series:  # unchanged family (info, static gauges)
-                text = hit[1]
-            else:
-                fam = self.family(short)
-                line = fam.line
-                text = fam.header + "".join([line(labels, v) for labels, v in series.items()])
-                series = dict(series)  # the snapshot's dict may be shared with its owner
-            texts[short] = (series, text)
-            out.append(text)
-        self._texts = texts
-        out.extend(self._process.lines())
-        self._current = Exposition("".join(out).encode())
-        return self._current
+            out: list[str] = []
+            cache = self._texts
+            texts: dict[str, tuple[Series, str]] = {}
+            for short, series in snap.values.items():
+                hit = cache.get(short)
+                if hit is not None and hit[0] == series:  # unchanged family (info, static gauges)
+                    text = hit[1]
+                else:
+                    fam = self.family(short)
+                    line = fam.line
+                    text = fam.header + "".join([line(labels, v) for labels, v in series.items()])
+                    series = dict(series)  # the snapshot's dict may be shared with its owner
+                texts[short] = (series, text)
+                out.append(text)
+            self._texts = texts
+            out.extend(self._process.lines())
+            self.current = Exposition("".join(out).encode())
+            return self.current
 
 
 class ProcessMetrics:

@@ -199,7 +199,7 @@ class Sampler:
         self.last_duration_s = self.clock() - t0
         self.last_wall = time.time()
         self.last_mono = time.monotonic()
-        self.renderer.submit(self.snapshot())  # rendered when a scrape first asks for it
+        self.renderer.render(self.snapshot())
         self.ready.set()
 
     # --- exposition: every part contributes its own series -------------------------------------

@@ -96,18 +96,6 @@ def test_every_catalogue_metric_renders_like_the_reference():
     assert _without_process(Renderer().render(snap).text) == reference(snap)
 
 
-def test_a_submitted_snapshot_is_rendered_on_first_read_and_only_the_latest():
-    r = Renderer()
-    a, b = Snapshot(), Snapshot()
-    a.set("samples_total", (), 1.0)
-    b.set("samples_total", (), 2.0)
-    r.submit(a)
-    r.submit(b)  # never read in between: a is never rendered
-    first = r.current
-    assert _without_process(first.text) == reference(b)
-    assert r.current is first  # nothing new submitted: the same exposition, its gzip kept
-
-
 def test_go_float_matches_the_reference_on_edges():
     from prometheus_client.utils import floatToGoString
 
