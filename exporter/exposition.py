@@ -1,10 +1,10 @@
 """Exposition by contribution: every part of the daemon writes its own series into one
-:class:`Snapshot` per sample (its ``contribute(snap)`` method), and :class:`Renderer` turns the
-latest snapshot into the Prometheus text format on the first scrape after its sample.
+:class:`Snapshot` per sample (its ``contribute(snap)`` method), and :class:`Renderer` turns that
+snapshot into the Prometheus text format once per sample, on the sampler thread.
 
-The scrape handler returns the bytes of the latest :class:`Exposition` (rendered at most once
-per sample, gzip made on the first request that asks for it, then kept): no sensor or network
-I/O on the scrape path.
+The scrape handler only returns the bytes of the latest :class:`Exposition` (gzip made on the
+first request that asks for it, then kept): no sensor or network I/O, no rendering, on the
+scrape path.
 
 The text is written here directly rather than through a ``prometheus_client`` registry: building
 a registry of metric-family objects every second was half of the sampling loop's CPU. The output
