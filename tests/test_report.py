@@ -284,3 +284,15 @@ def test_parse_by():
     for bad in ("pod", "", "endpoint,endpoint"):
         with pytest.raises(period.OptionError, match="choose from cluster, namespace, endpoint, model, instance"):
             report.parse_by(bad)
+
+
+def test_building_the_command_line_loads_no_http_client():
+    """`wattprint serve` builds the same parser: the report's urllib client (and with it ssl,
+    ~4 MB of RSS) loads only when a report runs."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from exporter import cli; cli.build_parser(); "
+            "print(sorted(m for m in ('ssl', 'urllib.request', 'exporter.report.prom') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field, fields
 
 from .period import Period
 
+SOURCES = ("auto", "rollups", "raw")  # --source: the rollups when they cover the period, or as asked
+
 GROUP_LABELS = ("cluster", "namespace", "endpoint", "model")
 ALLOWED_BY = GROUP_LABELS + ("instance",)
 DEFAULT_BY = GROUP_LABELS

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .model import CATCH_ALL, Factors, Row, Statement, fold
+from .model import CATCH_ALL, SOURCES, Factors, Row, Statement, fold
 from .period import DAY, OptionError, Period, iso, promql_duration
 from .prom import Client, PrometheusError
 
@@ -29,7 +29,6 @@ COUNTERS = (
     Counter("tokens", "wattprint_endpoint_tokens_total", "wattprint:endpoint_tokens:increase1h", "kind"),
 )
 ENERGY, CO2E = COUNTERS[0], COUNTERS[1]
-SOURCES = ("auto", "rollups", "raw")
 ROLLUP_COVERAGE = 0.9  # share of the period's hours the rollups must hold, in every cluster
 MIN_ROLLUP_PERIOD = 2 * 3600.0
 
