@@ -110,6 +110,13 @@ METRICS: tuple[Metric, ...] = (
        "what serving it there would have emitted."),
     _m("grid_intensity_age_seconds", "gauge", "provider zone signal", "seconds",
        "Age of the intensity reading (now minus the data point's own time); 0 for the static value."),
+    _m("grid_intensity_forecast_grams_per_kwh", "gauge", "provider zone horizon", "grams_per_kwh",
+       "Forecast grid carbon intensity (gCO2e/kWh) for the period holding now + horizon (1h, 6h, 24h), "
+       "where the provider publishes forecasts (Electricity Maps, UK Carbon Intensity with "
+       "forecast: true); served by `wattprint intensity`, e.g. for carbon-aware scaling."),
+    _m("intensity_provider_calls_total", "counter", "provider", "",
+       "HTTP requests made to each live intensity provider since start (on a node with the "
+       "wattprint provider: requests to the cluster's intensity service, not to the third-party API)."),
     _m("carbon_info", "info", "region provider zone source how", "",
        "The intensity in use for the totals: region, provider (a live provider or static), zone, "
        "where the value comes from, and how the region was chosen."),

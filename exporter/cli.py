@@ -53,6 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--output", choices=["text", "json"], default="text", help="Output format.")
     check.set_defaults(func=cmd_check)
     _report_parser(sub)
+    intensity = sub.add_parser("intensity", parents=[parent], help="serve the grid intensity to the cluster's nodes",
+                               description="Poll carbon.providers once for the whole cluster (one call per "
+                               "zone per poll interval, whatever the node count) and serve the intensity and "
+                               "forecasts on /metrics and /api/v1/intensity?zone= for the nodes' wattprint "
+                               "provider. Default port 10067.", epilog=EPILOG,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+    intensity.set_defaults(func=cmd_intensity)
     cat = sub.add_parser("catalogue", help="print the metric catalogue as a Markdown table")
     cat.set_defaults(func=lambda args: (sys.stdout.write(catalogue.markdown_table()), 0)[1])
     try:
@@ -166,6 +173,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     logs.setup(cfg.log.level, cfg.log.format)
     return daemon.serve(cfg, reread=lambda: load_config(args))
+
+
+def cmd_intensity(args: argparse.Namespace) -> int:
+    from . import intensity_server
+
+    cfg = load_config(args)
+    logs.setup(cfg.log.level, cfg.log.format)
+    return intensity_server.serve(cfg)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -203,8 +203,8 @@ class CarbonConfig(_Section):
                                            "(Cloud Carbon Footprint 4 y; BLOOM 6 y).")
     providers: list[dict[str, Any]] = Field(
         default_factory=list, description="Live intensity providers (file only), tried in order: "
-        "[{type: electricitymaps|watttime|ukgrid|file, ...options}]; secrets as <name>_file or "
-        "<name>_env, never inline.")
+        "[{type: electricitymaps|watttime|ukgrid|file|wattprint, ...options}]; secrets as <name>_file or "
+        "<name>_env, never inline; wattprint reads the cluster's `wattprint intensity` service.")
     counterfactual_regions: list[str] = Field(
         default_factory=list, description="Candidate regions (file only) whose bundled intensity "
         "prices the same energy in wattprint_counterfactual_co2e_grams_total.")

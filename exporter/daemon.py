@@ -23,17 +23,24 @@ from . import config
 log = logging.getLogger("wattprint")
 
 
-def build_carbon(cfg: config.Config, region: Any) -> Any:
-    """The carbon accounting for this node (``region``: an accounting.Region)."""
-    from .carbon import accounting, providers
+def build_providers(cfg: config.Config) -> list[Any]:
+    """The live intensity providers of carbon.providers, in order (``serve`` and ``intensity``)."""
+    from .carbon import providers
 
     live = []
     for raw in cfg.carbon.providers:
         opts = dict(raw)
         live.append(providers.build(opts.pop("type"), **opts))
+    return live
+
+
+def build_carbon(cfg: config.Config, region: Any) -> Any:
+    """The carbon accounting for this node (``region``: an accounting.Region)."""
+    from .carbon import accounting
+
     c = cfg.carbon
     return accounting.build(
-        region=region, pue=c.pue, providers=live, max_age_s=c.max_age,
+        region=region, pue=c.pue, providers=build_providers(cfg), max_age_s=c.max_age,
         counterfactual_regions=c.counterfactual_regions,
         embodied_cfg={"per_gpu_kg": c.embodied_gpu_kg, "server_kg": c.embodied_server_kg,
                       "gpus_per_server": c.embodied_gpus_per_server, "lifetime_years": c.embodied_lifetime_years},
@@ -172,20 +179,10 @@ def serve(cfg: config.Config, reread: Any = None) -> int:
     tls_off = skip_tls_if_unused(cfg)
     import asyncio
 
-    from aiohttp import web
+    from .server import make_app
 
-    from .server import ConnectionCap, listen, make_app, raise_fd_limit
-    from .webconfig.limits import MAX_CONNECTIONS, RESERVED_FDS, SERVER_LIMITS
-
-    security = None
-    if cfg.web.config_file:  # a bad file is a ConfigError: exit 2 before anything starts
-        from . import webconfig
-
-        security = webconfig.WebSecurity(webconfig.load(cfg.web.config_file))
-    host, port = config.split_listen_address(cfg.web.listen_address)
-    fd_before, fd_limit = raise_fd_limit()
-    if fd_limit > fd_before:
-        log.info("open files limit raised from %d to %d (the hard limit)", fd_before, fd_limit)
+    security = web_security(cfg)
+    fd_limit = open_files_limit()
     # The sampler thread holds the GIL while it reads procfs and renders; a short switch interval
     # lets the HTTP thread answer a scrape within ~1 ms instead of waiting up to 5 ms per hand-off.
     sys.setswitchinterval(0.0005)
@@ -216,28 +213,17 @@ def serve(cfg: config.Config, reread: Any = None) -> int:
             log.info("Kubernetes: watching pods of node %s via %s; pod-resources %s", cluster.pods.node_name,
                      cluster.pods.api_url, cluster.podres_state)
         log_meters(sampler)
-        cap = ConnectionCap(min(MAX_CONNECTIONS, max(16, (fd_limit - RESERVED_FDS) // 2)))
+        cap = connection_cap(fd_limit)
         sampler.http = cap
-        runner = web.AppRunner(make_app(sampler, cfg.web.telemetry_path, security, cap), access_log=None,
-                               handle_signals=False, **SERVER_LIMITS)
-        await runner.setup()
-        try:
-            listener = await listen(runner, host, port, security.ssl if security is not None else None, cap)
-        except OSError as e:
-            raise SystemExit(f"cannot listen on {cfg.web.listen_address}: {e.strerror}") from None
+        runner, listener = await start_http(make_app(sampler, cfg.web.telemetry_path, security, cap),
+                                            cfg.web.listen_address, security, cap)
         sampler.start()
         background = [asyncio.create_task(carbon.service.run())]
         if cfg.engines.enabled:
             background.append(asyncio.create_task(start_engines(cfg, sampler).in_own_thread()))
         if cluster is not None:
             background.append(asyncio.create_task(cluster.run()))
-        reloader = None
-        if security is not None:
-            from . import webconfig
-
-            reloader = webconfig.Reloader(security)
-            background.append(reloader.start())
-            log.info("web config %s: %s", cfg.web.config_file, webconfig.describe(security.config))
+        reloader = start_web_reloader(cfg, security, background)
         running = [cfg]
 
         def hangup() -> None:
@@ -259,26 +245,98 @@ def serve(cfg: config.Config, reread: Any = None) -> int:
                      f"; needs a restart to change: {', '.join(restart)}" if restart else "")
         log.info("listening on %s (metrics at %s)%s", cfg.web.listen_address, cfg.web.telemetry_path,
                  "; TLS library not loaded (nothing configured speaks TLS)" if tls_off else "")
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, hangup)
         try:
-            await stop.wait()
+            await until_stopped(hangup)
         finally:
-            log.info("shutting down")
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
-            listener.close()
-            await runner.cleanup()
+            await shut_down(background, runner, listener)
             sampler.stop()
             if sampler.gpu is not None:
                 sampler.gpu.close()
         return 0
 
     return asyncio.run(main())
+
+
+# --- the HTTP lifecycle ``serve`` and ``intensity`` share ------------------------------------
+
+def web_security(cfg: config.Config) -> Any:
+    """The web config's TLS/auth (exporter.webconfig.WebSecurity), or None without a file. A bad
+    file is a ConfigError: exit 2 before anything starts."""
+    if not cfg.web.config_file:
+        return None
+    from . import webconfig
+
+    return webconfig.WebSecurity(webconfig.load(cfg.web.config_file))
+
+
+def open_files_limit() -> int:
+    from .server import raise_fd_limit
+
+    fd_before, fd_limit = raise_fd_limit()
+    if fd_limit > fd_before:
+        log.info("open files limit raised from %d to %d (the hard limit)", fd_before, fd_limit)
+    return fd_limit
+
+
+def connection_cap(fd_limit: int) -> Any:
+    from .server import ConnectionCap
+    from .webconfig.limits import MAX_CONNECTIONS, RESERVED_FDS
+
+    return ConnectionCap(min(MAX_CONNECTIONS, max(16, (fd_limit - RESERVED_FDS) // 2)))
+
+
+async def start_http(app: Any, address: str, security: Any, cap: Any) -> tuple[Any, Any]:
+    """``app`` served on ``address`` with the server limits, TLS when configured and every
+    connection through ``cap``: (runner, listening server)."""
+    from aiohttp import web
+
+    from .server import listen
+    from .webconfig.limits import SERVER_LIMITS
+
+    host, port = config.split_listen_address(address)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, **SERVER_LIMITS)
+    await runner.setup()
+    try:
+        listener = await listen(runner, host, port, security.ssl if security is not None else None, cap)
+    except OSError as e:
+        await runner.cleanup()
+        raise SystemExit(f"cannot listen on {address}: {e.strerror}") from None
+    return runner, listener
+
+
+def start_web_reloader(cfg: config.Config, security: Any, background: list[Any]) -> Any:
+    """The web config reloader (its task added to ``background``), or None without a web config."""
+    if security is None:
+        return None
+    from . import webconfig
+
+    reloader = webconfig.Reloader(security)
+    background.append(reloader.start())
+    log.info("web config %s: %s", cfg.web.config_file, webconfig.describe(security.config))
+    return reloader
+
+
+async def until_stopped(hangup: Any) -> None:
+    """Wait for SIGINT or SIGTERM; SIGHUP calls ``hangup``."""
+    import asyncio
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, hangup)
+    await stop.wait()
+
+
+async def shut_down(background: list[Any], runner: Any, listener: Any) -> None:
+    import asyncio
+
+    log.info("shutting down")
+    for task in background:
+        task.cancel()
+    await asyncio.gather(*background, return_exceptions=True)
+    listener.close()
+    await runner.cleanup()
 
 
 def log_meters(sampler: Any) -> None:

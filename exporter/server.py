@@ -200,15 +200,22 @@ def raise_fd_limit() -> tuple[int, int]:
 def make_app(sampler: "Sampler", telemetry_path: str = "/metrics",
              security: "WebSecurity | None" = None, cap: ConnectionCap | None = None) -> web.Application:
     """``security`` (exporter.webconfig): basic auth, headers and rate limit on every path."""
+    app = hardened_app({telemetry_path: metrics, "/healthz": healthz, "/readyz": readyz, "/": landing},
+                       security, cap)
+    app[SAMPLER] = sampler
+    app[PATH] = telemetry_path
+    return app
+
+
+def hardened_app(routes: dict[str, Any], security: "WebSecurity | None" = None,
+                 cap: ConnectionCap | None = None) -> web.Application:
+    """An app of GET ``routes`` (path → handler) with the body limit, and the web config's basic
+    auth, headers and rate limit (``security``) and the connection cap on every path."""
     from .webconfig.limits import CLIENT_MAX_SIZE
 
     app = web.Application(client_max_size=CLIENT_MAX_SIZE)
-    app[SAMPLER] = sampler
-    app[PATH] = telemetry_path
-    app.router.add_get(telemetry_path, metrics)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/", landing)
+    for path, handler in routes.items():
+        app.router.add_get(path, handler)
     if security is not None:
         security.install(app)
     if cap is not None:

@@ -127,12 +127,12 @@ def promtool_lint(text: str) -> str:
 
 
 def start_daemon(tmp: Path, *args: str, env: dict | None = None, ready_timeout: float = 20,
-                 nofile: tuple[int, int] | None = None) -> Daemon:
-    """A real `wattprint serve` on a free port, once ready; ``nofile``: its (soft, hard)
-    RLIMIT_NOFILE."""
+                 nofile: tuple[int, int] | None = None, command: str = "serve") -> Daemon:
+    """A real `wattprint serve` (or another ``command``: `wattprint intensity`) on a free port,
+    once ready; ``nofile``: its (soft, hard) RLIMIT_NOFILE."""
     port = free_port()
     log = tmp / f"wattprint-{port}.log"
-    cmd = [sys.executable, "-m", "exporter", "serve", f"--web.listen-address=127.0.0.1:{port}", *args]
+    cmd = [sys.executable, "-m", "exporter", command, f"--web.listen-address=127.0.0.1:{port}", *args]
     fh = open(log, "w")
 
     def limits() -> None:

@@ -118,6 +118,13 @@ VALUE_SETS: dict[str, dict] = {
         "podAnnotations": {"example.com/team": "ml-platform"},
         "image": {"repository": "registry.example.com/wattprint", "tag": "0.1.0-rc1"},
     },
+    "intensity": {
+        "intensity": {"enabled": True, "zone": "DE", "nodePollInterval": 30},
+        "serviceMonitor": {"enabled": True},
+        "providerSecrets": [{"env": "ELECTRICITYMAPS_TOKEN", "secretName": "electricitymaps", "key": "token"}],
+        "config": {"carbon": {"region": "DE", "providers": [
+            {"type": "electricitymaps", "zone": "DE", "token_env": "ELECTRICITYMAPS_TOKEN", "forecast": True}]}},
+    },
 }
 
 helm = pytest.importorskip("helm_python", reason="helm-python-sdk is not installed "
@@ -308,6 +315,9 @@ def test_default_config_is_valid_for_the_exporter(docs, tmp_path):
             args = [a for a in args if not a.startswith("--web.config.file=")]
         ns = parser.parse_args(args)
         cli.load_config(ns)
+        for other in [d for d in objs if d["kind"] == "ConfigMap" and "config.yaml" in d["data"] and d is not cm]:
+            path.write_text(other["data"]["config.yaml"])  # the intensity service's
+            cli.load_config(parser.parse_args(["intensity", f"--config.file={path}"]))
 
 
 # --- what each value set renders -----------------------------------------------------------
@@ -459,6 +469,42 @@ def test_custom_placement_and_provider_secrets(docs):
     assert one(objs, "DaemonSet")["spec"]["template"]["metadata"]["annotations"]["example.com/team"] == "ml-platform"
 
 
+def test_intensity_service_and_nodes_pointing_at_it(docs):
+    """intensity.enabled: one Deployment polls the providers with their keys; the DaemonSet's
+    config reads it through the Service, and the nodes get no provider key at all."""
+    objs = docs["intensity"]
+    dep = one(objs, "Deployment")
+    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"] == {"type": "Recreate"}
+    pod = dep["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert c["args"][:2] == ["intensity", "--config.file=/etc/wattprint/config.yaml"]
+    assert "--web.listen-address=:10067" in c["args"]
+    assert pod["automountServiceAccountToken"] is False and pod.get("hostPID") is not True
+    assert c["securityContext"]["runAsNonRoot"] is True and c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert not [v for v in pod["volumes"] if "hostPath" in v]
+    assert {e["name"] for e in c["env"]} == {"ELECTRICITYMAPS_TOKEN"}
+    configmaps = {d["metadata"]["name"]: yaml.safe_load(d["data"]["config.yaml"]) for d in objs
+                  if d["kind"] == "ConfigMap"}
+    mounted = next(v["configMap"]["name"] for v in pod["volumes"] if v["name"] == "config")
+    assert configmaps[mounted]["carbon"]["providers"] == VALUE_SETS["intensity"]["config"]["carbon"]["providers"]
+    services = {d["metadata"]["name"]: d for d in objs if d["kind"] == "Service"}
+    svc = services[dep["metadata"]["name"]]
+    assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+    assert svc["spec"]["ports"][0]["port"] == 10067 and "clusterIP" not in svc["spec"]
+    # the DaemonSet's selector (and its Service's, and its NetworkPolicy's) never picks the intensity pod
+    ds = one(objs, "DaemonSet")
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert not ds["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    node_cfg = configmaps[next(v["configMap"]["name"] for v in pod_spec(objs)["volumes"] if v["name"] == "config")]
+    assert node_cfg["carbon"]["providers"] == [{"type": "wattprint", "zone": "DE", "poll_interval_s": 30,
+                                                "url": f"http://{svc['metadata']['name']}.{NAMESPACE}.svc:10067"}]
+    assert node_cfg["carbon"]["region"] == "DE"
+    assert "ELECTRICITYMAPS_TOKEN" not in {e["name"] for e in container(objs)["env"]}
+    monitors = [d for d in objs if d["kind"] == "ServiceMonitor"]
+    assert any(m["spec"]["selector"]["matchLabels"] == svc["spec"]["selector"] for m in monitors)
+    assert "Deployment" not in {d["kind"] for d in docs["defaults"]}
+
+
 def test_config_change_rolls_the_pods():
     a = manifests(render(CHART, {}))
     b = manifests(render(CHART, {"config": {"sample": {"interval": "1s"}}}))
@@ -471,6 +517,10 @@ def test_misconfigurations_fail_with_a_message():
     chart = helm.Chart.load(str(CHART))
     with pytest.raises(helm.HelmError, match="webConfig.existingSecret"):
         chart.render({"webConfig": {"enabled": True}}, name=RELEASE, namespace=NAMESPACE)
+    with pytest.raises(helm.HelmError, match="intensity.zone"):
+        chart.render({"intensity": {"enabled": True}}, name=RELEASE, namespace=NAMESPACE)
+    with pytest.raises(helm.HelmError, match="config.carbon.providers"):
+        chart.render({"intensity": {"enabled": True, "zone": "DE"}}, name=RELEASE, namespace=NAMESPACE)
     with pytest.raises(helm.HelmError, match="service.enabled"):
         chart.render({"serviceMonitor": {"enabled": True}, "service": {"enabled": False}},
                      name=RELEASE, namespace=NAMESPACE)

@@ -97,7 +97,7 @@ async def fetch_error(provider: Provider) -> ProviderError:
 
 
 def test_registry_lists_every_provider() -> None:
-    assert set(PROVIDERS) == {"electricitymaps", "watttime", "ukgrid", "file"}
+    assert set(PROVIDERS) == {"electricitymaps", "watttime", "ukgrid", "file", "wattprint"}
     assert all(cls.key == key and cls.source for key, cls in PROVIDERS.items())
 
 
@@ -265,7 +265,8 @@ def test_secret_reads_file_or_env_and_never_prints(tmp_path: Path, monkeypatch: 
 
 
 def test_all_subjects_cover_the_registry() -> None:
-    assert {name.split("-")[0] for name in SUBJECTS} | {"file"} == set(PROVIDERS)
+    # file: below; wattprint (the cluster's own service, no third party): tests/test_intensity_service.py
+    assert {name.split("-")[0] for name in SUBJECTS} | {"file", "wattprint"} == set(PROVIDERS)
 
 
 def fragments(secret_value: str, n: int = 8) -> set[str]:

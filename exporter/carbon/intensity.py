@@ -96,18 +96,36 @@ class IntensityService:
         marginal value)."""
         if signal not in SIGNALS:
             raise ValueError(f"signal must be one of {SIGNALS}")
-        now = self._clock()
-        for st in self._states.values():
-            mine = [r for r in st.readings.values() if r.signal == signal]
-            if mine:
-                r = max(mine, key=lambda r: r.observed_at)
-                age = max(0.0, now - r.observed_at)
-                if age <= self._max_age_s:
-                    return Current(r.grams_per_kwh, r.provider, r.zone, signal, age, st.provider.source)
+        got = self._first_fresh(signal, None)
+        if got is not None:
+            r, age, source = got
+            return Current(r.grams_per_kwh, r.provider, r.zone, signal, age, source)
         if signal != "average":
             return None
         value, source, zone = self._static
         return Current(value, STATIC, zone, signal, 0.0, source)
+
+    def fresh(self, zone: str, signal: str = "average") -> tuple[Reading, float, str] | None:
+        """The reading of ``zone`` to use now (the first provider's newest one younger than
+        max_age), when its provider last answered, and its source; None when there is none (no
+        static value: the intensity service answers for many zones, each node has its own)."""
+        got = self._first_fresh(signal, zone)
+        if got is None:
+            return None
+        r, _, source = got
+        last = self._states[r.provider].last_success
+        return r, r.observed_at if last is None else last, source
+
+    def _first_fresh(self, signal: str, zone: str | None) -> tuple[Reading, float, str] | None:
+        now = self._clock()
+        for st in self._states.values():
+            mine = [r for r in st.readings.values() if r.signal == signal and zone in (None, r.zone)]
+            if mine:
+                r = max(mine, key=lambda r: r.observed_at)
+                age = max(0.0, now - r.observed_at)
+                if age <= self._max_age_s:
+                    return r, age, st.provider.source
+        return None
 
     def readings(self) -> list[Reading]:
         """Every provider's last good reading per (zone, signal), average and marginal alike."""
@@ -118,6 +136,7 @@ class IntensityService:
             name: {
                 "up": bool(st.up),
                 "successes": st.successes,
+                "calls": st.provider.calls,
                 "errors": dict(st.errors),
                 "failures_in_a_row": st.failures_in_a_row,
                 "last_success": st.last_success,

@@ -43,6 +43,7 @@ class CarbonStage:
             snap.set("grid_intensity_age_seconds", (r.provider, r.zone, r.signal), max(0.0, now - r.observed_at))
         for name, st in c.service.stats().items():
             snap.set("collector_up", (f"intensity_{name}",), 1.0 if st["up"] else 0.0)
+            snap.set("intensity_provider_calls_total", (name,), float(st["calls"]))
             for kind, n in st["errors"].items():
                 snap.set("collector_errors_total", (f"intensity_{name}", kind), float(n))
         snap.set("pue_ratio", (c.pue_source,), c.pue)

@@ -9,6 +9,21 @@ carbon-accounting.md §3) and can be switched into one failure mode at a time:
 
 Every request is recorded in ``fake.requests`` as (path, query dict). 401 bodies echo the
 credential they were sent, so tests can check that clients scrub it.
+
+Forecast shapes, as documented:
+
+* Electricity Maps v3 ``GET /v3/carbon-intensity/forecast?zone=Z`` → {"zone", "forecast":
+  [{"carbonIntensity", "datetime"}, ...], "updatedAt"}: hourly points from the current hour,
+  24 h ahead by default (API reference v3, portal.electricitymaps.com/developer-hub/api/reference;
+  the same shape as the Green Software Foundation carbon-aware-sdk's ElectricityMaps
+  ForecastedCarbonIntensityData model).
+* UK Carbon Intensity ``GET /intensity/{from}/fw24h`` → {"data": [{"from", "to", "intensity":
+  {"forecast", "actual", "index"}}, ...]}: the 48 half-hours from the one holding ``from``,
+  ``actual`` null for future periods (carbon-intensity.github.io/api-definitions, API v2.0.0,
+  "Get Carbon Intensity data for next 24h").
+
+A fake's ``forecast_mode`` (default: its ``mode``) switches its forecast endpoint alone into a
+failure mode; ``forecast_value(i)`` is the i-th point's value.
 """
 
 from __future__ import annotations
@@ -74,10 +89,12 @@ class FakeApi(FakeServer):
     API's body shapes."""
 
     value: float = 300.0
+    forecast_mode: str | None = None
 
     def __init__(self) -> None:
         super().__init__()
         self.requests: list[tuple[str, dict[str, str]]] = []
+        self.forecast_value: Callable[[int], float] = lambda i: self.value + i
         # how a 401 echoes the credential: a function of it (servers pad, quote, cut it)
         self.echo: Callable[[str], str] = lambda given: f"invalid credential {given!r}"
 
@@ -87,12 +104,17 @@ class FakeApi(FakeServer):
     def not_found(self, request: web.Request) -> web.Response:
         raise NotImplementedError
 
+    def calls(self, path: str) -> int:
+        """Requests seen whose path starts with ``path``."""
+        return sum(1 for p, _ in self.requests if p.startswith(path))
+
     async def serve(
-        self, request: web.Request, credential: str | None, expected: str | None, body: Callable[[Point], Any]
+        self, request: web.Request, credential: str | None, expected: str | None, body: Callable[[Point], Any],
+        mode: str | None = None,
     ) -> web.StreamResponse:
         """The data endpoint: record, apply the mode or auth check, else answer body(point)."""
         self.requests.append((request.path, dict(request.query)))
-        mode = self.mode
+        mode = mode or self.mode
         if mode == "hang":
             return await self.hang()
         if mode == "unauthorized" or credential != expected:
@@ -122,6 +144,7 @@ class ElectricityMapsFake(FakeApi):
 
     def routes(self, router: web.UrlDispatcher) -> None:
         router.add_get("/v3/carbon-intensity/latest", self.latest)
+        router.add_get("/v3/carbon-intensity/forecast", self.forecast)
 
     def not_found(self, request: web.Request) -> web.Response:
         zone = request.query.get("zone", "")
@@ -148,6 +171,26 @@ class ElectricityMapsFake(FakeApi):
                 "estimationMethod": None,
             },
         )
+
+
+    async def forecast(self, request: web.Request) -> web.StreamResponse:
+        zone = request.query.get("zone", "")
+        mode = self.forecast_mode or self.mode
+        if zone not in self.zones and mode == "ok":
+            self.requests.append((request.path, dict(request.query)))
+            return self.not_found(request)
+        stamp = "%Y-%m-%dT%H:%M:%S.000Z"
+
+        def body(p: Point) -> dict[str, Any]:
+            hour = p.observed_at - p.observed_at % 3600
+            values = [p.value if i == 0 else self.forecast_value(i) for i in range(25)]
+            return {
+                "zone": self.answer_zone or zone,
+                "forecast": [{"carbonIntensity": v, "datetime": iso(hour + 3600 * i, stamp)} for i, v in enumerate(values)],
+                "updatedAt": iso(hour, stamp),
+            }
+
+        return await self.serve(request, request.headers.get("auth-token"), EM_TOKEN, body, mode)
 
 
 class WattTimeFake(FakeApi):
@@ -221,6 +264,7 @@ class UKCarbonIntensityFake(FakeApi):
 
     def routes(self, router: web.UrlDispatcher) -> None:
         router.add_get("/intensity", self.national)
+        router.add_get("/intensity/{from}/fw24h", self.forward)
         router.add_get("/regional/regionid/{id}", self.regional)
 
     def not_found(self, request: web.Request) -> web.Response:
@@ -251,6 +295,24 @@ class UKCarbonIntensityFake(FakeApi):
                 ]
             },
         )
+
+    async def forward(self, request: web.Request) -> web.StreamResponse:
+        try:
+            start = datetime.strptime(request.match_info["from"], "%Y-%m-%dT%H:%MZ").replace(tzinfo=UTC).timestamp()
+        except ValueError:
+            self.requests.append((request.path, dict(request.query)))
+            return self.not_found(request)
+
+        def body(p: Point) -> dict[str, Any]:
+            stale = (self.forecast_mode or self.mode) == "stale"  # a forecast that ended STALE_BY_S ago
+            first = start - start % 1800 - (86400 + STALE_BY_S if stale else 0)
+            return {"data": [
+                {"from": iso(first + 1800 * i, "%Y-%m-%dT%H:%MZ"), "to": iso(first + 1800 * (i + 1), "%Y-%m-%dT%H:%MZ"),
+                 "intensity": {"forecast": p.value if i == 0 else self.forecast_value(i),
+                               "actual": p.value if i == 0 and self.with_actual else None, "index": "moderate"}}
+                for i in range(48)]}
+
+        return await self.serve(request, None, None, body, self.forecast_mode)
 
     async def regional(self, request: web.Request) -> web.StreamResponse:
         region = request.match_info["id"]

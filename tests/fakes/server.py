@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -41,3 +42,18 @@ class FakeServer:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._release.wait(), 30)
         return web.Response(status=503)
+
+
+class Background:
+    """A fake server on its own event loop thread, for tests that drive real processes."""
+
+    def __init__(self, fake: FakeServer) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.fake = asyncio.run_coroutine_threadsafe(fake.start(), self.loop).result(10)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.fake.close(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)

@@ -2,34 +2,18 @@
 counters that follow energy × intensity, `check` showing region/provider/intensity/source, and
 the provider's secret nowhere in metrics, logs or check output."""
 
-import asyncio
 import json
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
 from fakes.carbon_apis import EM_TOKEN, ElectricityMapsFake
+from fakes.server import Background
 from support import ROOT, parse_metrics, start_daemon, value
 
 pytestmark = pytest.mark.integration
-
-
-class Background:
-    """Runs a fake API's aiohttp server on its own event loop thread."""
-
-    def __init__(self, fake) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.fake = asyncio.run_coroutine_threadsafe(fake.start(), self.loop).result(10)
-
-    def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.fake.close(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
 
 
 def config(tmp_path, url):

@@ -22,16 +22,17 @@ from .base import (
 from .electricitymaps import ElectricityMaps
 from .file import FileProvider
 from .ukgrid import UKCarbonIntensity
+from .wattprint import WattprintService
 from .watttime import WattTime
 
 PROVIDERS: dict[str, type[Provider]] = {
-    cls.key: cls for cls in (ElectricityMaps, WattTime, UKCarbonIntensity, FileProvider)
+    cls.key: cls for cls in (ElectricityMaps, WattTime, UKCarbonIntensity, FileProvider, WattprintService)
 }
 
 
 def option_problem(key: str, option: str) -> str | None:
     """Why ``option`` is not a configuration option of provider ``key`` (None when it is)."""
-    fields = {f.name: f for f in dataclasses.fields(PROVIDERS[key])}
+    fields = {f.name: f for f in dataclasses.fields(PROVIDERS[key]) if f.init}
     secrets = [n for n, f in fields.items() if f.type in ("Secret", Secret)]
     if option in secrets:
         return f"secrets are never inline: use {option}_file or {option}_env"
@@ -73,5 +74,6 @@ __all__ = [
     "Secret",
     "UKCarbonIntensity",
     "WattTime",
+    "WattprintService",
     "build",
 ]

@@ -50,9 +50,13 @@ class Reading:
     signal: str  # "average" | "marginal"
     grams_per_kwh: float
     observed_at: float  # unix seconds of the data point's own datetime
+    # the provider's forecast, where it has one: ((unix seconds of a period's start, g/kWh), ...),
+    # in time order, none of it older than the hour before the fetch
+    forecast: tuple[tuple[float, float], ...] = ()
 
 
-FUTURE_TOLERANCE_S = 3600.0  # clocks disagree, forecasts are stamped ahead: beyond this, refuse
+FUTURE_TOLERANCE_S = 3600.0
+FORECAST_MAX_S = 8 * 86400.0  # the longest forecast any provider publishes is 72 h; beyond this, refuse  # clocks disagree, forecasts are stamped ahead: beyond this, refuse
 
 
 class ProviderError(Exception):
@@ -213,6 +217,7 @@ class Provider:
     stale_after_s: float | None = 7200.0
     poll_interval_s: float | None = None  # None: the IntensityService's default
     clock: Callable[[], float] = field(default=time.time, repr=False)
+    calls: int = field(default=0, init=False, repr=False)  # HTTP requests made (get_json)
 
     def __post_init__(self) -> None:
         self.name = self.name or self.key
@@ -256,6 +261,23 @@ class Provider:
             raise ProviderError("stale", f"{zone} data point is {age / 3600:.1f} h old")
         return Reading(self.name, zone, signal, g, observed_at)
 
+    def forecast_points(self, zone: str, points: list[tuple[float, float]]) -> tuple[tuple[float, float], ...]:
+        """A forecast's (time, g/kWh) points checked like readings (plausible values, times at
+        most FORECAST_MAX_S ahead), sorted, without those over an hour old. An empty forecast
+        is malformed: the API promised one."""
+        now = self.clock()
+        out = []
+        for t, g in points:
+            if not (math.isfinite(g) and 0.0 <= g <= MAX_PLAUSIBLE_G_PER_KWH):
+                raise ProviderError("implausible", f"forecast {g} gCO2e/kWh for {zone}")
+            if not math.isfinite(t) or t > now + FORECAST_MAX_S:
+                raise ProviderError("implausible", f"{zone} forecast point timed beyond {FORECAST_MAX_S / 3600:g} h")
+            if t >= now - 3600:
+                out.append((t, float(g)))
+        if not out:
+            raise ProviderError("stale" if points else "malformed", f"{zone} forecast has no current points")
+        return tuple(sorted(out))
+
     def _scrub(self, text: str) -> str:
         try:
             values = self.secrets()
@@ -267,6 +289,7 @@ class Provider:
         """GET url → parsed JSON; every failure becomes a ProviderError (no chained exception,
         since aiohttp's carry the request headers, credentials included)."""
         path = url.split("?", 1)[0]
+        self.calls += 1
         try:
             async with session.get(
                 url,

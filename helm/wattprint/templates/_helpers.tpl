@@ -65,3 +65,48 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "wattprint.scheme" -}}
 {{- if .Values.webConfig.enabled }}{{ .Values.webConfig.scheme }}{{ else }}HTTP{{ end }}
 {{- end }}
+
+{{/* The intensity service (`wattprint intensity`, values intensity.*): its name, its own
+  selector labels (another app.kubernetes.io/name, so that the DaemonSet's selector, Service and
+  NetworkPolicy never take its pod for an exporter), and the URL the nodes read it at. */}}
+{{- define "wattprint.intensityName" -}}
+{{- printf "%s-intensity" (include "wattprint.fullname" . | trunc 53 | trimSuffix "-") }}
+{{- end }}
+
+{{- define "wattprint.intensitySelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-intensity" (include "wattprint.name" . | trunc 53 | trimSuffix "-") }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "wattprint.intensityLabels" -}}
+helm.sh/chart: {{ include "wattprint.chart" . }}
+{{ include "wattprint.intensitySelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: intensity
+app.kubernetes.io/part-of: wattprint
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "wattprint.intensityUrl" -}}
+{{- printf "http://%s.%s.svc:%d" (include "wattprint.intensityName" .) .Release.Namespace (int .Values.intensity.port) }}
+{{- end }}
+
+{{/* The nodes' configuration: `config`, with carbon.providers pointing at the intensity service
+  when intensity.enabled (the real providers go to the intensity pod). */}}
+{{- define "wattprint.nodeConfig" -}}
+{{- $cfg := deepCopy .Values.config }}
+{{- if .Values.intensity.enabled }}
+{{- if not .Values.intensity.zone }}
+{{- fail "intensity.enabled needs intensity.zone (the zone the nodes ask the service for, e.g. DE)" }}
+{{- end }}
+{{- if not (dig "carbon" "providers" (list) $cfg) }}
+{{- fail "intensity.enabled needs config.carbon.providers (what the intensity service polls)" }}
+{{- end }}
+{{- $carbon := deepCopy (get $cfg "carbon") }}
+{{- $_ := set $carbon "providers" (list (dict "type" "wattprint" "url" (include "wattprint.intensityUrl" .) "zone" .Values.intensity.zone "poll_interval_s" .Values.intensity.nodePollInterval)) }}
+{{- $_ := set $cfg "carbon" $carbon }}
+{{- end }}
+{{- with $cfg }}
+{{- toYaml . }}
+{{- end }}
+{{- end }}
