@@ -32,7 +32,6 @@ from .pipeline.carbon import CarbonStage
 from .pipeline.cpu import CpuStage
 from .pipeline.gpu import GpuStage
 from .pipeline.health import Health
-from .pipeline.marginal import MarginalStage
 from .pipeline.requests import RequestStage
 
 log = logging.getLogger(__name__)
@@ -54,7 +53,7 @@ class Sampler:
         self.gpus = GpuStage(gpu, self.health, idle_power_config)
         self.cpu = CpuStage(cpu, procs, self.health)
         self.requests = RequestStage()
-        self.marginal = MarginalStage()
+        self.marginal: Any = None  # the marginal-cost stage: set with the engine scraper (daemon.start_engines)
         self.booking = Booking(resolver, self.health, gpu_idle_policy=gpu_idle_policy,
                                cpu_idle_policy=cpu_idle_policy, level=level, gpu_owners=gpu_owners)
         self.carbon = CarbonStage(carbon) if carbon is not None else None
@@ -188,7 +187,7 @@ class Sampler:
             self.requests.restore(requests)
             raise
         led.commit()
-        if self.requests.source is not None:  # what one more token costs, from what this sample booked
+        if self.marginal is not None and self.requests.source is not None:  # what one more token costs
             self.marginal.observe(t0, booked.active if booked is not None else {}, self.requests.drained())
         if self.requests.source is not None:  # engine scraping is on: where are the servers?
             try:
@@ -208,7 +207,9 @@ class Sampler:
         parts: list[Any] = [self.gpus, self.ledger, self.booking, self.health]
         if self.carbon is not None:
             parts.append(self.carbon)
-        parts += [self.requests, self.marginal, self.cpu]
+        parts += [self.requests, self.cpu]
+        if self.marginal is not None:
+            parts.append(self.marginal)
         if self.requests.source is not None:
             parts.append(self.targets)
         if self.http is not None:  # the HTTP server's connection cap (serve sets it)

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-# the options, importable without the HTTP client (the command line lists them in --help, and
-# `wattprint serve` builds the same parser: urllib.request would load ssl, ~4 MB, into the daemon)
-from .model import ALLOWED_BY, DEFAULT_BY, SOURCES
-
+# the options, defined here with no import at all: the command line lists them in --help, and
+# `wattprint serve` builds the same parser (the HTTP client would load ssl, ~4 MB, into the daemon)
+GROUP_LABELS = ("cluster", "namespace", "endpoint", "model")
+ALLOWED_BY = GROUP_LABELS + ("instance",)
+DEFAULT_BY = GROUP_LABELS
+SOURCES = ("auto", "rollups", "raw")  # --source: the rollups when they cover the period, or as asked
 OUTPUTS = ("markdown", "csv", "json", "html")
 
 

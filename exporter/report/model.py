@@ -8,11 +8,8 @@ from dataclasses import dataclass, field, fields
 
 from .period import Period
 
-SOURCES = ("auto", "rollups", "raw")  # --source: the rollups when they cover the period, or as asked
+from . import ALLOWED_BY, DEFAULT_BY, GROUP_LABELS, SOURCES  # noqa: F401 - the options, defined in the package
 
-GROUP_LABELS = ("cluster", "namespace", "endpoint", "model")
-ALLOWED_BY = GROUP_LABELS + ("instance",)
-DEFAULT_BY = GROUP_LABELS
 # series of energy no endpoint can be charged with (README, "How energy is attributed")
 CATCH_ALL = ("unallocated", "system", "overflow")
 

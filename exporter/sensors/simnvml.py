@@ -52,7 +52,6 @@ import yaml
 
 from pynvml import NVMLError
 
-from .simtraffic import Traffic, TrafficError
 
 GIB = 1024**3
 UTIL_PERIOD_S = 0.2  # an H200 (driver 580) refreshed each process's sample about every 200 ms
@@ -138,7 +137,7 @@ class _Gpu:
     faults: list[_Fault]
     resets: list[float]
     base_mj: int = 0
-    traffic: Traffic | None = None  # power from simulated inference traffic instead of sm_util
+    traffic: Any = None  # a simtraffic.Traffic: power from simulated inference traffic instead of sm_util
 
     def power_at(self, t: float) -> float:
         if self.traffic is not None:
@@ -236,9 +235,11 @@ def parse_scenario(data: dict) -> tuple[str, str, list[_Gpu]]:
     return library, str(data.get("driver_version", "550.54.15")), gpus
 
 
-def _traffic(spec: Any, where: str) -> Traffic | None:
+def _traffic(spec: Any, where: str) -> Any:
     if spec is None:
         return None
+    from .simtraffic import Traffic, TrafficError  # only for a GPU that has traffic
+
     try:
         return Traffic.parse(spec, where)
     except TrafficError as e:
