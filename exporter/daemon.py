@@ -25,6 +25,8 @@ log = logging.getLogger("wattprint")
 
 def build_providers(cfg: config.Config) -> list[Any]:
     """The live intensity providers of carbon.providers, in order (``serve`` and ``intensity``)."""
+    if not cfg.carbon.providers:
+        return []  # and no adapter module loaded
     from .carbon import providers
 
     live = []

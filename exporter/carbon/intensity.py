@@ -24,7 +24,7 @@ from typing import Any
 
 import aiohttp
 
-from .providers import MAX_PLAUSIBLE_G_PER_KWH, SIGNALS, Provider, ProviderError, Reading
+from .providers.base import MAX_PLAUSIBLE_G_PER_KWH, SIGNALS, Provider, ProviderError, Reading  # not every adapter
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,8 @@
 """Live grid-intensity providers, one module each, registered in PROVIDERS by key.
 
 Adding a provider: a new module with a ``Provider`` subclass (``key``, ``source``, ``fetch``)
-and one entry in the table below.
+and one entry in the table below. The adapters are imported on first use of ``PROVIDERS`` (or
+of a class by name): a daemon with no live provider configured loads none of them.
 """
 
 from __future__ import annotations
@@ -19,20 +20,36 @@ from .base import (
     Reading,
     Secret,
 )
-from .electricitymaps import ElectricityMaps
-from .file import FileProvider
-from .ukgrid import UKCarbonIntensity
-from .wattprint import WattprintService
-from .watttime import WattTime
+# class name -> its module, in the order PROVIDERS lists them
+_ADAPTERS = {"ElectricityMaps": "electricitymaps", "WattTime": "watttime", "UKCarbonIntensity": "ukgrid",
+             "FileProvider": "file", "WattprintService": "wattprint"}
 
-PROVIDERS: dict[str, type[Provider]] = {
-    cls.key: cls for cls in (ElectricityMaps, WattTime, UKCarbonIntensity, FileProvider, WattprintService)
-}
+
+def _providers() -> dict[str, type[Provider]]:
+    import importlib
+
+    table = globals().get("PROVIDERS")
+    if table is None:
+        table = {cls.key: cls for cls in (getattr(importlib.import_module(f"{__name__}.{mod}"), cls_name)
+                                          for cls_name, mod in _ADAPTERS.items())}
+        globals()["PROVIDERS"] = table
+    return table
+
+
+def __getattr__(name: str) -> Any:
+    """PROVIDERS (key -> class) and the adapter classes, imported on first use."""
+    import importlib
+
+    if name == "PROVIDERS":
+        return _providers()
+    if name in _ADAPTERS:
+        return getattr(importlib.import_module(f"{__name__}.{_ADAPTERS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def option_problem(key: str, option: str) -> str | None:
     """Why ``option`` is not a configuration option of provider ``key`` (None when it is)."""
-    fields = {f.name: f for f in dataclasses.fields(PROVIDERS[key]) if f.init}
+    fields = {f.name: f for f in dataclasses.fields(_providers()[key]) if f.init}
     secrets = [n for n, f in fields.items() if f.type in ("Secret", Secret)]
     if option in secrets:
         return f"secrets are never inline: use {option}_file or {option}_env"
@@ -49,9 +66,9 @@ def build(key: str, **options: Any) -> Provider:
     """A provider from config options. A Secret field ``x`` is given as ``x_file=path`` or
     ``x_env=NAME``, e.g. ``build("electricitymaps", zone="DE", token_env="EM_TOKEN")``."""
     try:
-        cls = PROVIDERS[key]
+        cls = _providers()[key]
     except KeyError:
-        raise ValueError(f"unknown intensity provider {key!r}; known: {sorted(PROVIDERS)}") from None
+        raise ValueError(f"unknown intensity provider {key!r}; known: {sorted(_providers())}") from None
     for f in dataclasses.fields(cls):
         if f.type in ("Secret", Secret):
             where = {k: options.pop(f"{f.name}_{k}") for k in ("file", "env") if f"{f.name}_{k}" in options}
