@@ -101,7 +101,7 @@ METRICS: tuple[Metric, ...] = (
     _m("endpoint_energy_model_state", "gauge", ENDPOINT_LABELS + " state", "",
        "1 for the energy model's current state: fitted, prefill_unidentified, decode_unidentified, "
        "too_few_windows, no_prompt_tokens, no_generation_tokens, collinear (prompt and generation "
-       "tokens in a fixed ratio) or negative_term."),
+       "tokens in a fixed ratio), negative_term or fit_failed (odd data, logged)."),
     # --- carbon ------------------------------------------------------------------------------
     _m("node_co2e_grams_total", "counter", "scope", "grams",
        "Node emissions (scope=operational|embodied); equals the sum over the endpoint series."),

@@ -40,8 +40,12 @@ from typing import Sequence
 HUBER_K = 1.345        # 95 % efficiency at the normal distribution
 MAD_TO_SIGMA = 1.4826  # the normal distribution's sigma per median absolute deviation
 Z_975 = 1.959963984540054
+# a window beyond these is not traffic (a server's counters gone wild, a hostile neighbour's fake
+# server): 10⁸ tokens/s is ~1,000× a busy 8-GPU node, 10⁶ W a megawatt. It is left out, not fitted.
+MAX_TOKENS_PER_S = 1e8
+MAX_WATTS = 1e6
 STATES = ("fitted", "prefill_unidentified", "decode_unidentified", "too_few_windows", "no_prompt_tokens",
-          "no_generation_tokens", "collinear", "negative_term")
+          "no_generation_tokens", "collinear", "negative_term", "fit_failed")
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,8 @@ def fit(windows: Sequence[Window], *, min_windows: int = 12, max_vif: float = 25
         max_rel_se: float = 0.5, max_iter: int = 50) -> Fit:
     """Fit the model to ``windows`` (see the module); never raises on odd data."""
     rows = [w for w in windows if all(math.isfinite(v) for v in (w.dt_s, w.joules, w.prompt, w.generation))
-            and w.dt_s > 0 and w.prompt >= 0 and w.generation >= 0]
+            and w.dt_s > 0 and w.prompt >= 0 and w.generation >= 0 and w.joules <= MAX_WATTS * w.dt_s
+            and w.prompt + w.generation <= MAX_TOKENS_PER_S * w.dt_s]
     n = len(rows)
     busy = sum(1 for w in rows if w.prompt + w.generation > 0)
     if busy < min_windows:

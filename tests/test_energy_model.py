@@ -115,6 +115,15 @@ def test_garbage_windows_are_ignored_never_raise():
     assert fit([]).state == "too_few_windows"
 
 
+def test_a_window_no_traffic_could_make_is_left_out():
+    """A server whose counters go wild (or a hostile neighbour's fake one) reports 10²⁰⁰ tokens:
+    that window is left out, and the hour's fit stands."""
+    good = windows_of(traffic(11), 600)
+    f = fit(good + [Window(10, 5, 1e200, 3), Window(10, 1e300, 10, 10), Window(10, 1e300, 1e300, 1e300)])
+    assert f.state == "fitted" and f.windows == len(good)
+    assert f.decode == pytest.approx(0.12, rel=0.05)
+
+
 def test_the_t_quantile_is_students():
     for df, exact in ((3, 3.182), (5, 2.571), (10, 2.228), (30, 2.042), (1000, 1.962)):
         assert energy_model.t_quantile_975(df) == pytest.approx(exact, abs=0.03)
@@ -242,3 +251,14 @@ def test_fits_are_rationed_per_sample_so_many_endpoints_cannot_stall_the_loop(mo
         per_sample.append(len(calls) - before)
     assert max(per_sample) == marginal.FITS_PER_SAMPLE
     assert len({k for k, tr in st.tracks.items() if tr.fit is not None}) == sum(per_sample)  # each in turn
+
+
+def test_a_failing_fit_costs_its_endpoint_only(monkeypatch):
+    from exporter.pipeline import marginal
+
+    def boom(ws, **kw):
+        raise ValueError("-inf + inf in fsum")
+
+    monkeypatch.setattr(marginal.energy_model, "fit", boom)
+    st = run_stage(traffic(24), 300)  # observe() never raises
+    assert st.tracks[KEY].fit.state == "fit_failed" and not st.tracks[KEY].fit.published

@@ -139,7 +139,10 @@ class MarginalStage:
 
     def _fit(self, key: Key, tr: _Track) -> None:
         tr.due, tr.unfitted = False, 0
-        tr.fit = energy_model.fit([w for _, w in tr.windows], min_windows=self.min_windows)
+        try:
+            tr.fit = energy_model.fit([w for _, w in tr.windows], min_windows=self.min_windows)
+        except (ArithmeticError, ValueError) as e:  # odd data must cost this endpoint's fit, never the sample
+            tr.fit = energy_model.Fit("fit_failed", len(tr.windows), detail=f"{type(e).__name__}: {e}")
         if self._states.get(key) != tr.fit.state:
             self._states[key] = tr.fit.state
             log.info("energy model of %s/%s (%s): %s%s", key[0], key[1], key[2], tr.fit.state,
