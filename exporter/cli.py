@@ -125,6 +125,9 @@ def _report_parser(sub) -> None:
                    "(kept and marked † by default; they count in the totals).")
     p.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
                    help="Time limit of each Prometheus API call. Default: 30.")
+    p.add_argument("--cluster-label", default="cluster", metavar="LABEL",
+                   help="The label that tells clusters apart in this Prometheus (the one given to "
+                   "`wattprint rules --rules.cluster-label`); shown as cluster. Default: cluster.")
     p.set_defaults(func=cmd_report)
 
 
@@ -156,7 +159,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     try:
         text = report.report(args.prometheus_url, args.start, args.end, args.by, args.output,
-                             args.source, args.exclude_catch_all, args.timeout)
+                             args.source, args.exclude_catch_all, args.timeout, cluster_label=args.cluster_label)
     except report.OptionError as e:
         print(f"wattprint report: {e}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ import io
 import json
 import socket
 import urllib.error
+import urllib.parse
 from datetime import datetime, timezone
 
 import pytest
@@ -254,6 +255,19 @@ def test_client_errors_name_the_url_and_the_cause(result, message):
     with pytest.raises(prom.PrometheusError) as e:
         c.query("up", NOW)
     assert message in str(e.value)
+
+
+def test_another_cluster_label_stands_in_for_cluster_both_ways():
+    body = (b'{"status":"success","data":{"resultType":"vector","result":[{"metric":'
+            b'{"k8s_cluster":"eu","endpoint":"chat"},"value":[1,"2.5"]}]}}')
+    op = opener_of(body)
+    c = prom.Client("http://p:9090", opener=op, cluster_label="k8s_cluster")
+    (s,) = c.query('sum by (cluster, endpoint) (x{cluster="eu"})', NOW)
+    sent = urllib.parse.unquote_plus(op.url)
+    assert 'sum by (k8s_cluster, endpoint) (x{k8s_cluster="eu"})' in sent and "(cluster" not in sent
+    assert s.labels == {"cluster": "eu", "endpoint": "chat"}
+    with pytest.raises(prom.PrometheusError, match="label name"):
+        prom.Client("http://p:9090", cluster_label="k8s-cluster")
 
 
 def test_client_query_and_range():

@@ -29,15 +29,17 @@ def parse_by(text: str) -> tuple[str, ...]:
 
 def report(url: str, start: str = "-30d", end: str = "now", by: str = ",".join(DEFAULT_BY),
            output: str = "markdown", source: str = "auto", exclude_catch_all: bool = False,
-           timeout: float = 30.0, now: float | None = None) -> str:
+           timeout: float = 30.0, now: float | None = None, cluster_label: str = "cluster") -> str:
     """The statement as text; raises OptionError (a bad option), ReportError (nothing to report)
     or PrometheusError (Prometheus unreachable or refusing)."""
     if output not in RENDERERS:
         raise OptionError(f"--output={output!r}: choose from {', '.join(OUTPUTS)}")
     if source not in SOURCES:
         raise OptionError(f"--source={source!r}: choose from {', '.join(SOURCES)}")
+    if not cluster_label.isidentifier() or not cluster_label.isascii():
+        raise OptionError(f"--cluster-label={cluster_label!r}: not a Prometheus label name")
     period = parse_period(start, end, time.time() if now is None else now)
-    statement = gather(Client(url, timeout), period, parse_by(by), source, exclude_catch_all,
+    statement = gather(Client(url, timeout, cluster_label=cluster_label), period, parse_by(by), source, exclude_catch_all,
                        with_daily=output == "html")
     return RENDERERS[output](statement)
 
