@@ -33,7 +33,8 @@ DEFAULT_CLUSTER_LABEL = "cluster"
 DEFAULT_JOB_SELECTOR = 'job=~".*wattprint.*"'
 _ENV = "WATTPRINT_RULES_FILE"
 _LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
-_MATCHER = re.compile(r'\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=|!=|=~|!~)\s*"(?:[^"\\]|\\.)*"\s*')
+_ONE_MATCHER = r'\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(?:=|!=|=~|!~)\s*"(?:[^"\\]|\\.)*"\s*'
+_MATCHERS = re.compile(f"{_ONE_MATCHER}(?:,{_ONE_MATCHER})*")  # a="x", b=~"y,z"
 
 
 def generate(cluster_label: str = DEFAULT_CLUSTER_LABEL, job_selector: str = DEFAULT_JOB_SELECTOR,
@@ -43,7 +44,7 @@ def generate(cluster_label: str = DEFAULT_CLUSTER_LABEL, job_selector: str = DEF
                           or cluster_label in ("namespace", "endpoint", "model")):
         raise ValueError(f"cluster label {cluster_label!r}: must be a Prometheus label name "
                          "([a-zA-Z_][a-zA-Z0-9_]*), not namespace/endpoint/model, or empty for none")
-    if not all(_MATCHER.fullmatch(m) for m in _split_matchers(job_selector)):
+    if not _MATCHERS.fullmatch(job_selector):
         raise ValueError(f"job selector {job_selector!r}: must be label matchers, e.g. job=~\".*wattprint.*\" "
                          'or job="wattprint", namespace="monitoring"')
     if not runbook_url.startswith(("https://", "http://")) or "#" in runbook_url:
@@ -106,26 +107,6 @@ def add_cli(sub: Any) -> None:
         return 0
 
     p.set_defaults(func=run)
-
-
-def _split_matchers(selector: str) -> list[str]:
-    """``a="x", b=~"y,z"`` → its matchers (commas inside quotes kept)."""
-    out, cur, quoted, esc = [], "", False, False
-    for ch in selector:
-        if esc:
-            cur, esc = cur + ch, False
-            continue
-        if ch == "\\" and quoted:
-            cur, esc = cur + ch, True
-            continue
-        if ch == '"':
-            quoted = not quoted
-        if ch == "," and not quoted:
-            out.append(cur)
-            cur = ""
-            continue
-        cur += ch
-    return out + [cur]
 
 
 def path() -> Path:
