@@ -40,7 +40,7 @@ SYNC_HINT = "run: .venv/bin/python tests/test_helm.py sync"
 # Config keys the chart sets itself as flags (its mounts and port): not accepted under `config`.
 CHART_SET_KEYS = {("web", "listen_address"), ("web", "config_file"), ("path", "procfs"),
                   ("path", "sysfs")}
-CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+CRD_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
 RELEASE, NAMESPACE = "wp", "monitoring"
 FAKE_DASHBOARD = "zz-test-only.json"  # added to a temporary copy of the chart by the tests
 
@@ -51,9 +51,12 @@ VALUE_SETS: dict[str, dict] = {
                            "tlsConfig": {"insecureSkipVerify": True},
                            "basicAuth": {"username": {"name": "wattprint-scrape", "key": "username"},
                                          "password": {"name": "wattprint-scrape", "key": "password"}},
-                           "relabelings": [{"targetLabel": "cluster", "replacement": "prod"}],
+                           "relabelings": [{"targetLabel": "region", "replacement": "eu"}],
+                           "jobLabel": "app.kubernetes.io/part-of", "targetLabels": ["app.kubernetes.io/part-of"],
+                           "sampleLimit": 20000, "scrapeProtocols": ["OpenMetricsText1.0.0", "PrometheusText0.0.4"],
                            "metricRelabelings": [{"sourceLabels": ["__name__"],
                                                   "regex": "go_.*", "action": "drop"}]},
+        "cluster": {"name": "prod"},
         "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"},
                            "additionalGroups": [{"name": "site.rules", "rules": [
                                {"record": "site:wattprint_node_power_watts:5m",
@@ -222,10 +225,11 @@ def check_crd(doc: dict) -> None:
     meta = doc["metadata"]
     assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", meta["name"]) and meta["namespace"]
     spec = doc["spec"]
-    if doc["kind"] == "ServiceMonitor":
+    if doc["kind"] in ("ServiceMonitor", "PodMonitor"):
         assert spec["selector"]["matchLabels"]
-        assert spec["endpoints"]
-        for ep in spec["endpoints"]:
+        endpoints = spec["endpoints" if doc["kind"] == "ServiceMonitor" else "podMetricsEndpoints"]
+        assert endpoints
+        for ep in endpoints:
             assert ep["port"] and ep["path"].startswith("/")
             assert ep["scheme"] in ("http", "https")
             assert re.fullmatch(r"(\d+(ms|s|m|h))+", ep["interval"])
@@ -404,9 +408,16 @@ def test_everything_enabled(docs, rendered):
     ep = sm["spec"]["endpoints"][0]
     assert ep["port"] == svc["spec"]["ports"][0]["name"]
     assert ep["scheme"] == "https" and ep["honorLabels"] is True
-    assert ep["relabelings"][0]["targetLabel"] == "node"
-    assert ep["relabelings"][1]["targetLabel"] == "cluster"
+    # the chart's own relabelings first (the exporter pod's identity dropped, node and instance
+    # from the node), then the values' (tests/integration/test_helm_scrape.py scrapes with them)
+    assert ep["relabelings"][0] == {"action": "labeldrop", "regex": "(namespace|service|pod|container|endpoint)"}
+    assert [r.get("targetLabel") for r in ep["relabelings"][1:]] == ["node", "instance", "cluster", "region"]
+    assert ep["relabelings"][-1] == VALUE_SETS["everything"]["serviceMonitor"]["relabelings"][0]
     assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert ep["relabelings"][3] == {"targetLabel": "cluster", "replacement": "prod", "action": "replace"}
+    assert sm["spec"]["jobLabel"] == "app.kubernetes.io/part-of" and sm["spec"]["sampleLimit"] == 20000
+    assert sm["spec"]["targetLabels"] == ["app.kubernetes.io/part-of"]
+    assert sm["spec"]["scrapeProtocols"] == ["OpenMetricsText1.0.0", "PrometheusText0.0.4"]
     assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
     # PrometheusRule: the rules file's groups, then the additional ones
     rule = one(objs, "PrometheusRule")

@@ -4,6 +4,7 @@ pod's namespace/endpoint/model; a GPU allocated to a pod with no visible process
 an unallocated GPU stays unallocated; conservation holds."""
 
 import asyncio
+import contextlib
 import os
 import tempfile
 import threading
@@ -24,7 +25,12 @@ LLAMA_CGROUP = ("0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-
                 "75b4b.scope\n")
 
 
-def test_pods_and_gpu_allocations_label_the_energy(tmp_path):
+@contextlib.contextmanager
+def kubernetes_serve(tmp_path: Path, *args: str):
+    """A `wattprint serve` in Kubernetes mode on node NODE (fake API server with the recorded
+    pods, real gRPC pod-resources server): a vLLM process of pod models/llama-3-8b-predictor on
+    GPU 0, GPU 1 allocated to dev/shared-a with no process, GPU 2 nobody's. Yields the daemon;
+    stopped (its exposition linted) when the block ends."""
     loop = asyncio.new_event_loop()
     threading.Thread(target=loop.run_forever, daemon=True).start()
     api = FakeApiServer()
@@ -48,7 +54,21 @@ def test_pods_and_gpu_allocations_label_the_energy(tmp_path):
                          f"--gpu.simulation-file={scenario}", "--kubernetes.enabled=on",
                          f"--kubernetes.api-url={api.url}", f"--kubernetes.node-name={NODE}",
                          f"--kubernetes.token-file={token}", f"--kubernetes.pod-resources-socket={sock}",
-                         "--engines.interval=1s")
+                         "--engines.interval=1s", *args)
+        yield d
+    finally:
+        if d:
+            d.stop()
+        kubelet.stop(0)
+        asyncio.run_coroutine_threadsafe(api.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        for p in sockdir.iterdir():
+            p.unlink()
+        sockdir.rmdir()
+
+
+def test_pods_and_gpu_allocations_label_the_energy(tmp_path):
+    with kubernetes_serve(tmp_path) as d:
         deadline, m = time.time() + 20, {}
         while time.time() < deadline:
             m = parse_metrics(d.get())
@@ -59,15 +79,7 @@ def test_pods_and_gpu_allocations_label_the_energy(tmp_path):
         m0 = m
         time.sleep(2)
         m = parse_metrics(d.get())
-    finally:
-        if d:
-            log = d.stop()
-        kubelet.stop(0)
-        asyncio.run_coroutine_threadsafe(api.stop(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        for p in sockdir.iterdir():
-            p.unlink()
-        sockdir.rmdir()
+    log = d.log.read_text()
 
     def delta(**labels):
         name = "wattprint_endpoint_energy_joules_total"
