@@ -40,7 +40,7 @@ SYNC_HINT = "run: .venv/bin/python tests/test_helm.py sync"
 # Config keys the chart sets itself as flags (its mounts and port): not accepted under `config`.
 CHART_SET_KEYS = {("web", "listen_address"), ("web", "config_file"), ("path", "procfs"),
                   ("path", "sysfs")}
-CRD_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+CRD_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule", "SecurityContextConstraints"}
 RELEASE, NAMESPACE = "wp", "monitoring"
 FAKE_DASHBOARD = "zz-test-only.json"  # added to a temporary copy of the chart by the tests
 
@@ -129,6 +129,11 @@ VALUE_SETS: dict[str, dict] = {
             {"type": "electricitymaps", "zone": "DE", "token_env": "ELECTRICITYMAPS_TOKEN", "forecast": True}]}},
     },
 }
+
+# The platform value sets a user passes with -f (helm/wattprint/ci/<platform>.yaml, also what
+# chart-testing's `ct install` reads): each renders, validates and passes checkov like the above.
+CI_SETS = {f"ci-{p.stem}": yaml.safe_load(p.read_text()) or {} for p in sorted((CHART / "ci").glob("*.yaml"))}
+VALUE_SETS.update(CI_SETS)
 
 helm = pytest.importorskip("helm_python", reason="helm-python-sdk is not installed "
                            "(pip install -r tests/requirements-deploy.txt)")
@@ -220,10 +225,18 @@ def test_every_object_validates(docs, rendered, name):
 
 
 def check_crd(doc: dict) -> None:
-    """The prometheus-operator CRDs are not in kubernetes-validate: check the fields by hand."""
-    assert doc["apiVersion"] == "monitoring.coreos.com/v1"
+    """The prometheus-operator CRDs and OpenShift's SCC are not in kubernetes-validate: check
+    the fields by hand."""
+    assert doc["apiVersion"] == ("security.openshift.io/v1" if doc["kind"] == "SecurityContextConstraints"
+                                 else "monitoring.coreos.com/v1")
     meta = doc["metadata"]
-    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", meta["name"]) and meta["namespace"]
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", meta["name"])
+    assert meta.get("namespace") or doc["kind"] == "SecurityContextConstraints"
+    if doc["kind"] == "SecurityContextConstraints":
+        assert "namespace" not in meta  # cluster-scoped
+        assert doc["allowPrivilegedContainer"] in (True, False) and doc["allowHostNetwork"] is False
+        assert doc["runAsUser"]["type"] in ("MustRunAs", "RunAsAny") and doc["seLinuxContext"]["type"]
+        return
     spec = doc["spec"]
     if doc["kind"] in ("ServiceMonitor", "PodMonitor"):
         assert spec["selector"]["matchLabels"]
@@ -335,10 +348,12 @@ def test_defaults(docs):
                if d["kind"] not in ("ClusterRole", "ClusterRoleBinding"))
     spec, c = pod_spec(objs), container(objs)
     assert spec["hostPID"] is True
-    assert spec["runtimeClassName"] == "nvidia"
+    assert "runtimeClassName" not in spec  # a RuntimeClass that does not exist rejects the pods
+    assert "initContainers" not in spec
     assert spec.get("hostNetwork") is not True and spec.get("hostIPC") is not True
     assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+    assert {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"} in spec["tolerations"]
     assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert c["image"] == "ghcr.io/wattprint/wattprint:0.1.0"
     assert c["args"][0] == "serve"
@@ -459,6 +474,87 @@ def test_nonroot_without_host_pid(docs):
     assert not skips, f"a non-root, no-hostPID, digest-pinned install needs no checkov skips: {skips}"
 
 
+def test_ci_gke_mounts_the_driver_and_is_privileged(docs):
+    objs = docs["ci-gke"]
+    spec, c = pod_spec(objs), container(objs)
+    assert "runtimeClassName" not in spec and "nodeSelector" not in spec
+    term = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert term == [{"matchExpressions": [{"key": "cloud.google.com/gke-accelerator", "operator": "Exists"}]}]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    assert volumes["nvidia-driver"]["hostPath"]["path"] == "/home/kubernetes/bin/nvidia"
+    assert mounts["nvidia-driver"] == {"name": "nvidia-driver", "mountPath": "/usr/local/nvidia", "readOnly": True}
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["LD_LIBRARY_PATH"].split(":")[0] == "/usr/local/nvidia/lib64"
+    assert c["securityContext"]["privileged"] is True and c["securityContext"]["allowPrivilegeEscalation"] is True
+    assert {"CKV_K8S_16", "CKV_K8S_20"} <= set(skip_annotations(one(objs, "DaemonSet")))
+    # GKE taints GPU nodes nvidia.com/gpu=present:NoSchedule
+    assert any(t["key"] == "nvidia.com/gpu" and t["operator"] == "Exists" for t in spec["tolerations"])
+    for name in ("defaults", "ci-eks", "ci-aks"):
+        sc = container(docs[name])["securityContext"]
+        assert sc["privileged"] is False and sc["allowPrivilegeEscalation"] is False, name
+        assert "nvidia-driver" not in {v["name"] for v in pod_spec(docs[name])["volumes"]}, name
+
+
+def test_ci_eks_aks_and_gpu_operator_placement(docs):
+    eks = pod_spec(docs["ci-eks"])
+    assert "runtimeClassName" not in eks and "nodeSelector" not in eks
+    terms = eks["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert {t["matchExpressions"][0]["key"] for t in terms} == {
+        "eks.amazonaws.com/instance-gpu-manufacturer", "karpenter.k8s.aws/instance-gpu-manufacturer",
+        "nvidia.com/gpu.present"}
+    aks = pod_spec(docs["ci-aks"])
+    assert "runtimeClassName" not in aks
+    assert aks["nodeSelector"] == {"kubernetes.azure.com/accelerator": "nvidia"}
+    assert {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"} in aks["tolerations"]
+    assert pod_spec(docs["ci-gpu-operator"])["runtimeClassName"] == "nvidia"
+
+
+def test_ci_nonroot_with_the_permission_init_container(docs):
+    """node-exporter's pattern: a root init container with CHOWN/FOWNER only gives the
+    exporter's group read access to energy_uj; the exporter runs as 10066 with nothing."""
+    objs = docs["ci-nonroot"]
+    spec, c = pod_spec(objs), container(objs)
+    (init,) = spec["initContainers"]
+    assert init["image"] == c["image"]
+    isc = init["securityContext"]
+    assert isc["runAsUser"] == 0 and isc["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN", "FOWNER"]}
+    assert isc["allowPrivilegeEscalation"] is False and isc["privileged"] is False
+    assert init["volumeMounts"] == [{"name": "sys", "mountPath": "/host/sys", "readOnly": False}]
+    script = init["command"][-1]
+    assert "chown root:10066" in script and "chmod g+r" in script and "-name energy_uj" in script
+    for sc in (spec["securityContext"], c["securityContext"]):
+        assert sc["runAsUser"] == 10066 and sc["runAsGroup"] == 10066 and sc["runAsNonRoot"] is True
+    assert {m["name"]: m["readOnly"] for m in c["volumeMounts"] if m["name"] in ("sys", "proc")} == \
+        {"sys": True, "proc": True}
+    assert "pod-resources" not in {v["name"] for v in spec["volumes"]}
+    assert {"CKV_K8S_23", "CKV_K8S_40"}.isdisjoint(skip_annotations(one(objs, "DaemonSet")))
+    with pytest.raises(helm.HelmError, match="permissionInit.enabled is for a non-root exporter"):
+        helm.Chart.load(str(CHART)).render({"permissionInit": {"enabled": True}}, name=RELEASE, namespace=NAMESPACE)
+
+
+def test_ci_openshift_scc_and_podmonitor(docs):
+    objs = docs["ci-openshift"]
+    scc = one(objs, "SecurityContextConstraints")
+    assert scc["allowHostPID"] is True and scc["allowHostDirVolumePlugin"] is True
+    assert scc["allowPrivilegedContainer"] is False and scc["allowPrivilegeEscalation"] is False
+    assert scc["runAsUser"] == {"type": "MustRunAs", "uid": 0}
+    assert scc["requiredDropCapabilities"] == ["ALL"] and scc["allowedCapabilities"] == []
+    assert scc["seLinuxContext"] == {"type": "MustRunAs", "seLinuxOptions": {"type": "spc_t"}}
+    # every volume type the DaemonSet uses is allowed
+    kinds = {k for v in pod_spec(objs)["volumes"] for k in v if k != "name"}
+    assert kinds <= set(scc["volumes"]), kinds
+    rule = one(objs, "ClusterRole")["rules"][-1]
+    assert rule == {"apiGroups": ["security.openshift.io"], "resources": ["securitycontextconstraints"],
+                    "resourceNames": [scc["metadata"]["name"]], "verbs": ["use"]}
+    assert pod_spec(objs)["runtimeClassName"] == "nvidia"
+    pm = one(objs, "PodMonitor")
+    assert pm["spec"]["selector"]["matchLabels"].items() <= \
+        one(objs, "DaemonSet")["spec"]["template"]["metadata"]["labels"].items()
+    assert "ServiceMonitor" not in {d["kind"] for d in objs}
+    assert "SecurityContextConstraints" not in {d["kind"] for d in docs["defaults"]}
+
+
 def test_custom_placement_and_provider_secrets(docs):
     objs = docs["custom"]
     spec, c = pod_spec(objs), container(objs)
@@ -532,6 +628,9 @@ def test_misconfigurations_fail_with_a_message():
         chart.render({"intensity": {"enabled": True}}, name=RELEASE, namespace=NAMESPACE)
     with pytest.raises(helm.HelmError, match="config.carbon.providers"):
         chart.render({"intensity": {"enabled": True, "zone": "DE"}}, name=RELEASE, namespace=NAMESPACE)
+    with pytest.raises(helm.HelmError, match="choose one"):
+        chart.render({"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}},
+                     name=RELEASE, namespace=NAMESPACE)
     with pytest.raises(helm.HelmError, match="service.enabled"):
         chart.render({"serviceMonitor": {"enabled": True}, "service": {"enabled": False}},
                      name=RELEASE, namespace=NAMESPACE)
