@@ -285,6 +285,58 @@ def test_schema_rejects_bad_values():
             chart.render(values, name=RELEASE, namespace=NAMESPACE)
 
 
+def _field_schema(model, key: str, f) -> dict:
+    """The JSON schema of one config key, from its pydantic annotation: its type (a duration is a
+    number of seconds or a string like 5s/500ms/2m, the exporter's own pattern), a Literal's
+    values, its bounds, null where it is optional. A key that a "before" validator rewrites
+    (log.level, lowercased) gets only its type (LOUD passes the schema, the exporter refuses
+    it): never tighter than the exporter. test_bad_config_fails_helm_template_not_the_pod checks
+    both reject the same bad values."""
+    import types
+    import typing
+
+    import annotated_types as at
+
+    from exporter import config as cfg
+
+    def of(tp) -> dict:
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+        if origin in (typing.Union, types.UnionType):
+            inner = [a for a in args if a is not type(None)]
+            out = of(inner[0]) if len(inner) == 1 else {}
+            if type(None) in args and "type" in out:
+                out["type"] = [out["type"], "null"]
+            elif type(None) in args and out:
+                out = {"anyOf": [out, {"type": "null"}]}
+            return out
+        if origin is typing.Literal:
+            return {"enum": list(args)}
+        if origin is list:
+            return {"type": "array", "items": of(args[0]) if args else {}}
+        if origin is dict:
+            return {"type": "object", "additionalProperties": of(args[1])}
+        simple = {bool: "boolean", int: "integer", float: "number", str: "string"}
+        return {"type": simple[tp]} if tp in simple else {}
+
+    before = [d for d in model.__pydantic_decorators__.field_validators.values()
+              if key in d.info.fields and d.info.mode == "before"]
+    if any(type(m).__name__ == "BeforeValidator" for m in f.metadata):  # Duration
+        out = {"anyOf": [{"type": "number"}, {"type": "string", "pattern": cfg._DURATION.pattern}]}
+        if typing.get_origin(f.annotation) in (typing.Union, types.UnionType):
+            out["anyOf"].append({"type": "null"})
+    elif before:  # rewritten first (log.level is lowercased): only the Literal's type is known
+        values = typing.get_args(f.annotation) if typing.get_origin(f.annotation) is typing.Literal else ()
+        out = {"type": "string"} if values and all(isinstance(v, str) for v in values) else {}
+    else:
+        out = of(f.annotation)
+        for m in f.metadata:
+            for cls, attr, word in [(at.Ge, "ge", "minimum"), (at.Le, "le", "maximum"),
+                                    (at.Gt, "gt", "exclusiveMinimum"), (at.Lt, "lt", "exclusiveMaximum")]:
+                if isinstance(m, cls):
+                    out[word] = getattr(m, attr)
+    return {"description": " ".join((f.description or "").replace("%%", "%").split()), **out}
+
+
 def config_schema() -> dict:
     """The `config` part of values.schema.json, generated from exporter/config.py."""
     from exporter import config as cfg
@@ -292,7 +344,7 @@ def config_schema() -> dict:
     sections = {}
     for section, sfield in cfg.Config.model_fields.items():
         model = sfield.default_factory
-        keys = {key: {"description": " ".join((f.description or "").replace("%%", "%").split())}
+        keys = {key: _field_schema(model, key, f)
                 for key, f in model.model_fields.items() if (section, key) not in CHART_SET_KEYS}
         if keys:
             sections[section] = {"type": "object", "additionalProperties": False, "properties": keys}
@@ -304,6 +356,48 @@ def config_schema() -> dict:
         "additionalProperties": False,
         "properties": sections,
     }
+
+
+# config values both the chart's schema and the exporter reject, each with the key it names
+BAD_CONFIGS = [
+    ({"sample": {"interval": "forever"}}, "interval"),
+    ({"sample": {"interval": "5 minutes"}}, "interval"),
+    ({"gpu": {"backend": "cuda"}}, "backend"),
+    ({"attribution": {"level": "namespace"}}, "level"),
+    ({"attribution": {"max_series": 5}}, "max_series"),
+    ({"carbon": {"pue": 0.5}}, "pue"),
+    ({"carbon": {"counterfactual_regions": "FR"}}, "counterfactual_regions"),
+    ({"engines": {"enabled": "sometimes"}}, "enabled"),
+    ({"engines": {"max_targets": "many"}}, "max_targets"),
+    ({"kubernetes": {"enabled": "yes please"}}, "enabled"),
+    ({"log": {"level": 3}}, "level"),
+]
+GOOD_CONFIGS = [{"sample": {"interval": v}} for v in ("5s", "500ms", "2m", 10, 0.5, "1.5s")] + [
+    {"log": {"level": "DEBUG"}}, {"carbon": {"pue": None}}, {"gpu": {"simulation_file": None}},
+    {"engines": {"timeout": 3, "max_bytes": 1 << 20}}, {"attribution": {"rules": [{"name": "batch", "cmdline": "train.py"}]}}]
+
+
+def _exporter_loads(conf: dict, path: Path) -> None:
+    from exporter import cli
+
+    path.write_text(yaml.safe_dump(conf))
+    cli.load_config(cli.build_parser().parse_args(["serve", f"--config.file={path}"]))
+
+
+def test_bad_config_fails_helm_template_not_the_pod(tmp_path):
+    """A config the exporter would refuse (and crash-loop on) fails `helm template` with the key
+    named; one it accepts renders."""
+    from exporter import config as cfg
+
+    chart = helm.Chart.load(str(CHART))
+    for conf, key in BAD_CONFIGS:
+        with pytest.raises(helm.HelmValuesError, match=key):
+            chart.render({"config": conf}, name=RELEASE, namespace=NAMESPACE)
+        with pytest.raises((cfg.ConfigError, SystemExit)):
+            _exporter_loads(conf, tmp_path / "bad.yaml")
+    for conf in GOOD_CONFIGS:
+        chart.validate_schema({"config": conf})
+        _exporter_loads(conf, tmp_path / "good.yaml")
 
 
 def test_schema_config_matches_the_exporter():
