@@ -706,6 +706,50 @@ def test_intensity_service_and_nodes_pointing_at_it(docs):
     assert "Deployment" not in {d["kind"] for d in docs["defaults"]}
 
 
+def test_prometheus_rule_tuning(tmp_path):
+    """Alerts disabled by name, `for` and severity per alert, labels on every alert, the
+    runbook's own address; recording rules untouched; promtool accepts the result."""
+    from support import PROMTOOL
+
+    tuning = {"enabled": True, "disabled": ["WattprintReservationMostlyIdle"],
+              "alerts": {"WattprintExporterDown": {"for": "10m", "severity": "critical"}},
+              "additionalRuleLabels": {"team": "ml-platform", "severity": "page"},
+              "runbookUrl": "https://wiki.example.com/ops/wattprint-runbook"}
+    rule = one(manifests(render(CHART, {"prometheusRule": tuning})), "PrometheusRule")
+    plain = yaml.safe_load(CHART_RULES.read_text())["groups"]
+    got = {g["name"]: g for g in rule["spec"]["groups"]}
+    assert list(got) == [g["name"] for g in plain]
+    for g in plain:
+        want_alerts = [r for r in g["rules"] if r.get("alert") != "WattprintReservationMostlyIdle"]
+        assert len(got[g["name"]]["rules"]) == len(want_alerts)
+        for r, mine in zip(want_alerts, got[g["name"]]["rules"]):
+            if "record" in r:
+                assert mine == r
+                continue
+            assert mine["expr"] == r["expr"] and mine["alert"] == r["alert"]
+            down = r["alert"] == "WattprintExporterDown"
+            assert mine["for"] == ("10m" if down else r["for"])
+            # the alert's own severity wins over additionalRuleLabels; the per-alert one over both
+            assert mine["labels"] == {**r["labels"], "team": "ml-platform", **({"severity": "critical"} if down else {})}
+            section = r["annotations"]["runbook_url"].split("#")[1]
+            assert mine["annotations"]["runbook_url"] == f"https://wiki.example.com/ops/wattprint-runbook#{section}"
+            assert {k: v for k, v in mine["annotations"].items() if k != "runbook_url"} == \
+                {k: v for k, v in r["annotations"].items() if k != "runbook_url"}
+    assert "WattprintReservationMostlyIdle" not in {r.get("alert") for g in got.values() for r in g["rules"]}
+    if PROMTOOL:
+        f = tmp_path / "tuned.rules.yaml"
+        f.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}, sort_keys=False))
+        check = subprocess.run([PROMTOOL, "check", "rules", str(f)], capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+    chart = helm.Chart.load(str(CHART))
+    for bad, match in [({"disabled": ["WattprintTypo"]}, "no alert named \"WattprintTypo\""),
+                       ({"alerts": {"WattprintNope": {"for": "1m"}}}, "no alert named"),
+                       ({"alerts": {"WattprintExporterDown": {"for": "soon"}}}, "for"),
+                       ({"runbookUrl": "wiki/runbook"}, "runbookUrl")]:
+        with pytest.raises(helm.HelmError, match=match):
+            chart.render({"prometheusRule": {"enabled": True, **bad}}, name=RELEASE, namespace=NAMESPACE)
+
+
 def test_config_change_rolls_the_pods():
     a = manifests(render(CHART, {}))
     b = manifests(render(CHART, {"config": {"sample": {"interval": "1s"}}}))
