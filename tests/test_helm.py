@@ -436,8 +436,8 @@ def test_default_config_is_valid_for_the_exporter(docs, tmp_path):
 def test_defaults(docs):
     objs = docs["defaults"]
     kinds = sorted(d["kind"] for d in objs)
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet", "Service",
-                     "ServiceAccount"]
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet", "Pod", "Service",
+                     "ServiceAccount"]  # the Pod: the helm test hook
     assert all(d["metadata"]["namespace"] == NAMESPACE for d in objs
                if d["kind"] not in ("ClusterRole", "ClusterRoleBinding"))
     spec, c = pod_spec(objs), container(objs)
@@ -748,6 +748,39 @@ def test_prometheus_rule_tuning(tmp_path):
                        ({"runbookUrl": "wiki/runbook"}, "runbookUrl")]:
         with pytest.raises(helm.HelmError, match=match):
             chart.render({"prometheusRule": {"enabled": True, **bad}}, name=RELEASE, namespace=NAMESPACE)
+
+
+def test_helm_test_hook_runs_wattprint_check_on_the_rendered_config(docs, tmp_path):
+    """The `helm test` pod mounts the DaemonSet's ConfigMap and runs `wattprint check` on it;
+    its script, run here on the rendered config, passes, and fails on a config the exporter
+    refuses (one that got past the schema, e.g. an out-of-range interval)."""
+    objs = docs["defaults"]
+    pod = next(d for d in objs if d["kind"] == "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    spec = pod["spec"]
+    assert spec["restartPolicy"] == "Never" and spec["automountServiceAccountToken"] is False
+    c = spec["containers"][0]
+    assert c["securityContext"]["runAsNonRoot"] is True and c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert not [v for v in spec["volumes"] if "hostPath" in v]
+    cm = next(v for v in spec["volumes"] if v["name"] == "config")["configMap"]["name"]
+    assert cm == next(v for v in pod_spec(objs)["volumes"] if v["name"] == "config")["configMap"]["name"]
+    script = c["command"][-1]
+    assert "wattprint check --config.file=/etc/wattprint/config.yaml" in script
+    assert f"http://wp-wattprint.{NAMESPACE}.svc:10066/readyz" in script
+    check_line = next(line for line in script.splitlines() if line.strip().startswith("wattprint check"))
+    env = {**os.environ, **{e["name"]: e["value"] for e in c["env"]}, "PYTHONPATH": str(ROOT)}
+    for text, ok in [(one(objs, "ConfigMap")["data"]["config.yaml"], True),
+                     ("sample:\n  interval: 1h\n", False)]:
+        conf = tmp_path / "config.yaml"
+        conf.write_text(text)
+        cmd = check_line.replace("wattprint ", f"{sys.executable} -m exporter ", 1).replace(
+            "/etc/wattprint/config.yaml", str(conf))
+        proc = subprocess.run(["/bin/sh", "-c", cmd], capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path)
+        assert (proc.returncode == 0) is ok, proc.stdout[-1500:] + proc.stderr[-1500:]
+        if not ok:
+            assert "sample.interval" in proc.stderr, proc.stderr
+    https = next(d for d in docs["everything"] if d["kind"] == "Pod")
+    assert "/readyz" not in https["spec"]["containers"][0]["command"][-1]  # TLS/auth: check only
 
 
 def test_config_change_rolls_the_pods():
