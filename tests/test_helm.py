@@ -547,7 +547,7 @@ def test_everything_enabled(docs, rendered):
     netpol = one(objs, "NetworkPolicy")
     assert netpol["spec"]["podSelector"]["matchLabels"] == one(objs, "DaemonSet")["spec"]["selector"]["matchLabels"]
     assert netpol["spec"]["ingress"][0]["ports"] == [{"port": "metrics", "protocol": "TCP"}]
-    assert netpol["spec"]["ingress"][0]["from"] == VALUE_SETS["everything"]["networkPolicy"]["ingressFrom"]
+    assert netpol["spec"]["ingress"][0]["from"][:-1] == VALUE_SETS["everything"]["networkPolicy"]["ingressFrom"]
     assert netpol["spec"]["policyTypes"] == ["Ingress", "Egress"]
     notes = next(t for p, t in rendered["everything"].items() if p.endswith("NOTES.txt"))
     assert "https://" in notes
@@ -787,7 +787,14 @@ def test_helm_test_hook_runs_wattprint_check_on_the_rendered_config(docs, tmp_pa
         assert (proc.returncode == 0) is ok, proc.stdout[-1500:] + proc.stderr[-1500:]
         if not ok:
             assert "sample.interval" in proc.stderr, proc.stderr
+    # its labels are not the exporter's: the DaemonSet would adopt it, the Service select it
+    selector = one(objs, "DaemonSet")["spec"]["selector"]["matchLabels"]
+    assert not selector.items() <= pod["metadata"]["labels"].items()
     https = next(d for d in docs["everything"] if d["kind"] == "Pod")
+    # a NetworkPolicy with ingressFrom lets the test pod in
+    peers = one(docs["everything"], "NetworkPolicy")["spec"]["ingress"][0]["from"]
+    assert {"podSelector": {"matchLabels": {k: https["metadata"]["labels"][k] for k in
+                                            ("app.kubernetes.io/name", "app.kubernetes.io/instance")}}} in peers
     assert "/readyz" not in https["spec"]["containers"][0]["command"][-1]  # TLS/auth: check only
 
 

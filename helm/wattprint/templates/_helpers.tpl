@@ -78,6 +78,11 @@ app.kubernetes.io/name: {{ printf "%s-intensity" (include "wattprint.name" . | t
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{- define "wattprint.testSelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-test" (include "wattprint.name" . | trunc 58 | trimSuffix "-") }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
 {{- define "wattprint.intensityLabels" -}}
 helm.sh/chart: {{ include "wattprint.chart" . }}
 {{ include "wattprint.intensitySelectorLabels" . }}
