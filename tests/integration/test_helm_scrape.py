@@ -14,7 +14,10 @@ __tmp_prometheus_job_name, the selector's keep rules, the port's keep rule, node
 endpoint's target, namespace/service/pod/container from the meta labels, the running-phase
 filter, targetLabels, job from the Service name or jobLabel, endpoint from the port name, then
 the monitor's own relabelings as generateRelabelConfig writes them), sample_limit and
-metric_relabel_configs. Kubernetes service discovery is replaced by one static target whose
+metric_relabel_configs. Left out: the sharding rules appended last (they set only __tmp_
+labels, with a $(SHARD) the operator's config-reloader substitutes), scrape classes and
+enforcedNamespaceLabel (not set by kube-prometheus-stack's defaults), and scrape_protocols
+(needs Prometheus 2.49; this machine's is 2.42). Kubernetes service discovery is replaced by one static target whose
 ``__meta_kubernetes_*`` labels are those SD would attach to the exporter pod's endpoint, built
 from the rendered Service and DaemonSet (their labels, port and container names).
 
