@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from support import ROOT, free_port, parse_metrics, value
+from support import ROOT, free_port, parse_metrics, stop_all, value
 
 pytestmark = pytest.mark.integration
 
@@ -96,12 +96,7 @@ def docker():
     try:
         yield Docker(client, env, proc)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_all([proc], timeout=30)  # dockerd stops its containers and containerd first
         log.close()
         _unmount_under(home)
         shutil.rmtree(home, ignore_errors=True)
