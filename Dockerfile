@@ -49,8 +49,11 @@ COPY exporter ./exporter
 ARG GRPCIO_VERSION=1.85.3
 ARG PROTOBUF_VERSION=7.36.2
 # pip from a throw-away venv: a Debian base has no pip of its own (and python3 is
-# externally managed there, PEP 668)
-RUN python3 -m venv /build \
+# externally managed there, PEP 668). Behind a TLS-intercepting proxy, hand pip the CA bundle
+# that trusts it: --secret id=ca,src=/etc/ssl/certs/ca-certificates.crt (never in a layer).
+RUN --mount=type=secret,id=ca \
+    if [ -f /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi \
+    && python3 -m venv /build \
     && /build/bin/pip wheel --no-cache-dir --wheel-dir /wheels . \
         "grpcio==${GRPCIO_VERSION}" "protobuf==${PROTOBUF_VERSION}"
 

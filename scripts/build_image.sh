@@ -5,11 +5,11 @@
 #                                          # pulls it from Docker Hub, the build pulls wheels from PyPI
 #   scripts/build_image.sh --wheels        # the wheels built here (pip wheel, PyPI from this host),
 #                                          # the build itself needs no network
-#   scripts/build_image.sh --local-base    # no registry at all for the image: a Debian bookworm base
-#                                          # made by debootstrap from this host's Debian mirror
-#                                          # (root; implies --wheels)
-# Options: --tag NAME (default wattprint:local), --base IMAGE (BASE_IMAGE build argument), and
-# after "--" anything for docker build. Labels and the WATTPRINT_REVISION/_BRANCH/_BUILD_DATE
+#   scripts/build_image.sh --local-base --wheels   # no registry at all: a Debian bookworm base made
+#                                          # by debootstrap from this host's Debian mirror (root)
+# Options: --tag NAME (default wattprint:local), --base IMAGE (BASE_IMAGE build argument),
+# --ca-bundle FILE (the CA bundle pip in the build trusts, for a TLS-intercepting proxy; passed
+# as a build secret, in no layer), and after "--" anything for docker build. Labels and the WATTPRINT_REVISION/_BRANCH/_BUILD_DATE
 # environment come from git and the package version. Environment: DOCKER (the client; default
 # one that can use BuildKit), PYTHON (a Python 3.11 with pip, for --wheels; default python3),
 # WATTPRINT_CACHE (where the debootstrap base is kept; default ~/.cache/wattprint-test),
@@ -18,13 +18,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-tag=wattprint:local base="" wheels=0 local_base=0
+tag=wattprint:local base="" wheels=0 local_base=0 ca=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --tag) tag=$2; shift 2 ;;
     --base) base=$2; shift 2 ;;
     --wheels) wheels=1; shift ;;
-    --local-base) local_base=1; wheels=1; shift ;;
+    --local-base) local_base=1; shift ;;
+    --ca-bundle) ca=$2; shift 2 ;;
     --) shift; break ;;
     *) echo "build_image.sh: unknown option $1 (see the comment at the top)" >&2; exit 2 ;;
   esac
@@ -97,6 +98,7 @@ fi
 
 build_args=()
 [ -n "$base" ] && build_args+=(--build-arg "BASE_IMAGE=$base")
+[ -n "$ca" ] && build_args+=(--secret "id=ca,src=$ca")
 if [ "$wheels" = 1 ]; then
   python=${PYTHON:-python3}
   "$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || {

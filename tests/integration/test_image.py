@@ -1,7 +1,8 @@
 """The container image, built and run for real: the repository's Dockerfile built by
-scripts/build_image.sh --local-base (a Debian bookworm base made by debootstrap from Debian's
-packages, the wheels built on this host, the build itself without network), then run as the
-README documents it: --network host, read-only root, /proc and /sys mounted read-only.
+scripts/build_image.sh --local-base --wheels (a Debian bookworm base made by debootstrap from
+Debian's packages, the wheels built on this host, the build itself without network), then run as
+the README documents it: --network host, read-only root, /proc and /sys mounted read-only. The
+default WHEELS=source route (pip in the builder stage, from PyPI) is built on the same base too.
 
 A Docker daemon is needed: the one at DOCKER_HOST (or the default socket) if it answers,
 otherwise a private dockerd (Debian's docker.io, root) started here on its own socket and data
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -52,6 +54,18 @@ def _answers(client: str, env: dict[str, str]) -> bool:
                               capture_output=True, timeout=20).returncode == 0
     except subprocess.TimeoutExpired:
         return False
+
+
+def build(docker, tag: str, *args: str) -> tuple[str, float]:
+    """scripts/build_image.sh --local-base ... → (image ID, seconds)."""
+    t0 = time.monotonic()
+    out = subprocess.run([str(ROOT / "scripts" / "build_image.sh"), "--local-base", "--tag", tag, *args],
+                         env={**docker.env, "PYTHON": sys.executable}, cwd=ROOT, capture_output=True,
+                         text=True, timeout=1200)
+    assert out.returncode == 0, out.stderr[-5000:]
+    image_id = out.stdout.strip().splitlines()[-1]
+    assert image_id.startswith("sha256:"), out.stdout
+    return image_id, time.monotonic() - t0
 
 
 def _unmount_under(path: Path) -> None:
@@ -105,15 +119,9 @@ def docker():
 @pytest.fixture(scope="module")
 def image(docker):
     tag = f"wattprint-test:{os.getpid()}"
-    t0 = time.monotonic()
-    out = subprocess.run([str(ROOT / "scripts" / "build_image.sh"), "--local-base", "--tag", tag],
-                         env={**docker.env, "PYTHON": sys.executable}, cwd=ROOT, capture_output=True,
-                         text=True, timeout=1200)
-    assert out.returncode == 0, out.stderr[-5000:]
-    build_s = time.monotonic() - t0
-    image_id = out.stdout.strip().splitlines()[-1]
-    assert image_id.startswith("sha256:"), out.stdout
-    print(f"\nimage: built {tag} ({image_id[:19]}) from wattprint-base:bookworm in {build_s:.1f} s")
+    image_id, build_s = build(docker, tag, "--wheels")
+    print(f"\nimage: built {tag} ({image_id[:19]}) from wattprint-base:bookworm, wheels from the host, "
+          f"offline, in {build_s:.1f} s")
     yield tag
     docker("rmi", tag, check=False)
 
@@ -224,3 +232,35 @@ def test_size_user_and_labels(docker, image):
     assert labels["org.opencontainers.image.version"] == __import__("exporter").__version__
     version = docker("run", "--rm", "--read-only", image, "--version").stdout
     assert version.startswith(f"wattprint {__import__('exporter').__version__}"), version
+
+
+DISTRIBUTIONS = ("import importlib.metadata as m, json; "
+                 "print(json.dumps(sorted(d.metadata['Name'].lower() + ' ' + d.version for d in m.distributions())))")
+
+
+def test_source_mode_builds_too(docker, image):
+    """WHEELS=source, the default: the builder stage runs pip wheel against PyPI. The daemon here
+    has no bridge (the build runs on the host network) and pip trusts the host's CA bundle, as a
+    build behind a TLS-intercepting proxy does."""
+    import ssl
+
+    ca = ssl.get_default_verify_paths().cafile or "/etc/ssl/certs/ca-certificates.crt"
+    tag = f"wattprint-test:{os.getpid()}-source"
+    image_id, build_s = build(docker, tag, "--ca-bundle", ca, "--", "--network", "host")
+    try:
+        version = docker("run", "--rm", "--read-only", tag, "--version").stdout
+        assert version.startswith(f"wattprint {__import__('exporter').__version__}"), version
+        rows = {img: json.loads(docker("run", "--rm", "--read-only", "--entrypoint", "python", img, "-c",
+                                       DISTRIBUTIONS).stdout) for img in (image, tag)}
+        pins = dict(re.findall(r"^ARG (GRPCIO|PROTOBUF)_VERSION=(\S+)$", (ROOT / "Dockerfile").read_text(), re.M))
+        # the same packages either way (versions may differ: the host's pip may have constraints),
+        # and the Dockerfile's grpcio/protobuf pins in both
+        assert {r.split()[0] for r in rows[image]} == {r.split()[0] for r in rows[tag]}, rows
+        for row in rows.values():
+            assert f"grpcio {pins['GRPCIO']}" in row and f"protobuf {pins['PROTOBUF']}" in row, row
+            assert "pip" not in {r.split()[0] for r in row}
+        assert not any(r.startswith("setuptools ") for r in rows[tag]), "the builder's tools stay in the builder"
+        size_mb = inspect(docker, tag)["Size"] / 1e6
+    finally:
+        docker("rmi", tag, check=False)
+    print(f"image: WHEELS=source built in {build_s:.1f} s, {size_mb:.1f} MB, {len(rows[tag])} distributions")
