@@ -9,8 +9,8 @@
 #                                          # by debootstrap from this host's Debian mirror (root)
 # Options: --tag NAME (default wattprint:local), --base IMAGE (BASE_IMAGE build argument),
 # --ca-bundle FILE (the CA bundle pip in the build trusts, for a TLS-intercepting proxy; passed
-# as a build secret, in no layer), and after "--" anything for docker build. Labels and the WATTPRINT_REVISION/_BRANCH/_BUILD_DATE
-# environment come from git and the package version. Environment: DOCKER (the client; default
+# as a build secret, in no layer), and after "--" anything for docker build. Labels and the
+# WATTPRINT_REVISION/_BRANCH/_BUILD_DATE environment come from git and the package version. Environment: DOCKER (the client; default
 # one that can use BuildKit), PYTHON (a Python 3.11 with pip, for --wheels; default python3),
 # WATTPRINT_CACHE (where the debootstrap base is kept; default ~/.cache/wattprint-test),
 # DEBIAN_MIRROR (default: the bookworm mirror of /etc/apt/sources.list*).
