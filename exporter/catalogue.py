@@ -42,13 +42,15 @@ METRICS: tuple[Metric, ...] = (
        "Energy used by each GPU since the exporter started (NVML total-energy counter, or power "
        "integrated over time where the counter is unsupported: see wattprint_gpu_info{energy_method})."),
     _m("cpu_energy_joules_total", "counter", "socket domain method", "joules",
-       "CPU/DRAM energy per RAPL zone (method=rapl) or from the utilisation model "
-       "(method=estimate). Zones overlap (package contains core/uncore, psys contains package): "
+       "CPU/DRAM energy per RAPL zone (method=rapl), hwmon sensor (method=hwmon) or from the "
+       "utilisation model (method=estimate). Zones overlap (package contains core/uncore, psys "
+       "contains package; Grace module contains grace contains cpu and sysio): "
        "never sum this metric; use wattprint_node_energy_joules_total for node totals."),
     _m("cpu_energy_estimated_joules_total", "counter", "socket domain method", "joules",
        "CPU/DRAM energy estimated, not measured: whole RAPL counter wraps hidden in a gap longer "
        "than one wrap period (the zone was unreadable), priced from the zone's power before and "
-       "after the gap. Not in wattprint_cpu_energy_joules_total nor in any endpoint's energy: "
+       "after the gap; a hwmon power sensor's gap longer than 30 s, or the interval of a hwmon "
+       "energy counter's reset. Not in wattprint_cpu_energy_joules_total nor in any endpoint's energy: "
        "measured + estimated is the best figure for the zone."),
     _m("endpoint_energy_joules_total", "counter", ENDPOINT_LABELS + " component mode", "joules",
        "Energy attributed to each model endpoint. The sum over all series equals the node's "

@@ -47,6 +47,8 @@ def diagnose(cfg: Config) -> dict[str, Any]:
     report["rapl"] = rapl.info if rapl is not None else {"usable": False, "detail": "not built", "zones": []}
     if not report["rapl"]["usable"] and report["vm"]:
         report["rapl"]["detail"] += f" (this looks like a VM: {report['vm']}; VMs rarely expose RAPL)"
+    hwmon = by_name.get("hwmon")
+    report["hwmon"] = hwmon.info if hwmon is not None else {"usable": False, "detail": "not built", "sensors": []}
     report["cpu_estimate"] = {"used": cpu == "estimate", **by_name["estimate"].info}
     report["cpu_meter"] = cpu
     report["carbon"] = _carbon(cfg)
@@ -105,7 +107,7 @@ def _advice(report: dict[str, Any]) -> list[str]:
     out: list[str] = []
     for p in report["_probes"]:
         selected = any(m["selected"] for m in report["meters"] if m["name"] == p.name and m["kind"] == p.kind)
-        if selected or (p.name == "rapl" and report["cpu_meter"] != "rapl"):
+        if selected or (p.kind == "cpu" and report["cpu_meter"] == "estimate"):  # why no measurement
             out += p.advice
     if report["carbon"]["region"] == "unknown":
         out.append("Carbon: set --carbon.region (e.g. aws:us-east-1, europe-west4, FR; `wattprint regions` "

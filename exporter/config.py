@@ -79,7 +79,8 @@ class WebConfig(_Section):
 
 
 class PathConfig(_Section):
-    sysfs: str = Field("/sys", description="sysfs mount point (RAPL is read under class/powercap).")
+    sysfs: str = Field("/sys", description="sysfs mount point (RAPL is read under class/powercap, "
+                       "hwmon sensors under class/hwmon).")
     procfs: str = Field("/proc", description="procfs mount point (CPU time, cgroups, command lines).")
 
 
@@ -136,7 +137,8 @@ class GpuConfig(_Section):
 class CpuConfig(_Section):
     meter: Literal[CPU_METER_NAMES] = Field(  # type: ignore[valid-type]
         "auto", description="CPU meter (exporter/sensors/registry.py): auto (the first usable: RAPL, "
-        "else the estimate), rapl (required), estimate.")
+        "then hwmon, else the estimate), rapl (required), hwmon (required: Grace / amd_energy / ACPI "
+        "power meter sensors), estimate.")
     rapl: Literal["auto", "off"] = Field(
         "auto", description="Read RAPL powercap zones when present and readable (auto) or never (off).")
     estimate_min_watts_per_vcpu: float = Field(
