@@ -164,7 +164,9 @@ METRICS: tuple[Metric, ...] = (
     _m("process_energy_joules_total", "counter", ENDPOINT_LABELS + " pid comm component mode",
        "joules", "Per-process attributed energy (opt-in: --attribution.level=process)."),
     # --- self-metrics ----------------------------------------------------------------------
-    _m("build_info", "info", "version python", "", "Build information."),
+    _m("build_info", "info", "version revision branch python", "",
+       "Build information: version, git revision and branch of the build (as `wattprint "
+       "--version` prints them; unknown when neither the build nor a checkout says), Python version."),
     _m("collector_up", "gauge", "collector", "",
        "1 when the collector's last read succeeded, 0 when it failed or is unavailable."),
     _m("collector_errors_total", "counter", "collector kind", "",
