@@ -50,6 +50,7 @@ def make_acpi_meter(sysfs: Path, n: int, oem_info: str, microwatts: int, measure
         (dev / leaf).write_text(value + "\n")
     (dev / "measures").mkdir()
     for target in measures:
+        (sysfs / "devices" / "LNXSYSTM:00" / target).mkdir(exist_ok=True)
         (dev / "measures" / target).symlink_to(f"../../{target}")
     hw = sysfs / "class" / "hwmon" / f"hwmon{n}"
     hw.mkdir(parents=True)
@@ -280,6 +281,12 @@ def test_acpi_meter_of_the_processors_is_the_cpu(tmp_path):
     meter = HwmonMeter(str(tmp_path / "sys"))
     (s,) = meter.sensors
     assert (s.domain, s.used_in_total, meter.usable) == ("package", True, True)
+    # a second meter of one of the same processors overlaps it: exported, never summed
+    make_acpi_meter(tmp_path / "sys", 1, "CPU0 meter", 80_000_000, measures=("ACPI0007:01",))
+    make_acpi_meter(tmp_path / "sys", 2, "CPU2 meter", 70_000_000, measures=("ACPI0007:02",))
+    sensors, _ = discover(str(tmp_path / "sys"))
+    assert [(x.label, x.used_in_total) for x in sensors] == [("CPU meter", True), ("CPU0 meter", False),
+                                                              ("CPU2 meter", True)]
 
 
 # --- the registry and check -------------------------------------------------------------------

@@ -77,7 +77,8 @@ KNOWN: tuple[Known, ...] = (
           "when there is no readable Esocket", "core energy counter, inside its socket's"),
     Known("ACPI power meter", "power_meter", r".*", "platform", "never",
           "ACPI 4.0 meter of the whole system (GPUs, fans, disks…), unless its measures/ names "
-          "processors only: then domain package, in the totals"),
+          "processors only: then domain package, in the totals unless another meter in them "
+          "already covers one of its processors"),
 )
 
 
@@ -105,6 +106,7 @@ class HwmonSensor:
     problem: str = ""
     used_in_total: bool = False
     interval_s: float = 0.0   # power: the sensor's own averaging window (0: unknown)
+    measures: frozenset[str] = frozenset()   # ACPI power meter: the devices it measures
 
     @property
     def method(self) -> str:
@@ -144,7 +146,7 @@ def _why(e: OSError) -> str:
 _CHANNEL = re.compile(r"^(?P<type>energy|power)(?P<n>\d+)_(?P<item>input|average)$")
 
 
-def _classify(chip: str, label: str, hdir: str) -> tuple[str, str] | None:
+def _classify(chip: str, label: str, measures: frozenset[str]) -> tuple[str, str] | None:
     """(domain, socket) from the table of known sensors; None for a sensor it does not know."""
     for k in KNOWN:
         if k.chip != chip:
@@ -152,20 +154,23 @@ def _classify(chip: str, label: str, hdir: str) -> tuple[str, str] | None:
         m = re.fullmatch(k.label, label)
         if not m:
             continue
-        if k.domain == "platform" and _measures_processors_only(hdir):
-            return "package", "all"
-        return k.domain, m.groupdict().get("socket") or ("all" if k.domain != "platform" else "platform")
+        if k.domain == "platform":
+            return ("package", "all") if _processors_only(measures) else ("platform", "platform")
+        return k.domain, m.groupdict().get("socket") or "all"
     return None
 
 
-def _measures_processors_only(hdir: str) -> bool:
-    """Whether an ACPI power meter's ``measures/`` links name processor devices only (ACPI0007 or
-    LNXCPU, the ACPI processor device ids)."""
+def _measures(hdir: str) -> frozenset[str]:
+    """The devices an ACPI power meter measures: the names of its ``measures/`` links."""
     try:
-        names = os.listdir(os.path.join(hdir, "device", "measures"))
+        return frozenset(os.listdir(os.path.join(hdir, "device", "measures")))
     except OSError:
-        return False
-    return bool(names) and all(n.startswith(("ACPI0007:", "LNXCPU:")) for n in names)
+        return frozenset()
+
+
+def _processors_only(measures: frozenset[str]) -> bool:
+    """Whether the links name processor devices only (ACPI0007 or LNXCPU, the ACPI processor ids)."""
+    return bool(measures) and all(n.startswith(("ACPI0007:", "LNXCPU:")) for n in measures)
 
 
 def discover(sysfs: str) -> tuple[list[HwmonSensor], str]:
@@ -189,6 +194,7 @@ def discover(sysfs: str) -> tuple[list[HwmonSensor], str]:
         except OSError:
             continue
         chips.append(chip)
+        measures = _measures(hdir) if chip == "power_meter" else frozenset()
         channels: dict[tuple[str, str], str] = {}   # (type, n) -> the attribute read
         for d in (hdir, os.path.join(hdir, "device")):
             try:
@@ -206,13 +212,13 @@ def discover(sysfs: str) -> tuple[list[HwmonSensor], str]:
         energy_ns = {n for t, n in channels if t == "energy"}
         for (typ, n), path in sorted(channels.items()):
             label = _label(hdir, typ, n)
-            known = _classify(chip, label, hdir)
+            known = _classify(chip, label, measures)
             if known is None:
                 continue
             domain, socket = known
             if typ == "power" and any(_label(hdir, "energy", e) == label for e in energy_ns):
                 continue  # the same sensor has an energy counter: preferred, never both
-            s = HwmonSensor(f"{entry}/{typ}{n}", chip, label, typ, path, domain, socket)
+            s = HwmonSensor(f"{entry}/{typ}{n}", chip, label, typ, path, domain, socket, measures=measures)
             if typ == "power":
                 s.interval_s = _interval_s(hdir, n)
             try:
@@ -254,7 +260,12 @@ def _select_totals(sensors: list[HwmonSensor]) -> None:
     else its CPU and SysIO rails; AMD's Esocket sensors, else its Ecore ones; an ACPI meter of
     the processors. Module and whole-system meters never."""
     ok = [s for s in sensors if s.readable]
-    chosen: list[HwmonSensor] = [s for s in ok if s.domain == "package"]
+    chosen: list[HwmonSensor] = [s for s in ok if s.domain == "package" and s.chip == "amd_energy"]
+    covered: set[str] = set()
+    for s in ok:  # ACPI meters of the processors: one whose processors another already covers is not summed
+        if s.domain == "package" and s.chip == "power_meter" and not covered & s.measures:
+            chosen.append(s)
+            covered |= s.measures
     grace_sockets = {s.socket for s in ok if s.domain == "grace"}
     for s in ok:
         if s.domain == "grace" or (s.domain in ("cpu", "sysio") and s.socket not in grace_sockets):
