@@ -165,6 +165,28 @@ def test_checkpoint_restore_hands_the_same_joules_again(tmp_path):
     assert first == pytest.approx(600.0) and again == pytest.approx(first)
 
 
+def test_the_poller_integrates_between_samples_at_the_sensors_own_window(tmp_path):
+    files = grace_node(tmp_path / "sys", sockets=1)
+    now = [0.0]
+    meter = HwmonMeter(str(tmp_path / "sys"), clock=lambda: now[0])
+    assert hwmon.poll_interval_s(meter.sensors) == 1.0          # power1_average_interval 1000 ms
+    meter.measure(0.0, None)
+    for t, w in ((1.0, 300), (2.0, 200), (3.0, 400)):           # what only the poller sees
+        now[0] = t
+        write(files["Grace Power Socket 0"], w * 1_000_000)
+        meter.poll()
+    now[0] = 4.0
+    write(files["Grace Power Socket 0"], 400_000_000)
+    got = meter.measure(4.0, None).joules["hwmon1/power1"]
+    assert got == pytest.approx((250 + 300) / 2 + (300 + 200) / 2 + (200 + 400) / 2 + 400)
+    slow = tmp_path / "slow"
+    make_acpi_meter(slow, 0, "Grace Power Socket 0", 1, interval_ms=5000)
+    assert hwmon.poll_interval_s(discover(str(slow))[0]) == 5.0
+    amd = tmp_path / "amd"
+    amd_node(amd)
+    assert hwmon.poll_interval_s(discover(str(amd))[0]) == hwmon.POLL_MAX_S   # counters alone
+
+
 class FakeTime(types.SimpleNamespace):
     def monotonic(self) -> float:
         return self.now
