@@ -348,6 +348,12 @@ def test_check_on_a_grace_node(tmp_path):
             "(µW, integrated): readable, not in totals") in text
     assert "cpu hwmon" in text.split("meters in use:")[1].split("(")[0]
     assert "CPU energy is an estimate" not in text   # RAPL's advice is for estimate-only hosts
+    from exporter import cli
+
+    args = ["check", f"--path.sysfs={tmp_path / 'sys'}", f"--path.procfs={tmp_path / 'proc'}", "--gpu.backend=none",
+            "--carbon.region=FR", "--carbon.detect-region=off", "--output=json"]
+    assert cli.main([*args, "--cpu.meter=hwmon"]) == 0     # asked for and usable: the gate opens
+    assert cli.main([*args, "--cpu.meter=rapl"]) == 1      # asked for, absent here: it stays shut
 
 
 def test_check_on_an_amd_energy_node(tmp_path):
