@@ -83,8 +83,6 @@ class SimMig:
     slices: int
     gpm: bool
     instances: list[SimInstance]
-    samples: dict[int, tuple[int, float]] = field(default_factory=dict)  # buffer address -> (GI, time)
-    buffers: dict[int, Any] = field(default_factory=dict)                # address -> the live buffer
 
     def busy_fraction(self) -> float:
         """The GPU's SM-busy fraction: each instance's utilisation weighted by its slices."""
@@ -154,10 +152,10 @@ class MigCalls:
                             else pynvml.NVML_ERROR_NOT_SUPPORTED)
         return gpu, gpu.mig_state, t
 
-    def _inst(self, handle: Any, call: str) -> SimInstance:
+    def _inst(self, handle: Any, call: str, not_mig: int = pynvml.NVML_ERROR_INVALID_ARGUMENT) -> SimInstance:
         self._gpu(handle, call)  # type: ignore[attr-defined]
         if not isinstance(handle, MigHandle):
-            raise NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+            raise NVMLError(not_mig)
         return handle.inst
 
     def nvmlDeviceGetMaxMigDeviceCount(self, handle: Any) -> int:
@@ -183,7 +181,7 @@ class MigCalls:
         return self._inst(handle, "nvmlDeviceGetComputeInstanceId").compute_instance
 
     def nvmlDeviceGetAttributes(self, handle: Any) -> Any:
-        inst = self._inst(handle, "nvmlDeviceGetAttributes_v2")
+        inst = self._inst(handle, "nvmlDeviceGetAttributes_v2", pynvml.NVML_ERROR_NOT_SUPPORTED)
         a = pynvml.c_nvmlDeviceAttributes()
         a.gpuInstanceSliceCount, a.computeInstanceSliceCount = inst.gi_slices, inst.ci_slices
         a.multiprocessorCount = 16 * inst.ci_slices  # an H100 SXM: 132 SMs, 16 a slice under MIG
