@@ -355,3 +355,24 @@ def test_mig_instance_of_a_pod_without_process_is_the_pods(tmp_path, sockdir=Non
     assert pod == pytest.approx(deltas(before, m, 10)["idle"], rel=1e-9) and pod > 0
     assert value(m, "wattprint_endpoint_energy_joules_total", endpoint="unallocated", component="gpu") == \
         value(before, "wattprint_endpoint_energy_joules_total", endpoint="unallocated", component="gpu")
+
+
+# --- wattprint check ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,method,why", [("NVIDIA H100 80GB HBM3", "gpm", ""),
+                                             ("NVIDIA A100-SXM4-80GB", "slice_share", "not supported")])
+def test_check_shows_the_backend_its_method_and_why(tmp_path, name, method, why):
+    from exporter import check
+    from test_registry import cfg
+    from support import make_procfs
+
+    make_procfs(tmp_path / "proc", {}, 100, 100)
+    scenario = write_scenario(tmp_path / "mig.yaml", {"gpus": mig_gpus(name=name)})
+    rep = check.diagnose(cfg(tmp_path, gpu__backend="simulated", gpu__simulation_file=str(scenario)))
+    mig = rep["gpu"]["gpus"][0]["mig"]
+    assert rep["gpu"]["backend"] == "simulated"
+    assert (mig["slices"], mig["activity_method"], len(mig["instances"])) == (7, method, 4)
+    assert why in mig["activity_detail"] and bool(why) == bool(mig["activity_detail"])
+    text = check.render_text(rep)
+    assert f"MIG: 7 slices, 4 instance(s); idle split by slices, active by {method}" in text
+    assert "1g.10gb" in text and "MIG-" in text

@@ -468,6 +468,8 @@ def describe(meter: GpuMeter | None, name: str, error: str = "") -> Probe:
         err = f"  ERROR {r.error}" if r.error else ""
         lines.append(f"GPU {d.index} {d.name} {d.uuid}: energy via {d.energy_method}, "
                      f"MIG {d.mig_mode}, {(r.power_mw or 0) / 1000:.1f} W, {len(r.processes)} process(es){err}")
+        if d.mig_mode == "enabled":
+            gpus[-1]["mig"] = _describe_mig(d, r, lines)
     meter.close()
     advice_ = []
     if st.state == "no_library":
@@ -479,6 +481,21 @@ def describe(meter: GpuMeter | None, name: str, error: str = "") -> Probe:
     return Probe(name, "gpu", st.state == "ok" and bool(gpus), headline, lines,
                  {"backend": st.backend, "state": st.state, "detail": st.detail, "driver": st.driver,
                   "gpus": gpus}, advice_)
+
+
+def _describe_mig(d: GpuDevice, r: GpuReading, lines: list[str]) -> dict[str, Any]:
+    """What ``check`` shows of a MIG GPU: the split's method (and why GPM is not used), and its instances."""
+    why = f" ({d.mig_activity_detail})" if d.mig_activity_detail else ""
+    instances = r.mig or []
+    lines.append(f"  MIG: {d.mig_slices} slices, {len(instances)} instance(s); idle split by slices, active by "
+                 f"{d.mig_activity}{why}" + (f"; errors: {r.field_errors}" if r.field_errors else ""))
+    for m in instances:
+        lines.append(f"    GI {m.gpu_instance} CI {m.compute_instance} {m.profile} {m.uuid}: {m.slices:g} slice(s), "
+                     f"{len(m.processes)} process(es)")
+    return {"slices": d.mig_slices, "activity_method": d.mig_activity, "activity_detail": d.mig_activity_detail,
+            "instances": [{"uuid": m.uuid, "gpu_instance": m.gpu_instance, "compute_instance": m.compute_instance,
+                           "profile": m.profile, "slices": m.slices, "processes": len(m.processes)}
+                          for m in instances]}
 
 
 def _probe(cfg: "Config") -> Probe:
