@@ -50,3 +50,22 @@ def test_serve_splits_a_mig_gpu_by_instance(tmp_path):
         pytest.approx(per["10"]["idle"], rel=1e-9)
     assert value(m, "wattprint_endpoint_energy_joules_total", component="gpu") == pytest.approx(gpu, rel=1e-9)
     assert not any("gpu_instance" in dict(k) for k in m["wattprint_endpoint_energy_joules_total"])
+
+
+def test_validation_script_mig_mode_dry_run(tmp_path):
+    """benchmarks/gpu_validation.py --mig --simulated: per-instance energy against the GPU's counter."""
+    import json
+    import sys
+
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpu_validation.py"), "--mig", "--simulated",
+                          "--window", "4", "--warmup", "2", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    (report,) = [json.loads(p.read_text()) for p in tmp_path.glob("mig-validation-*.json")]
+    e, rows = report["energy"], {r["gpu_instance"]: r for r in report["instances"]}
+    assert e["sum_instances_j"] == pytest.approx(e["wattprint_gpu_j"], rel=1e-12)
+    assert e["wattprint_gpu_j"] == pytest.approx(e["nvml_delta_j"], rel=0.03)  # bracketing skew only
+    idle = sum(r["idle_j"] for r in rows.values())
+    assert [rows[k]["idle_j"] / idle for k in (1, 5, 9, "free")] == pytest.approx([3 / 7, 2 / 7, 1 / 7, 1 / 7])
+    assert rows[1]["active_j"] / rows[5]["active_j"] == pytest.approx(50 * 3 / (20 * 2), rel=1e-9)
+    assert rows[9]["active_j"] == 0 and {rows[k]["method"] for k in (1, 5, 9)} == {"gpm"}
