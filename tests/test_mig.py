@@ -376,3 +376,19 @@ def test_check_shows_the_backend_its_method_and_why(tmp_path, name, method, why)
     text = check.render_text(rep)
     assert f"MIG: 7 slices, 4 instance(s); idle split by slices, active by {method}" in text
     assert "1g.10gb" in text and "MIG-" in text
+
+
+def test_process_list_denied_keeps_the_instances_and_their_owner(tmp_path):
+    """An unprivileged container: every process list says NO_PERMISSION. The instances stay (by
+    their slices), the pod that holds one gets its energy, the rest is unallocated — never lost."""
+    lib = sim(tmp_path, mig_gpus(), Clock())
+    lib.nvmlInit()
+    uuid0 = lib.nvmlDeviceGetUUID(lib.nvmlDeviceGetMigDeviceHandleByIndex(lib.nvmlDeviceGetHandleByIndex(0), 0))
+    pod = Workload("models", "llama", "llama-3", "llama-0")
+    gpus = mig_gpus(faults=[{"call": "processes", "error": "NO_PERMISSION", "after_s": 0, "for_s": 1e9}])
+    node, before, m, _ = run_node(tmp_path / "node", gpus, owners={uuid0: pod})
+    assert len(m["wattprint_gpu_mig_instance_info"]) == 4
+    got = value(m, "wattprint_endpoint_energy_joules_total", endpoint="llama", component="gpu") - \
+        value(before, "wattprint_endpoint_energy_joules_total", endpoint="llama", component="gpu")
+    assert got == pytest.approx(sum(deltas(before, m, 1).values()), rel=1e-9) and got > 0
+    assert value(m, "wattprint_collector_errors_total", collector="gpu", kind="processes_no_permission") > 0

@@ -277,7 +277,7 @@ class GpuMeter:
                     r.field_errors["mig"] = error_kind(e)
                 continue
             try:
-                r.mig.append(self._mig_device(d, mh))
+                r.mig.append(self._mig_device(d, mh, r))
             except NVMLError as e:
                 r.field_errors["mig"] = error_kind(e)
         gi_ci: dict[int, int] = {}  # a GPU instance's slices are shared by its compute instances, by their slices
@@ -291,7 +291,9 @@ class GpuMeter:
             self._read_gpm(d, r)
         self._residents[d.index] = 0  # nothing to poll between samples: no per-process utilisation
 
-    def _mig_device(self, d: GpuDevice, mh: Any) -> MigReading:
+    def _mig_device(self, d: GpuDevice, mh: Any, r: GpuReading) -> MigReading:
+        """One MIG device; its process list may fail alone (NO_PERMISSION in an unprivileged
+        container): the instance is kept, without residents, so its owner still gets its energy."""
         lib = self.lib
         a = lib.nvmlDeviceGetAttributes(mh)
         gi_slices, ci_slices, mem_mb = int(a.gpuInstanceSliceCount), int(a.computeInstanceSliceCount), int(a.memorySizeMB)
@@ -300,9 +302,13 @@ class GpuMeter:
                        profile_name(gi_slices, ci_slices, mem_mb, d.memory_total), float(gi_slices),
                        ci_slices, mem_mb * 1024**2)
         m.memory_used = _try(lambda: int(lib.nvmlDeviceGetMemoryInfo(mh).used))
-        for p in self._processes(mh):  # its processes; an error leaves the device out (counted)
-            used = p.usedGpuMemory
-            m.processes[int(p.pid)] = m.processes.get(int(p.pid), 0) + (int(used) if used else 0)
+        try:
+            for p in self._processes(mh):
+                used = p.usedGpuMemory
+                m.processes[int(p.pid)] = m.processes.get(int(p.pid), 0) + (int(used) if used else 0)
+        except NVMLError as e:
+            m.processes.clear()
+            r.field_errors["processes"] = error_kind(e)
         return m
 
     def _read_gpm(self, d: GpuDevice, r: GpuReading) -> None:
