@@ -231,6 +231,8 @@ def test_gpm_fault_degrades_to_the_fallback(tmp_path):
     r = meter.read()[0]
     assert r.field_errors == {"gpm": "unknown"} and all(m.sm_util is None for m in r.mig)
     assert r.energy_mj is not None and len(r.mig) == 4   # the energy and the instances still there
+    meter.close()
+    assert not meter.lib.gpm_buffers                     # a failed sample's buffer is reused, then freed
 
 
 def test_profile_names_follow_the_device_plugin():
@@ -392,3 +394,15 @@ def test_process_list_denied_keeps_the_instances_and_their_owner(tmp_path):
         value(before, "wattprint_endpoint_energy_joules_total", endpoint="llama", component="gpu")
     assert got == pytest.approx(sum(deltas(before, m, 1).values()), rel=1e-9) and got > 0
     assert value(m, "wattprint_collector_errors_total", collector="gpu", kind="processes_no_permission") > 0
+
+
+def test_mig_mode_without_instances_is_all_free(tmp_path):
+    """MIG enabled, no instance created: every handle index answers NOT_FOUND (nothing counted as an
+    error), and the GPU's whole energy is the free slices', unallocated."""
+    node, before, m, _ = run_node(tmp_path, [{"name": "NVIDIA H100 80GB HBM3", "idle_w": 70, "mig": True}])
+    free = value(m, "wattprint_gpu_mig_instance_energy_joules_total", gpu_instance="free")
+    assert free == pytest.approx(value(m, "wattprint_gpu_energy_joules_total"), rel=1e-12) and free > 0
+    assert "wattprint_gpu_mig_instance_info" not in m
+    assert value(m, "wattprint_endpoint_energy_joules_total", endpoint="unallocated") == pytest.approx(free, rel=1e-9)
+    assert "wattprint_collector_errors_total" not in m or \
+        not any(dict(k).get("collector") == "gpu" for k in m["wattprint_collector_errors_total"])

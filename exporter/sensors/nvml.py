@@ -322,8 +322,13 @@ class GpuMeter:
             key = (d.index, gi)
             try:
                 sample = self._gpm_free.pop() if self._gpm_free else lib.nvmlGpmSampleAlloc()
+            except NVMLError as e:
+                r.field_errors["gpm"] = error_kind(e)
+                continue
+            try:
                 lib.nvmlGpmMigSampleGet(d.handle, gi, sample)
             except NVMLError as e:
+                self._gpm_free.append(sample)  # the buffer is reused, never leaked
                 r.field_errors["gpm"] = error_kind(e)
                 continue
             prev, self._gpm[key] = self._gpm.get(key), sample

@@ -38,6 +38,8 @@ Scenario (one GPU)::
 
 Power: ``idle_w + (max_w - idle_w) * min(1, Σ sm_util × slices / (100 × mig_slices))``, constant,
 so the true energy of any interval, and GPM's SM utilisation of each instance, are known exactly.
+A GPU with ``mig: true`` and no ``mig_instances`` is in MIG mode with no instance yet (idle; its
+MIG device handles all answer NOT_FOUND).
 """
 
 from __future__ import annotations
@@ -97,10 +99,11 @@ class SimMig:
 def parse_mig(g: dict, where: str, index: int, procs: Any, num: Any) -> SimMig | None:
     """The ``mig_instances`` of a scenario GPU (``procs``/``num``: simnvml's own parsers)."""
     items = g.get("mig_instances")
-    if items is None:
+    if items is None and not g.get("mig"):
         return None
     if not g.get("mig"):
         raise MigScenarioError(f"{where}.mig_instances: the GPU needs mig: true")
+    items = [] if items is None else items  # MIG enabled, no instance created yet
     if not isinstance(items, list):
         raise MigScenarioError(f"{where}.mig_instances: expected a list")
     slices = int(num(g, "mig_slices", 7, where))

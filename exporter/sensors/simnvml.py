@@ -161,7 +161,7 @@ class _Gpu:
     def procs_at(self, t: float) -> list[tuple[int, _Proc]]:
         """(pid, process) of the processes present at ``t`` (pid-file processes once their file exists);
         in MIG mode every instance's (the aggregate a GPU handle answers)."""
-        if self.mig_state is not None:
+        if self.mig_state is not None:  # (no instance: no process can run on the GPU)
             return [(pid, p) for i in self.mig_state.instances for p in i.procs if (pid := p.live_pid()) is not None]
         return [(pid, p) for p in self.phase_at(t).procs if (pid := p.live_pid()) is not None]
 
