@@ -406,3 +406,21 @@ def test_mig_mode_without_instances_is_all_free(tmp_path):
     assert value(m, "wattprint_endpoint_energy_joules_total", endpoint="unallocated") == pytest.approx(free, rel=1e-9)
     assert "wattprint_collector_errors_total" not in m or \
         not any(dict(k).get("collector") == "gpu" for k in m["wattprint_collector_errors_total"])
+
+
+def test_compute_instances_share_their_gpu_instance(tmp_path):
+    """A 3g GPU instance cut into a 1c and a 2c compute instance: each MIG device reserves its part
+    of the 3 slices (1 and 2), and both carry their GPU instance's GPM utilisation (GPM samples a
+    GPU instance, nvmlGpmMigSampleGet(device, gpuInstanceId, …))."""
+    clock = Clock()
+    insts = [{"profile": "1c.3g.40gb", "gpu_instance": 1, "compute_instance": 0, "sm_util": 90,
+              "processes": [{"pid": 7, "memory_gib": 1}]},
+             {"profile": "2c.3g.40gb", "gpu_instance": 1, "compute_instance": 1, "sm_util": 30, "processes": []},
+             {"profile": "4g.40gb", "gpu_instance": 2, "sm_util": 0, "processes": []}]
+    meter = GpuMeter(sim(tmp_path, [{"name": "NVIDIA H100 80GB HBM3", "mig": True, "mig_instances": insts}], clock))
+    meter.open()
+    meter.read()
+    clock.t += 2
+    r = meter.read()[0]
+    got = [(m.gpu_instance, m.compute_instance, m.profile, m.slices, m.sm_util) for m in r.mig]
+    assert got == [(1, 0, "1c.3g.40gb", 1.0, 50.0), (1, 1, "2c.3g.40gb", 2.0, 50.0), (2, 0, "4g.40gb", 4.0, 0.0)]

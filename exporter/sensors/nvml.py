@@ -501,11 +501,13 @@ def _describe_mig(d: GpuDevice, r: GpuReading, lines: list[str]) -> dict[str, An
     lines.append(f"  MIG: {d.mig_slices} slices, {len(instances)} instance(s); idle split by slices, active by "
                  f"{d.mig_activity}{why}" + (f"; errors: {r.field_errors}" if r.field_errors else ""))
     for m in instances:
+        used = "?" if m.memory_used is None else f"{m.memory_used / 1024**3:.1f}"
         lines.append(f"    GI {m.gpu_instance} CI {m.compute_instance} {m.profile} {m.uuid}: {m.slices:g} slice(s), "
-                     f"{len(m.processes)} process(es)")
+                     f"{used}/{m.memory_total / 1024**3:.1f} GiB, {len(m.processes)} process(es)")
     return {"slices": d.mig_slices, "activity_method": d.mig_activity, "activity_detail": d.mig_activity_detail,
             "instances": [{"uuid": m.uuid, "gpu_instance": m.gpu_instance, "compute_instance": m.compute_instance,
-                           "profile": m.profile, "slices": m.slices, "processes": len(m.processes)}
+                           "profile": m.profile, "slices": m.slices, "processes": len(m.processes),
+                           "memory_used_bytes": m.memory_used, "memory_total_bytes": m.memory_total}
                           for m in instances]}
 
 
