@@ -426,7 +426,9 @@ class GpuMeter:
 def profile_name(gi_slices: int, ci_slices: int, memory_mb: int, device_memory: int) -> str:
     """A MIG profile's name as NVIDIA's device plugin spells it ("3g.40gb", "1c.3g.40gb"): the
     memory is the instance's fraction of the GPU's, rounded up to eighths, times the GPU's whole
-    GiB (NVIDIA/go-nvlib pkg/nvlib/device/mig_profile.go, getMigMemorySizeGB)."""
+    GiB (NVIDIA/go-nvlib pkg/nvlib/device/mig_profile.go at 18957773, getMigMemorySizeGB). A
+    label only (ownership goes by MIG UUID); media-extension profiles lose their "+me" suffix, which
+    go-nvlib takes from the profile id, not from the slice counts NVML's attributes give."""
     gib = 1024**3
     if device_memory > 0:
         fraction = math.ceil(memory_mb * 1024**2 / device_memory * 8) / 8

@@ -23,7 +23,7 @@ Wattprint makes on a MIG GPU with their shapes, units and return codes, read fro
   ``c_nvmlGpmSupport_t``, and ``c_nvmlGpmSample_t`` (an opaque pointer) — the fake fills the
   wrapper's own ctypes structures, so the meter's code is the code that runs on a real GPU.
 * Profile names follow go-nvlib's ``getMigMemorySizeGB`` rounding (NVIDIA/go-nvlib,
-  ``pkg/nvlib/device/mig_profile.go``): "3g.40gb", "1c.3g.40gb"; the memory of a profile here is
+  ``pkg/nvlib/device/mig_profile.go`` at 18957773): "3g.40gb", "1c.3g.40gb"; the memory of a profile here is
   97.5 % of its nominal size (an H100 80GB's 1g.10gb reports about 9.75 GiB).
 
 Scenario (one GPU)::
