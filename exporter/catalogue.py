@@ -139,6 +139,18 @@ METRICS: tuple[Metric, ...] = (
     _m("gpu_info", "info", "gpu uuid name energy_method mig_mode backend driver", "",
        "One series per GPU: energy_method=counter (nvmlDeviceGetTotalEnergyConsumption) or "
        "power_integration; mig_mode=enabled|disabled|unsupported; backend=nvml|simulated."),
+    _m("gpu_mig_instance_info", "info", "gpu uuid mig_uuid gpu_instance compute_instance profile slices method", "",
+       "One series per MIG instance of a GPU in MIG mode: its MIG device UUID (what the kubelet's "
+       "pod-resources lists), GPU/compute instance ids, profile, the GPU slices it reserves (its idle "
+       "share) and how its active energy was split in the last interval: method=gpm (NVML GPM SM "
+       "utilisation of the instance x its slices) or slice_share (slices among the instances with "
+       "processes; no GPM on this GPU, or no previous GPM sample yet)."),
+    _m("gpu_mig_instance_energy_joules_total", "counter",
+       "gpu uuid mig_uuid gpu_instance compute_instance profile mode", "joules",
+       "A MIG GPU's energy by instance (see wattprint_gpu_mig_instance_info for the method): idle by "
+       "the slices each reserves, active by each instance's activity; gpu_instance=\"free\" is the "
+       "slices no instance holds. Per GPU the sum over instances and modes equals "
+       "wattprint_gpu_energy_joules_total."),
     _m("gpu_energy_resets_total", "counter", "gpu uuid name", "",
        "Times the NVML energy counter went backwards (driver reload); that interval was "
        "integrated from power instead."),
