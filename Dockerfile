@@ -13,7 +13,7 @@
 # runtime: docker run --gpus all (or --runtime nvidia -e NVIDIA_VISIBLE_DEVICES=all).
 # Read-only root: the image writes nothing at run time (no bytecode, no state files).
 #
-# Build arguments (scripts/build_image.sh sets the last four from git and the package):
+# Build arguments (scripts/build_image.sh sets the last five from git and the package):
 #   BASE_IMAGE  the Python 3.11 base of both stages (default the official python image). Any
 #               Debian-like base with python3 and its venv module works, e.g. one made by
 #               debootstrap from Debian's packages (scripts/build_image.sh --local-base).
@@ -21,8 +21,11 @@
 #               which downloads the dependencies from PyPI; "context" takes them from .wheels/
 #               in the build context, built on the host (scripts/build_image.sh --wheels): the
 #               build then needs no network at all.
-#   VERSION, REVISION, BRANCH, BUILD_DATE  OCI labels, and WATTPRINT_REVISION/_BRANCH/
-#               _BUILD_DATE in the environment (wattprint --version shows them).
+#   VERSION, REVISION, BRANCH, BUILD_DATE, BUILD_USER  OCI labels (but the user), and
+#               WATTPRINT_REVISION/_BRANCH/_BUILD_DATE/_BUILD_USER in the environment: wattprint
+#               --version and wattprint_build_info show them (exporter/buildinfo.py). The build
+#               context never carries a generated exporter/_build.py (.dockerignore): it would
+#               win over them.
 #
 # No "# syntax=" line on purpose: it makes BuildKit pull docker/dockerfile from Docker Hub
 # before building, which an offline build cannot; the daemon's built-in frontend (Docker
@@ -85,6 +88,7 @@ ARG VERSION=0.1.0
 ARG REVISION=""
 ARG BRANCH=""
 ARG BUILD_DATE=""
+ARG BUILD_USER=""
 LABEL org.opencontainers.image.title="Wattprint" \
       org.opencontainers.image.description="Prometheus exporter: energy and carbon of AI inference, per model endpoint (GPU via NVML, CPU via RAPL or an estimate)" \
       org.opencontainers.image.licenses="Apache-2.0" \
@@ -95,7 +99,8 @@ LABEL org.opencontainers.image.title="Wattprint" \
       io.wattprint.branch="${BRANCH}"
 ENV WATTPRINT_REVISION="${REVISION}" \
     WATTPRINT_BRANCH="${BRANCH}" \
-    WATTPRINT_BUILD_DATE="${BUILD_DATE}"
+    WATTPRINT_BUILD_DATE="${BUILD_DATE}" \
+    WATTPRINT_BUILD_USER="${BUILD_USER}"
 USER 10066:10066
 EXPOSE 10066
 # Docker only (Kubernetes uses the chart's probes). slim has no curl: Python's urllib it is.

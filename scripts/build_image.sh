@@ -10,7 +10,8 @@
 # Options: --tag NAME (default wattprint:local), --base IMAGE (BASE_IMAGE build argument),
 # --ca-bundle FILE (the CA bundle pip in the build trusts, for a TLS-intercepting proxy; passed
 # as a build secret, in no layer), and after "--" anything for docker build. Labels and the
-# WATTPRINT_REVISION/_BRANCH/_BUILD_DATE environment come from git and the package version. Environment: DOCKER (the client; default
+# WATTPRINT_REVISION/_BRANCH/_BUILD_DATE/_BUILD_USER environment come from git, the clock (RFC
+# 3339, as org.opencontainers.image.created wants it), user@host and the package version. Environment: DOCKER (the client; default
 # one that can use BuildKit), PYTHON (a Python 3.11 with pip, for --wheels; default python3),
 # WATTPRINT_CACHE (where the debootstrap base is kept; default ~/.cache/wattprint-test),
 # DEBIAN_MIRROR (default: the bookworm mirror of /etc/apt/sources.list*).
@@ -108,7 +109,7 @@ if [ "$wheels" = 1 ]; then
   # *.egg-info here, and a stale build/lib would slip deleted modules into the wheel
   src=$(mktemp -d)
   trap 'rm -rf .wheels "$src"' EXIT
-  tar -c --exclude=__pycache__ pyproject.toml README.md NOTICE exporter | tar -x -C "$src"
+  tar -c --exclude=__pycache__ --exclude=exporter/_build.py pyproject.toml README.md NOTICE exporter | tar -x -C "$src"
   rm -rf .wheels && mkdir .wheels
   echo "== pip wheel (Wattprint and its dependencies) into .wheels/" >&2
   "$python" -m pip wheel --quiet --disable-pip-version-check --wheel-dir .wheels "$src" \
@@ -124,4 +125,5 @@ branch=$(git rev-parse --abbrev-ref HEAD 2>/dev/null || true)
 echo "== $docker build -t $tag (${base:-default base})" >&2
 "$docker" build --quiet --tag "$tag" "${build_args[@]}" \
   --build-arg "VERSION=$version" --build-arg "REVISION=$revision" --build-arg "BRANCH=$branch" \
-  --build-arg "BUILD_DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$@" .
+  --build-arg "BUILD_DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ)" --build-arg "BUILD_USER=$(id -un)@$(hostname)" \
+  "$@" .

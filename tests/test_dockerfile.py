@@ -203,7 +203,7 @@ def test_copy_sources_exist_and_are_in_the_context():
             assert kept, f"COPY {src}: everything is excluded by .dockerignore"
             for p in files:
                 rel = p.relative_to(ROOT).as_posix()
-                if "__pycache__" not in rel and not rel.endswith(".pyc"):
+                if "__pycache__" not in rel and not rel.endswith(".pyc") and rel != "exporter/_build.py":
                     assert not dockerignored(rel), f"{rel} is copied but excluded by .dockerignore"
     # what the build needs: pyproject's readme and every package
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
@@ -224,7 +224,7 @@ def test_entrypoint_is_the_console_script():
 
 
 def test_user_port_labels():
-    from exporter import __version__, config
+    from exporter import __version__, buildinfo, config
 
     runtime = stages()[-1]
     user = one(runtime, "USER")
@@ -240,8 +240,11 @@ def test_user_port_labels():
     assert labels["org.opencontainers.image.created"] == "${BUILD_DATE}"
     assert 'io.wattprint.branch="${BRANCH}"' in one(runtime, "LABEL")
     env = " ".join(a for w, a in runtime if w == "ENV")
-    for name in ("REVISION", "BRANCH", "BUILD_DATE"):
+    assert set(buildinfo.ENV.values()) == {f"WATTPRINT_{n}" for n in ("REVISION", "BRANCH", "BUILD_DATE", "BUILD_USER")}
+    for name in ("REVISION", "BRANCH", "BUILD_DATE", "BUILD_USER"):
         assert f'WATTPRINT_{name}="${{{name}}}"' in env, name
+    # a local install's generated build file would win over them (exporter/buildinfo.py)
+    assert dockerignored("exporter/_build.py")
     assert arg_defaults()["VERSION"] == __version__
     assert labels["org.opencontainers.image.licenses"] == \
         tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["license"]["text"]

@@ -31,6 +31,7 @@ from support import ROOT, free_port, parse_metrics, stop_all, value
 pytestmark = pytest.mark.integration
 
 UID = 10066  # the Dockerfile's USER
+HEAD = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 # The layer Wattprint adds on top of its base (venv + wheels installed): measured 53 MB (grpc
 # 19 MB, pydantic + pydantic-core 11 MB, aiohttp 9 MB, ...). 100 MB catches a gross regression:
 # a compiler toolchain, a second Python, or a pip cache in the image.
@@ -164,6 +165,8 @@ def test_serve_in_the_image(docker, image):
         assert value(first, "wattprint_build_info", version=__import__("exporter").__version__) == 1
         [labels] = first["wattprint_build_info"]
         assert dict(labels)["python"].startswith("3.11."), labels
+        if HEAD:  # the build arguments reach the metrics (exporter/buildinfo.py)
+            assert dict(labels)["revision"] == HEAD, labels
         zones = [dict(k) for k in first["wattprint_cpu_zone_info"]]
         assert any(z["used_in_total"] == "true" for z in zones), zones
         # energy accrues from the host's /proc/stat, read through the mount
@@ -223,15 +226,20 @@ def test_size_user_and_labels(docker, image):
                    "glob.glob('/wheels/*') + glob.glob('/opt/wattprint/**/*.whl', recursive=True))")
     assert probe.stdout.strip() == "True []", probe.stdout
     labels, env = meta["Config"]["Labels"], dict(e.split("=", 1) for e in meta["Config"]["Env"])
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    if head:
-        assert labels["org.opencontainers.image.revision"] == env["WATTPRINT_REVISION"] == head
+    if HEAD:
+        assert labels["org.opencontainers.image.revision"] == env["WATTPRINT_REVISION"] == HEAD
     assert labels["org.opencontainers.image.created"] == env["WATTPRINT_BUILD_DATE"] != ""
     assert labels["io.wattprint.branch"] == env["WATTPRINT_BRANCH"]
     assert labels["org.opencontainers.image.base.name"] == "wattprint-base:bookworm"
     assert labels["org.opencontainers.image.version"] == __import__("exporter").__version__
+    assert env["WATTPRINT_BUILD_USER"]
+    # wattprint --version shows them (a stale exporter/_build.py in the checkout is kept out)
     version = docker("run", "--rm", "--read-only", image, "--version").stdout
-    assert version.startswith(f"wattprint {__import__('exporter').__version__}"), version
+    assert version.startswith(f"wattprint, version {__import__('exporter').__version__} "), version
+    if HEAD:
+        assert f"branch: {env['WATTPRINT_BRANCH']}, revision: {HEAD})" in version, version
+    assert f"build date:       {env['WATTPRINT_BUILD_DATE']}" in version, version
+    print("image: --version: " + " | ".join(line.strip() for line in version.splitlines()))
 
 
 DISTRIBUTIONS = ("import importlib.metadata as m, json; "
@@ -249,7 +257,9 @@ def test_source_mode_builds_too(docker, image):
     image_id, build_s = build(docker, tag, "--ca-bundle", ca, "--", "--network", "host")
     try:
         version = docker("run", "--rm", "--read-only", tag, "--version").stdout
-        assert version.startswith(f"wattprint {__import__('exporter').__version__}"), version
+        assert version.startswith(f"wattprint, version {__import__('exporter').__version__} "), version
+        if HEAD:
+            assert f"revision: {HEAD})" in version, version
         rows = {img: json.loads(docker("run", "--rm", "--read-only", "--entrypoint", "python", img, "-c",
                                        DISTRIBUTIONS).stdout) for img in (image, tag)}
         pins = dict(re.findall(r"^ARG (GRPCIO|PROTOBUF)_VERSION=(\S+)$", (ROOT / "Dockerfile").read_text(), re.M))
