@@ -15,7 +15,8 @@ The stack, as deployed on a simulated 4-GPU node:
 
 After ~75 s every panel query runs through Prometheus's /api/v1/query, with `$namespace`,
 `$endpoint`, `$model`, `$instance` → `.*`, `$__rate_interval` → 10s and `$__range` → the run's
-length. Each must parse (HTTP 200) and return data, except those listed in EXEMPT with a reason.
+length (panels over this month / this year too: the run is all the stack has), `$cluster` and
+`$node` → `.*`, `$catch_all` → its default. Each must parse (HTTP 200) and return data, except those listed in EXEMPT with a reason.
 
 With WATTPRINT_PREVIEW_DIR set, the results (instant values, and for time-series panels the range
 over the run) are saved to $WATTPRINT_PREVIEW_DIR/queries.json for scripts/render_previews.py.
@@ -115,9 +116,14 @@ def panel_queries() -> list[dict]:
     return out
 
 
+# The catch_all variable's default (fleet overview): the ranked tables leave the catch-all series out.
+CATCH_ALL = "unallocated|system|overflow"
+
+
 def substitute(expr: str, range_s: int) -> str:
-    for var in ("namespace", "endpoint", "model", "instance"):
+    for var in ("cluster", "node", "namespace", "endpoint", "model", "instance"):
         expr = expr.replace(f"${{{var}}}", ".*").replace(f"${var}", ".*")
+    expr = expr.replace("${catch_all}", CATCH_ALL).replace("$catch_all", CATCH_ALL)
     return expr.replace("$__rate_interval", RATE_INTERVAL).replace("$__range", f"{range_s}s")
 
 
