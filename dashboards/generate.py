@@ -723,7 +723,8 @@ def endpoint_detail():
                   "now, with its GPU model and the region its energy is priced in. Click a row for the "
                   "node's detail.",
                   tab(where),
-                  columns={"endpoint": "Endpoint", "node": "Node", "instance": "Instance", "gpu_model": "GPU model",
+                  columns={"endpoint": "Endpoint", "model": "Model", "node": "Node", "instance": "Instance",
+                           "gpu_model": "GPU model",
                            "region": "Region", "Value": "Power"}, sort_by="Power", links=to_node()), 12, 8),
         Cell(grid("This model on every GPU type and region (1 h)", G, "The selected models wherever they run "
                   "(every endpoint serving them): grams CO2e and joules per request by GPU model and region, "

@@ -11,7 +11,8 @@ The stack, as deployed on a simulated 4-GPU node:
   holding only this test's processes;
 - a real `wattprint serve` with counterfactual regions, training footprints and budgets;
 - a real Prometheus loading rules/wattprint.rules.yaml, rewritten for the test only: group
-  intervals of 1 s, alert `for:` of 2 s, and recording-rule windows of 20 s (5m) and 60 s (1h).
+  intervals of 1 s, alert `for:` of 2 s, and recording-rule windows of 20 s (5m) and 60 s (1h);
+  the hourly rollups become 5 s increases every 5 s (they tile the run as the hourly ones tile a year).
 
 After ~75 s every panel query runs through Prometheus's /api/v1/query, with `$namespace`,
 `$endpoint`, `$model`, `$instance` → `.*`, `$__rate_interval` → 10s and `$__range` → the run's
@@ -27,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -100,6 +102,22 @@ def _rapl_writer(sysfs: Path, stop: threading.Event) -> None:
             uj[zone] += int((base + swing * math.sin((now - t0) / 9)) * (now - last) * 1e6)
             set_energy(sysfs, zone, uj[zone] % 262143328850)
         last = now
+
+
+ROLLUP_S = 5  # test-only: the hourly rollups as 5 s increases evaluated every 5 s
+
+
+def tiled_rollups(rules_file: Path) -> Path:
+    """The fast rules with the rollup group's points tiling the run as the hourly ones tile a year
+    (interval = window, ROLLUP_S), so "this month" sums to the run's emissions and not to
+    overlapping windows evaluated every second."""
+    doc = yaml.safe_load(rules_file.read_text())
+    (group,) = [g for g in doc["groups"] if g["name"] == "wattprint.rollup.1h"]
+    group["interval"] = f"{ROLLUP_S}s"
+    for r in group["rules"]:
+        r["expr"] = re.sub(r"\[\w+\]", f"[{ROLLUP_S}s]", r["expr"])
+    rules_file.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return rules_file
 
 
 def panel_queries() -> list[dict]:
@@ -208,7 +226,7 @@ def test_every_panel_query_returns_data(tmp_path):
         d = start_daemon(tmp_path, "--sample.interval=1s", "--marginal.window=1s", "--gpu.backend=simulated",
                          f"--gpu.simulation-file={scenario}", f"--path.sysfs={sysfs}", f"--path.procfs={procfs}",
                          f"--config.file={cfg}")
-        prom = start_prometheus(tmp_path, [f"127.0.0.1:{d.port}"], rule_files=[str(fast_rules(tmp_path))])
+        prom = start_prometheus(tmp_path, [f"127.0.0.1:{d.port}"], rule_files=[str(tiled_rollups(fast_rules(tmp_path)))])
         started = time.time()
         time.sleep(max(0.0, started + RUN_S - time.time()))
         end = time.time()
@@ -258,6 +276,13 @@ def test_every_panel_query_returns_data(tmp_path):
             "summary": summary, "run_seconds": range_s, "start": started, "end": end,
             "rate_interval": RATE_INTERVAL, "results": results}, indent=1))
     assert not bad, "queries Prometheus rejected:\n" + "\n".join(bad)
+    # "this month" sums the rollups; over the run it is the run's CO2e, as increase() over the raw
+    # counters has it (each ROLLUP_S window extrapolates to its edges: close, not exact)
+    value = {(r["title"], r["ref"]): float(r["result"][0]["value"][1]) for r in results
+             if r["result"] and len(r["result"]) == 1 and "value" in r["result"][0]}
+    month_g, range_g = value[("CO2e this month", "A")] * 1e6, value[("Emitted in the time range", "A")]
+    print(f"  CO2e this month (rollups) {month_g:.4g} g, emitted in the run (increase) {range_g:.4g} g")
+    assert 0.75 < month_g / range_g < 1.25, (month_g, range_g)
     unexplained = [q for q in missing if (q["uid"], q["title"], q["ref"]) not in EXEMPT]
     assert not unexplained, (
         f"{summary}; without data and not exempt:\n"
