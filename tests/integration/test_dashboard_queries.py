@@ -283,6 +283,17 @@ def test_every_panel_query_returns_data(tmp_path):
     month_g, range_g = value[("CO2e this month", "A")] * 1e6, value[("Emitted in the time range", "A")]
     print(f"  CO2e this month (rollups) {month_g:.4g} g, emitted in the run (increase) {range_g:.4g} g")
     assert 0.75 < month_g / range_g < 1.25, (month_g, range_g)
+    # one node, one GPU model, one region, each model served by one endpoint: the per-model rule
+    # (joined with the node's placement by the rules) equals the endpoint's own
+    by_title = {(r["title"], r["ref"]): r["result"] for r in results}
+    per_model = {s["metric"]["model"]: (s["metric"], float(s["value"][1]))
+                 for s in by_title[("One model, every GPU type and region (1 h)", "A")]}
+    per_endpoint = {s["metric"]["model"]: float(s["value"][1])
+                    for s in by_title[("Endpoints ranked by CO2e per request (1 h)", "A")]}
+    assert set(per_model) == set(per_endpoint) and len(per_model) >= 3, (per_model, per_endpoint)
+    for model, (labels, v) in per_model.items():
+        assert labels["gpu_model"] == "NVIDIA H100 80GB HBM3" and labels["region"] == "aws:us-east-1", labels
+        assert math.isclose(v, per_endpoint[model], rel_tol=1e-9), (model, v, per_endpoint[model])
     unexplained = [q for q in missing if (q["uid"], q["title"], q["ref"]) not in EXEMPT]
     assert not unexplained, (
         f"{summary}; without data and not exempt:\n"
