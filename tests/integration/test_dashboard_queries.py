@@ -15,9 +15,12 @@ The stack, as deployed on a simulated 4-GPU node:
   the hourly rollups become 5 s increases every 5 s (they tile the run as the hourly ones tile a year).
 
 After ~75 s every panel query runs through Prometheus's /api/v1/query, with `$namespace`,
-`$endpoint`, `$model`, `$instance` → `.*`, `$__rate_interval` → 10s and `$__range` → the run's
-length (panels over this month / this year too: the run is all the stack has), `$cluster` and
-`$node` → `.*`, `$catch_all` → its default. Each must parse (HTTP 200) and return data, except those listed in EXEMPT with a reason.
+`$endpoint`, `$model`, `$instance`, `$cluster` → `.*`, `$node` → the `node` label Prometheus adds
+to the target (as the Helm chart's relabelling does), `$catch_all` → its default,
+`$__rate_interval` → 10s and `$__range` → the run's length (panels over this month / this year
+too: the run is all the stack has). Each must parse (HTTP 200) and return data, except those
+listed in EXEMPT with a reason. Every query variable of every dashboard must list values too,
+except `cluster` and `namespace` (no such labels in one Prometheus outside Kubernetes).
 
 With WATTPRINT_PREVIEW_DIR set, the results (instant values, and for time-series panels the range
 over the run) are saved to $WATTPRINT_PREVIEW_DIR/queries.json for scripts/render_previews.py.
@@ -136,10 +139,14 @@ def panel_queries() -> list[dict]:
 
 # The catch_all variable's default (fleet overview): the ranked tables leave the catch-all series out.
 CATCH_ALL = "unallocated|system|overflow"
+# The node label, as the Helm chart's scrape config relabels a pod's node name into it; $node
+# selects it (so Node detail's queries are checked with a node picked, not with "All").
+NODE = "gpu-node-1"
 
 
 def substitute(expr: str, range_s: int) -> str:
-    for var in ("cluster", "node", "namespace", "endpoint", "model", "instance"):
+    expr = expr.replace("${node}", NODE).replace("$node", NODE)
+    for var in ("cluster", "namespace", "endpoint", "model", "instance"):
         expr = expr.replace(f"${{{var}}}", ".*").replace(f"${var}", ".*")
     expr = expr.replace("${catch_all}", CATCH_ALL).replace("$catch_all", CATCH_ALL)
     return expr.replace("$__rate_interval", RATE_INTERVAL).replace("$__range", f"{range_s}s")
@@ -226,7 +233,8 @@ def test_every_panel_query_returns_data(tmp_path):
         d = start_daemon(tmp_path, "--sample.interval=1s", "--marginal.window=1s", "--gpu.backend=simulated",
                          f"--gpu.simulation-file={scenario}", f"--path.sysfs={sysfs}", f"--path.procfs={procfs}",
                          f"--config.file={cfg}")
-        prom = start_prometheus(tmp_path, [f"127.0.0.1:{d.port}"], rule_files=[str(tiled_rollups(fast_rules(tmp_path)))])
+        prom = start_prometheus(tmp_path, [f"127.0.0.1:{d.port}"], rule_files=[str(tiled_rollups(fast_rules(tmp_path)))],
+                                target_labels={"node": NODE})
         started = time.time()
         time.sleep(max(0.0, started + RUN_S - time.time()))
         end = time.time()
@@ -247,6 +255,18 @@ def test_every_panel_query_returns_data(tmp_path):
             if not rec["result"]:
                 missing.append(q)
             results.append(rec)
+        # the template variables' label_values() queries list values (Grafana asks /api/v1/series)
+        empty_vars = []
+        for path in sorted(DASHBOARDS.glob("*.json")):
+            for v in json.loads(path.read_text())["templating"]["list"]:
+                if v["type"] != "query" or v["name"] in ("cluster", "namespace"):
+                    continue
+                m = re.fullmatch(r"label_values\((.*), (\w+)\)", v["query"])
+                assert m, v["query"]
+                _, series = api(prom.port, "series", **{"match[]": substitute(m.group(1), range_s)},
+                                start=f"{started:.3f}", end=f"{end:.3f}")
+                if not {s.get(m.group(2)) for s in series.get("data", [])} - {None}:
+                    empty_vars.append(f"{path.name} ${v['name']}: {v['query']}")
     finally:
         stop.set()
         if prom:
@@ -276,6 +296,7 @@ def test_every_panel_query_returns_data(tmp_path):
             "summary": summary, "run_seconds": range_s, "start": started, "end": end,
             "rate_interval": RATE_INTERVAL, "results": results}, indent=1))
     assert not bad, "queries Prometheus rejected:\n" + "\n".join(bad)
+    assert not empty_vars, "variables without values:\n" + "\n".join(empty_vars)
     # "this month" sums the rollups; over the run it is the run's CO2e, as increase() over the raw
     # counters has it (each ROLLUP_S window extrapolates to its edges: close, not exact)
     value = {(r["title"], r["ref"]): float(r["result"][0]["value"][1]) for r in results
