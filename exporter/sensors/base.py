@@ -41,6 +41,7 @@ class GpuDevice:
     mig_mode: str               # "enabled" | "disabled" | "unsupported"
     memory_total: int = 0
     power_limit_w: float = 0.0          # enforced power limit (0: unknown); bounds the idle baseline
+    pci_bus_id: str = ""                # "0000:19:00.0" where the device plugin names GPUs by it (AMD)
 
 
 @dataclass
