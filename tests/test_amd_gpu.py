@@ -222,6 +222,23 @@ def test_driver_reload_reopens_and_bridges_the_gap(tmp_path):
     assert_conserved(m)
 
 
+def test_a_stuck_counter_is_caught_and_its_stalled_seconds_booked_from_power(tmp_path):
+    """The count stops at 20 s (gpu_metrics no longer refreshed, ROCm/amdsmi#22) while the GPU
+    draws 567 W: after STALL_S the backend hands on the count plus the power integral of the
+    stall, then integrates power; the total is the truth, the stall counted once."""
+    gpu = {**MI300X, "energy_stuck_after_s": 20, "processes": [{"pid": 10, "memory_gib": 10, "sm_util": 70}]}
+    node = AmdNode(tmp_path, [gpu], {10: {"comm": "python3", "cmdline": VLLM}})
+    for _ in range(60):
+        node.step()
+    m = node.metrics()
+    assert node.meter.devices[0].energy_method == "power_integration"
+    assert value(m, "wattprint_collector_errors_total", collector="gpu", kind="energy_counter_stuck") == 1
+    truth = node.sim.true_energy_j(0, node.t_first - 500, node.clock.t - 500)
+    assert value(m, "wattprint_gpu_energy_joules_total") == pytest.approx(truth, rel=1e-6)
+    assert value(m, "wattprint_gpu_energy_resets_total") == 0
+    assert_conserved(m)
+
+
 # --- an 8-GPU MI300X node through the whole Sampler ---------------------------------------------
 
 class AmdNode:

@@ -68,6 +68,8 @@ _NAMES = {code: name.lower() for name, code in STATUS.items()}
 COUNTER_ABSENT = (STATUS["NOT_SUPPORTED"], STATUS["NOT_YET_IMPLEMENTED"])
 WRAP_COUNTS = 1 << 32              # a 32-bit energy accumulator wraps here
 MAX_DEVICE_W = 3000.0              # no accelerator draws more (MI355X: 1.4 kW): bounds a wrap's advance
+STALL_S = 10.0                     # a count unchanged this long while the GPU draws power is stuck …
+STALL_MIN_J = 100.0                # … once power says it used at least this much meanwhile
 MIB = 1024**2
 DEV_DIR = "/dev"                   # where /dev/kfd and /dev/dri/renderD* are looked for (tests move it)
 
@@ -141,6 +143,28 @@ class Accumulator:
         return self.offset + raw
 
 
+@dataclass
+class Stall:
+    """A counter that stopped counting while the GPU draws power: amdsmi before ROCm 6.1 did not
+    refresh gpu_metrics (ROCm/amdsmi#22, fixed by 78074d7), and an MI100 counter froze until a
+    reboot (ROCm/amdsmi#38). While the count stands still, power is integrated alongside; after
+    STALL_S (and STALL_MIN_J of power) the count plus that integral is handed on once, so the
+    stalled seconds are booked, and the GPU integrates power from then on."""
+    count_mj: int
+    since_t: float
+    last_t: float
+    last_w: float
+    integrated_mj: float = 0.0
+
+    def update(self, count_mj: int, power_w: float, now: float) -> int | None:
+        """The count to hand on when the stall is confirmed, else None (this read is fine)."""
+        self.integrated_mj += (power_w + self.last_w) / 2 * max(0.0, now - self.last_t) * 1000
+        self.last_t, self.last_w = now, power_w
+        if now - self.since_t >= STALL_S and self.integrated_mj >= STALL_MIN_J * 1000:
+            return self.count_mj + int(self.integrated_mj)
+        return None
+
+
 class AmdGpuMeter(LibrarySession):
     """Reads every AMD GPU once per sample. ``load`` returns ``amdsmi`` or a ``SimulatedAmdSmi``.
     Opening, retrying and reopening after a driver reload: :class:`~.session.LibrarySession`."""
@@ -153,6 +177,7 @@ class AmdGpuMeter(LibrarySession):
         self.lib: Any = None
         self._handles: list[Any] = []
         self._energy: dict[str, Accumulator] = {}          # by UUID: survives a reopen
+        self._stall: dict[str, Stall] = {}                 # by UUID: the count's last change
         self._gfx: dict[int, tuple[float, dict[int, int]]] = {}  # gpu -> (time, pid -> gfx ns)
 
     # --- opening ---------------------------------------------------------------------------
@@ -264,6 +289,8 @@ class AmdGpuMeter(LibrarySession):
                 r.error = error_kind(e)
                 return r
             r.field_errors["power"] = error_kind(e)
+        if r.energy_mj is not None and r.power_mw is not None:
+            self._check_stall(d, r, now)
         try:
             r.memory_used = _int(lib.amdsmi_get_gpu_vram_usage(h).get("vram_used")) * MIB
         except Error as e:
@@ -283,6 +310,19 @@ class AmdGpuMeter(LibrarySession):
             return r
         self._util(d, r, now, gfx)
         return r
+
+    def _check_stall(self, d: GpuDevice, r: GpuReading, now: float) -> None:
+        assert r.energy_mj is not None and r.power_mw is not None
+        st = self._stall.get(d.uuid)
+        if st is None or r.energy_mj != st.count_mj:  # the counter moves
+            self._stall[d.uuid] = Stall(r.energy_mj, now, now, r.power_mw / 1000)
+            return
+        count = st.update(r.energy_mj, r.power_mw / 1000, now)
+        if count is not None:
+            r.energy_mj = count
+            del self._stall[d.uuid]
+            self._no_counter(d, r, "counter_stuck", f"unchanged for {now - st.since_t:.0f} s at "
+                             f"{r.power_mw / 1000:.0f} W; the stalled interval is booked from power")
 
     def _no_counter(self, d: GpuDevice, r: GpuReading, kind: str, why: str = "") -> None:
         log.warning("AMD GPU %d: no energy counter (%s%s): integrating power from now on",

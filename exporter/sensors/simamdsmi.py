@@ -30,6 +30,7 @@ by its parser; see there), so the true energy of any interval is known. AMD-only
       - name: AMD Instinct MI300X   # market_name
         bdf: "0000:05:00.0"
         energy_counter_bits: 64      # or 32
+        energy_stuck_after_s: 30     # the count stops advancing (ROCm/amdsmi#22, #38)
         energy_key: both             # energy_accumulator | power
         socket_power: current        # average | socket_power | none
         faults: [{call: processes, error: NO_PERM}]   # energy, power, memory, processes, name,
@@ -113,6 +114,7 @@ class _Amd:
     bits: int
     energy_key: str
     socket_power: str
+    stuck_after_s: float = float("inf")   # the count stops advancing (gpu_metrics no longer refreshed)
 
 
 def _amd(g: dict, i: int) -> _Amd:
@@ -126,7 +128,10 @@ def _amd(g: dict, i: int) -> _Amd:
     power = g.get("socket_power", "current")
     if power not in ("current", "average", "socket_power", "none"):
         raise ScenarioError(f"{where}.socket_power: {power!r} is not current, average, socket_power or none")
-    return _Amd(str(g.get("bdf") or f"0000:{0x05 + 0x20 * i:02x}:00.0").lower(), bits, key, power)
+    stuck = g.get("energy_stuck_after_s", float("inf"))
+    if not isinstance(stuck, (int, float)) or isinstance(stuck, bool) or stuck < 0:
+        raise ScenarioError(f"{where}.energy_stuck_after_s: expected a non-negative number, got {stuck!r}")
+    return _Amd(str(g.get("bdf") or f"0000:{0x05 + 0x20 * i:02x}:00.0").lower(), bits, key, power, float(stuck))
 
 
 @dataclass
@@ -251,6 +256,7 @@ class SimulatedAmdSmi(SimulatedLibrary):
         gpu, amd, t = self._gpu(handle, _CALLS["energy"])
         if not gpu.energy_counter:
             self._raise("NOT_SUPPORTED")
+        t = min(t, amd.stuck_after_s)
         since = max([r for r in gpu.resets if r <= t], default=None)
         mj = (0 if since is not None else gpu.base_mj) + gpu.energy_j(since or 0.0, t) * 1000
         count = int(mj * 1000 / RESOLUTION_UJ) % (1 << amd.bits)
