@@ -170,10 +170,10 @@ class AmdGpuMeter(LibrarySession):
     Opening, retrying and reopening after a driver reload: :class:`~.session.LibrarySession`."""
     library = "amdsmi"
 
-    def __init__(self, load: Callable[[], Any] = import_amdsmi, backend: str = "amdsmi",
+    def __init__(self, load: Callable[[], Any] | None = None, backend: str = "amdsmi",
                  clock: Callable[[], float] | None = None) -> None:
         super().__init__(backend, clock or time.monotonic)
-        self.load = load
+        self.load = load or import_amdsmi
         self.lib: Any = None
         self._handles: list[Any] = []
         self._energy: dict[str, Accumulator] = {}          # by UUID: survives a reopen
