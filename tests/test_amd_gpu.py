@@ -166,11 +166,11 @@ def test_accumulator_wrap_restart_and_ambiguous_gap():
     b = Accumulator()
     b.extend(WRAP_COUNTS * 10, 0.0, res, 750.0)
     assert b.extend(100, 1.0, res, 750.0) == 100 and b.wraps == 0
-    # a 32-bit count that went back by more than 750 W × 1 s could have done: a restart
+    # a 32-bit count that went back by more than 1.5 × 750 W × 1 s could have done: a restart
     c = Accumulator()
     c.extend(WRAP_COUNTS // 2, 0.0, res, 750.0)
     assert c.extend(1000, 1.0, res, 750.0) == 1000
-    # a gap long enough for two wraps (200 s at 750 W > 65.7 kJ) cannot be told: a restart, bridged by power
+    # a gap long enough for two wraps (200 s at 1.5 × 750 W > 65.7 kJ) cannot be told: a restart, bridged by power
     d = Accumulator()
     d.extend(WRAP_COUNTS - 1000, 0.0, res, 750.0)
     assert d.extend(500, 200.0, res, 750.0) == 500 and d.wraps == 0

@@ -68,6 +68,7 @@ _NAMES = {code: name.lower() for name, code in STATUS.items()}
 COUNTER_ABSENT = (STATUS["NOT_SUPPORTED"], STATUS["NOT_YET_IMPLEMENTED"])
 WRAP_COUNTS = 1 << 32              # a 32-bit energy accumulator wraps here
 MAX_DEVICE_W = 3000.0              # no accelerator draws more (MI355X: 1.4 kW): bounds a wrap's advance
+CAP_SLACK = 1.5                    # … as does the power cap, with room for excursions above it
 STALL_S = 10.0                     # a count unchanged this long while the GPU draws power is stuck …
 STALL_MIN_J = 100.0                # … once power says it used at least this much meanwhile
 MIB = 1024**2
@@ -120,8 +121,8 @@ class Accumulator:
     """One GPU's energy counter extended across 32-bit wraps.
 
     A count below the previous one is a wrap when the previous one fits in 32 bits and the
-    advance it implies (one wrap) is possible in the time since: at most ``limit_w`` (else
-    MAX_DEVICE_W), and no second wrap could have hidden in the interval. Anything else (a 64-bit
+    advance it implies (one wrap) is possible in the time since: at most CAP_SLACK × ``limit_w``
+    (else MAX_DEVICE_W), and no second wrap could have hidden in the interval. Anything else (a 64-bit
     counter going back, a gap too long to tell) is a restart: the raw count is handed on, and the
     shared accounting bridges the gap from power."""
     raw: int | None = None
@@ -132,7 +133,7 @@ class Accumulator:
     def extend(self, raw: int, now: float, resolution_uj: float, limit_w: float) -> int:
         if self.raw is not None and raw < self.raw:
             dt = max(0.0, now - self.t)
-            cap_j = (limit_w or MAX_DEVICE_W) * dt
+            cap_j = (CAP_SLACK * limit_w if limit_w else MAX_DEVICE_W) * dt
             wrapped_j = (raw + WRAP_COUNTS - self.raw) * resolution_uj / 1e6
             if self.raw < WRAP_COUNTS and wrapped_j <= cap_j and cap_j < WRAP_COUNTS * resolution_uj / 1e6:
                 self.offset += WRAP_COUNTS
@@ -156,7 +157,7 @@ class Stall:
     last_w: float
     integrated_mj: float = 0.0
 
-    def update(self, count_mj: int, power_w: float, now: float) -> int | None:
+    def update(self, power_w: float, now: float) -> int | None:
         """The count to hand on when the stall is confirmed, else None (this read is fine)."""
         self.integrated_mj += (power_w + self.last_w) / 2 * max(0.0, now - self.last_t) * 1000
         self.last_t, self.last_w = now, power_w
@@ -317,7 +318,7 @@ class AmdGpuMeter(LibrarySession):
         if st is None or r.energy_mj != st.count_mj:  # the counter moves
             self._stall[d.uuid] = Stall(r.energy_mj, now, now, r.power_mw / 1000)
             return
-        count = st.update(r.energy_mj, r.power_mw / 1000, now)
+        count = st.update(r.power_mw / 1000, now)
         if count is not None:
             r.energy_mj = count
             del self._stall[d.uuid]
