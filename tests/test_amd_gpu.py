@@ -38,9 +38,10 @@ MI300X = {"name": "AMD Instinct MI300X", "idle_w": 140, "max_w": 750}
 
 # --- the backend over the simulated library ------------------------------------------------------
 
-def test_units_shapes_and_gfx_weights(tmp_path):
+@pytest.mark.parametrize("process_api", ["dicts", "handles"])
+def test_units_shapes_and_gfx_weights(tmp_path, process_api):
     clock = Clock()
-    gpu = {**MI300X, "processes": [{"pid": 11, "memory_gib": 40, "sm_util": 60}, {"pid": 12, "memory_gib": 8, "sm_util": 20}]}
+    gpu = {**MI300X, "process_api": process_api, "processes": [{"pid": 11, "memory_gib": 40, "sm_util": 60}, {"pid": 12, "memory_gib": 8, "sm_util": 20}]}
     m = meter_of(sim(tmp_path, {"gpus": [gpu]}, clock), clock)
     assert m.open().state == "ok" and m.status.driver == "6.8.5"
     d = m.devices[0]

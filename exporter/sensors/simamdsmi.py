@@ -33,6 +33,7 @@ by its parser; see there), so the true energy of any interval is known. AMD-only
         energy_stuck_after_s: 30     # the count stops advancing (ROCm/amdsmi#22, #38)
         energy_key: both             # energy_accumulator | power
         socket_power: current        # average | socket_power | none
+        process_api: dicts           # handles: amdsmi before 6.2 (+ amdsmi_get_gpu_process_info)
         faults: [{call: processes, error: NO_PERM}]   # energy, power, memory, processes, name,
                                                       # uuid, bdf, handle; AMDSMI_STATUS_* names
     driver_reloads: [{at_s: 60, down_s: 5, stale_error: NOT_INIT}]
@@ -45,6 +46,7 @@ failure, not a recorded one.
 
 from __future__ import annotations
 
+import ctypes
 import struct
 import uuid as _uuid
 from dataclasses import dataclass, field
@@ -115,6 +117,7 @@ class _Amd:
     energy_key: str
     socket_power: str
     stuck_after_s: float = float("inf")   # the count stops advancing (gpu_metrics no longer refreshed)
+    process_handles: bool = False         # amdsmi before 6.2: process handles + amdsmi_get_gpu_process_info
 
 
 def _amd(g: dict, i: int) -> _Amd:
@@ -131,7 +134,11 @@ def _amd(g: dict, i: int) -> _Amd:
     stuck = g.get("energy_stuck_after_s", float("inf"))
     if not isinstance(stuck, (int, float)) or isinstance(stuck, bool) or stuck < 0:
         raise ScenarioError(f"{where}.energy_stuck_after_s: expected a non-negative number, got {stuck!r}")
-    return _Amd(str(g.get("bdf") or f"0000:{0x05 + 0x20 * i:02x}:00.0").lower(), bits, key, power, float(stuck))
+    api = g.get("process_api", "dicts")
+    if api not in ("dicts", "handles"):
+        raise ScenarioError(f"{where}.process_api: {api!r} is not dicts or handles")
+    return _Amd(str(g.get("bdf") or f"0000:{0x05 + 0x20 * i:02x}:00.0").lower(), bits, key, power, float(stuck),
+                api == "handles")
 
 
 @dataclass
@@ -289,13 +296,28 @@ class SimulatedAmdSmi(SimulatedLibrary):
         used = min(gpu.memory_total, 300 * MIB + sum(p.memory_bytes for _, p in gpu.procs_at(t)))
         return {"vram_total": gpu.memory_total // MIB, "vram_used": used // MIB}
 
-    def amdsmi_get_gpu_process_list(self, handle: Any) -> list[dict[str, Any]]:
-        gpu, _, t = self._gpu(handle, _CALLS["processes"])
+    def amdsmi_get_gpu_process_list(self, handle: Any) -> list[Any]:
+        """24.7's list of dicts; with ``process_api: handles`` the list of
+        ``amdsmi_process_handle_t`` (a ctypes uint32: the pid) of amdsmi before 6.2."""
+        gpu, amd, t = self._gpu(handle, _CALLS["processes"])
         gfx = self._gfx_ns(gpu, t)
-        return [{"name": f"python{pid}", "pid": pid, "mem": p.memory_bytes,
-                 "engine_usage": {"gfx": gfx.get(pid, 0), "enc": 0},
-                 "memory_usage": {"gtt_mem": 0, "cpu_mem": 0, "vram_mem": p.memory_bytes}}
-                for pid, p in gpu.procs_at(t)]
+        if amd.process_handles:
+            return [ctypes.c_uint32(pid) for pid, _ in gpu.procs_at(t)]
+        return [_proc_info(pid, p.memory_bytes, gfx.get(pid, 0)) for pid, p in gpu.procs_at(t)]
+
+    def amdsmi_get_gpu_process_info(self, handle: Any, process: Any) -> dict[str, Any]:
+        gpu, _, t = self._gpu(handle, _CALLS["processes"])
+        if not isinstance(process, ctypes.c_uint32):
+            raise TypeError(f"amdsmi_get_gpu_process_info: {process!r} is not an amdsmi_process_handle_t")
+        for pid, p in gpu.procs_at(t):
+            if pid == process.value:
+                return _proc_info(pid, p.memory_bytes, self._gfx_ns(gpu, t).get(pid, 0))
+        raise AmdSmiLibraryException(STATUS["NOT_FOUND"])
+
+
+def _proc_info(pid: int, mem: int, gfx_ns: int) -> dict[str, Any]:
+    return {"name": f"python{pid}", "pid": pid, "mem": mem, "engine_usage": {"gfx": gfx_ns, "enc": 0},
+            "memory_usage": {"gtt_mem": 0, "cpu_mem": 0, "vram_mem": mem}}
 
 
 # --- registry entry ---------------------------------------------------------------------------
