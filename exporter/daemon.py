@@ -302,7 +302,9 @@ async def start_http(app: Any, address: str, security: Any, cap: Any) -> tuple[A
         listener = await listen(runner, host, port, security.ssl if security is not None else None, cap)
     except OSError as e:
         await runner.cleanup()
-        raise SystemExit(f"cannot listen on {address}: {e.strerror}") from None
+        log.error("cannot listen on %s: %s", address, e.strerror or e,
+                  extra={"fields": {"address": address, "err": e.strerror or str(e)}})
+        raise SystemExit(1) from None
     return runner, listener
 
 

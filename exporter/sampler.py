@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import logging
 import os
-import platform
 import select
 import threading
 import time
 from typing import Any, Callable
 
-from . import __version__
+from . import buildinfo
 from .engine_targets import TargetFinder
 from .exposition import Exposition, Renderer, Snapshot
 from .identity.resolver import Workload
@@ -221,7 +220,7 @@ class Sampler:
         return snap
 
     def contribute(self, snap: Snapshot) -> None:
-        snap.set("build_info", (__version__, platform.python_version()), 1)
+        snap.set("build_info", buildinfo.labels(), 1)
         snap.set("sample_duration_seconds", (), self.last_duration_s)
         snap.set("samples_total", (), float(self.samples))
         snap.set("sample_interval_seconds", (), self.interval_s)

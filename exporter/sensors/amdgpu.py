@@ -234,7 +234,7 @@ class AmdGpuMeter(LibrarySession):
         return GpuDevice(i, uuid, name if name != "N/A" else "AMD GPU", h, method, "unsupported",
                          _int(vram.get("vram_total")) * MIB,
                          cap_uw / 1e6 if isinstance(cap_uw, int) and cap_uw > 0 else 0.0,
-                         str(bdf).lower())
+                         pci_bus_id=str(bdf).lower())
 
     def _shutdown(self) -> None:
         self._try(self.lib.amdsmi_shut_down)

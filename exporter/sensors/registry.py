@@ -25,6 +25,7 @@ GPU_BACKENDS: dict[str, str] = {
 }
 CPU_METERS: dict[str, str] = {
     "rapl": "exporter.sensors.rapl",
+    "hwmon": "exporter.sensors.hwmon",             # Grace / Arm servers, amd_energy, ACPI meters
     "estimate": "exporter.sensors.cpu_estimate",   # always usable: the last resort
 }
 

@@ -37,6 +37,9 @@ A GPU may carry ``traffic:`` (:mod:`exporter.sensors.simtraffic`): its power is 
 server serves from the same schedule.
 
 A process may give ``pid_file: PATH`` instead of ``pid``: it is present once the file holds a pid.
+
+A GPU with ``mig: true`` may carry ``mig_instances:`` (:mod:`exporter.sensors.simmig`): its MIG
+devices, their processes and GPM utilisation, instead of ``processes``/``phases``.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ import yaml
 
 from pynvml import NVMLError
 
+from .simmig import MigCalls, MigHandle, MigScenarioError, SimMig, mig_memory_used, parse_mig
+
 
 GIB = 1024**3
 UTIL_PERIOD_S = 0.2  # an H200 (driver 580) refreshed each process's sample about every 200 ms
@@ -64,6 +69,8 @@ _CALLS = {
     "utilization": "nvmlDeviceGetProcessUtilization",
     "name": "nvmlDeviceGetName",
     "handle": "nvmlDeviceGetHandleByIndex",
+    "mig_handle": "nvmlDeviceGetMigDeviceHandleByIndex",
+    "gpm": "nvmlGpmMigSampleGet",
 }
 
 
@@ -138,6 +145,7 @@ class _Gpu:
     resets: list[float]
     base_mj: int = 0
     traffic: Any = None  # a simtraffic.Traffic: power from simulated inference traffic instead of sm_util
+    mig_state: SimMig | None = None  # MIG instances (mig_instances:), else None
 
     def power_at(self, t: float) -> float:
         if self.traffic is not None:
@@ -145,11 +153,16 @@ class _Gpu:
         return self.power_w(self.phase_at(t).procs)
 
     def power_w(self, procs: list[_Proc]) -> float:
+        if self.mig_state is not None:  # the instances' SM utilisation, each by its slices
+            return self.idle_w + (self.max_w - self.idle_w) * self.mig_state.busy_fraction()
         util = min(1.0, sum(p.sm_util for p in procs) / 100.0)
         return self.idle_w + (self.max_w - self.idle_w) * util
 
     def procs_at(self, t: float) -> list[tuple[int, _Proc]]:
-        """(pid, process) of the processes present at ``t`` (pid-file processes once their file exists)."""
+        """(pid, process) of the processes present at ``t`` (pid-file processes once their file exists);
+        in MIG mode every instance's (the aggregate a GPU handle answers)."""
+        if self.mig_state is not None:  # (no instance: no process can run on the GPU)
+            return [(pid, p) for i in self.mig_state.instances for p in i.procs if (pid := p.live_pid()) is not None]
         return [(pid, p) for p in self.phase_at(t).procs if (pid := p.live_pid()) is not None]
 
     def phase_at(self, t: float) -> _Phase:
@@ -240,8 +253,15 @@ def parse_scenario(data: dict, error_code: Callable[[str, str], int] = _error_co
             energy_counter=bool(g.get("energy_counter", True)), mig=bool(g.get("mig", False)),
             phases=phases, faults=faults, resets=sorted(float(x) for x in g.get("energy_resets_at_s", [])),
             base_mj=int(_num(g, "initial_energy_mj", 1_000_000_000 + 7_919 * i, where)),
-            traffic=_traffic(g.get("traffic"), f"{where}.traffic")))
+            traffic=_traffic(g.get("traffic"), f"{where}.traffic"), mig_state=_mig(g, where, i)))
     return library, str(data.get("driver_version", "550.54.15")), gpus
+
+
+def _mig(g: dict, where: str, index: int) -> SimMig | None:
+    try:
+        return parse_mig(g, where, index, _procs, _num)
+    except MigScenarioError as e:
+        raise ScenarioError(str(e)) from None
 
 
 def _traffic(spec: Any, where: str) -> Any:
@@ -338,8 +358,11 @@ class SimulatedLibrary:
 
 
 @dataclass
-class SimulatedNVML(SimulatedLibrary):
+class SimulatedNVML(SimulatedLibrary, MigCalls):
     """Duck-typed stand-in for the ``pynvml`` module."""
+
+    gpm_buffers: dict[int, Any] = field(default_factory=dict, init=False)   # nvmlGpmSampleAlloc'd
+    gpm_samples: dict[int, tuple[Any, int, float]] = field(default_factory=dict, init=False)
 
     # constants and errors the meter uses, re-exported from pynvml
     NVMLError = NVMLError
@@ -361,7 +384,7 @@ class SimulatedNVML(SimulatedLibrary):
 
     def _gpu(self, handle: Any, call: str) -> tuple[_Gpu, float]:
         t = self.elapsed()
-        if isinstance(handle, _Handle):
+        if isinstance(handle, (_Handle, MigHandle)):
             for r in self._reloads:
                 if handle.session_s < r.end_s <= t:
                     raise NVMLError(r.stale_code)
@@ -403,7 +426,8 @@ class SimulatedNVML(SimulatedLibrary):
         return self._gpu(handle, _CALLS["name"])[0].name
 
     def nvmlDeviceGetUUID(self, handle: Any) -> str:
-        return self._gpu(handle, "nvmlDeviceGetUUID")[0].uuid
+        gpu = self._gpu(handle, "nvmlDeviceGetUUID")[0]
+        return handle.inst.uuid if isinstance(handle, MigHandle) else gpu.uuid
 
     def nvmlDeviceGetIndex(self, handle: Any) -> int:
         return self._gpu(handle, "nvmlDeviceGetIndex")[0].index
@@ -417,7 +441,7 @@ class SimulatedNVML(SimulatedLibrary):
 
     def nvmlDeviceGetTotalEnergyConsumption(self, handle: Any) -> int:
         gpu, t = self._gpu(handle, _CALLS["energy"])
-        if not gpu.energy_counter:
+        if not gpu.energy_counter or isinstance(handle, MigHandle):  # no per-instance energy
             raise NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
         since = max([r for r in gpu.resets if r <= t], default=None)
         base = 0 if since is not None else gpu.base_mj
@@ -425,6 +449,8 @@ class SimulatedNVML(SimulatedLibrary):
 
     def nvmlDeviceGetPowerUsage(self, handle: Any) -> int:
         gpu, t = self._gpu(handle, _CALLS["power"])
+        if isinstance(handle, MigHandle):
+            raise NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
         return int(round(gpu.power_at(t) * 1000))
 
     def nvmlDeviceGetEnforcedPowerLimit(self, handle: Any) -> int:
@@ -434,6 +460,10 @@ class SimulatedNVML(SimulatedLibrary):
 
     def nvmlDeviceGetMemoryInfo(self, handle: Any) -> _MemInfo:
         gpu, t = self._gpu(handle, _CALLS["memory"])
+        if isinstance(handle, MigHandle):  # the instance's own memory
+            total = handle.inst.memory_mb * 1024**2
+            used = mig_memory_used(handle.inst)
+            return _MemInfo(total, total - used, used)
         used = min(gpu.memory_total, 600 * 1024**2 + sum(p.memory_bytes for _, p in gpu.procs_at(t)))
         return _MemInfo(gpu.memory_total, gpu.memory_total - used, used)
 
@@ -441,17 +471,19 @@ class SimulatedNVML(SimulatedLibrary):
         """pynvml's default (``_v3`` since nvidia-ml-py 12.535): a fault
         ``{call: processes, error: FUNCTION_NOT_FOUND}`` plays a driver before R510."""
         gpu, t = self._gpu(handle, _CALLS["processes"])
-        return [_ProcInfo(pid, p.memory_bytes) for pid, p in gpu.procs_at(t)]
+        return _proc_infos(gpu, handle, t)
 
     def nvmlDeviceGetComputeRunningProcesses_v2(self, handle: Any) -> list[_ProcInfo]:
         gpu, t = self._gpu(handle, _CALLS["processes_v2"])
-        return [_ProcInfo(pid, p.memory_bytes) for pid, p in gpu.procs_at(t)]
+        return _proc_infos(gpu, handle, t)
 
     def nvmlDeviceGetProcessUtilization(self, handle: Any, timeStamp: int) -> list[_UtilSample]:
         """Like NVML on an H200 (driver 580): one entry per active process, its *newest* sample,
         refreshed every ``UTIL_PERIOD_S`` at a phase of its own (so processes' timestamps differ),
         returned only if newer than ``timeStamp`` (µs). NOT_FOUND when none."""
         gpu, t = self._gpu(handle, _CALLS["utilization"])
+        if gpu.mig:  # "On MIG-enabled GPUs, querying process utilization is not currently supported."
+            raise NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
         base_us = (self._t0 or 0.0) * 1e6
         out = []
         for i, (pid, p) in enumerate(gpu.procs_at(t)):
@@ -465,6 +497,16 @@ class SimulatedNVML(SimulatedLibrary):
         if not out:
             raise NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
         return out
+
+
+def _proc_infos(gpu: _Gpu, handle: Any, t: float) -> list[_ProcInfo]:
+    """The processes of a GPU handle (in MIG mode the aggregate, each with its instance ids) or of
+    a MIG device handle (its instance's only)."""
+    if gpu.mig_state is None:
+        return [_ProcInfo(pid, p.memory_bytes) for pid, p in gpu.procs_at(t)]
+    insts = [handle.inst] if isinstance(handle, MigHandle) else gpu.mig_state.instances
+    return [_ProcInfo(pid, p.memory_bytes, i.gpu_instance, i.compute_instance)
+            for i in insts for p in i.procs if (pid := p.live_pid()) is not None]
 
 
 # --- registry entry ---------------------------------------------------------------------------

@@ -61,7 +61,7 @@ def test_check_lists_simulated_gpus_and_rapl_zones(tmp_path):
 
 
 def test_version_and_bad_config_exit_codes():
-    assert run_cli("--version").stdout.startswith("wattprint ")
+    assert run_cli("--version").stdout.startswith("wattprint, version ")
     bad = run_cli("serve", "--log.format=xml")
     assert bad.returncode == 2 and "--log.format: invalid choice: 'xml'" in bad.stderr
     bad = run_cli("serve", "--sample.interval=0")
