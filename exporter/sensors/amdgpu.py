@@ -81,8 +81,9 @@ NO_LIBRARY_ADVICE = (
 PERMISSION_ADVICE = (
     "GPU (AMD): give the exporter read/write access to /dev/kfd and /dev/dri/renderD* (mount them; "
     "run with the group that owns them, usually `render`, or `video` on older distributions: "
-    "supplementalGroups / --group-add), and hostPID with access to /proc/<pid>/fdinfo for the "
-    "process list.")
+    "supplementalGroups / --group-add). The process list also needs hostPID and read access to "
+    "other processes' /proc/<pid>/fdinfo (CAP_SYS_PTRACE); without it each GPU's energy goes to the "
+    "pod the kubelet assigned it.")
 _ADVICE = {
     STATUS["DRIVER_NOT_LOADED"]: "the amdgpu kernel driver is not loaded: check `lsmod | grep amdgpu` "
                                  "and `dmesg | grep amdgpu`.",
