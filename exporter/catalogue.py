@@ -39,7 +39,8 @@ ENDPOINT_LABELS = "namespace endpoint model"
 METRICS: tuple[Metric, ...] = (
     # --- the contract (DESIGN.md) -----------------------------------------------------------
     _m("gpu_energy_joules_total", "counter", "gpu uuid name", "joules",
-       "Energy used by each GPU since the exporter started (NVML total-energy counter, or power "
+       "Energy used by each GPU since the exporter started (NVML total-energy counter, amdsmi energy "
+       "accumulator, or power "
        "integrated over time where the counter is unsupported: see wattprint_gpu_info{energy_method})."),
     _m("cpu_energy_joules_total", "counter", "socket domain method", "joules",
        "CPU/DRAM energy per RAPL zone (method=rapl), hwmon sensor (method=hwmon) or from the "
@@ -131,14 +132,16 @@ METRICS: tuple[Metric, ...] = (
     _m("node_energy_joules_total", "counter", "component", "joules",
        "Node energy by non-overlapping component (gpu, cpu, dram): what attribution splits."),
     _m("gpu_power_watts", "gauge", "gpu uuid name", "watts",
-       "GPU power draw at the last sample (NVML power usage; convenience gauge, use the counter)."),
+       "GPU power draw at the last sample (NVML power usage, amdsmi socket power; convenience gauge, "
+       "use the counter)."),
     _m("gpu_memory_used_bytes", "gauge", "gpu uuid name", "bytes", "GPU memory in use."),
     _m("gpu_memory_total_bytes", "gauge", "gpu uuid name", "bytes", "GPU memory in total."),
     _m("gpu_processes", "gauge", "gpu uuid name", "",
        "Compute processes resident on the GPU at the last sample."),
     _m("gpu_info", "info", "gpu uuid name energy_method mig_mode backend driver", "",
-       "One series per GPU: energy_method=counter (nvmlDeviceGetTotalEnergyConsumption) or "
-       "power_integration; mig_mode=enabled|disabled|unsupported; backend=nvml|simulated."),
+       "One series per GPU: energy_method=counter (nvmlDeviceGetTotalEnergyConsumption, "
+       "amdsmi_get_energy_count) or power_integration; mig_mode=enabled|disabled|unsupported; "
+       "backend=nvml|amdsmi|simulated|simulated-amd."),
     _m("gpu_mig_instance_info", "info", "gpu uuid mig_uuid gpu_instance compute_instance profile slices method", "",
        "One series per MIG instance of a GPU in MIG mode: its MIG device UUID (what the kubelet's "
        "pod-resources lists), GPU/compute instance ids, profile, the GPU slices it reserves (its idle "
@@ -152,8 +155,8 @@ METRICS: tuple[Metric, ...] = (
        "slices no instance holds. Per GPU the sum over instances and modes equals "
        "wattprint_gpu_energy_joules_total."),
     _m("gpu_energy_resets_total", "counter", "gpu uuid name", "",
-       "Times the NVML energy counter went backwards (driver reload); that interval was "
-       "integrated from power instead."),
+       "Times the GPU's energy counter restarted (driver reload; an amdsmi 32-bit wrap is not "
+       "one); that interval was integrated from power instead."),
     _m("gpu_idle_power_watts", "gauge", "gpu uuid name source", "watts",
        "Idle baseline used to split GPU energy into idle and active "
        "(source=configured|learned|table|unknown; learned only from sustained quiet, see "

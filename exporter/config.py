@@ -138,8 +138,9 @@ CPU_METER_NAMES = ("auto", *CPU_METERS)
 class GpuConfig(_Section):
     backend: Literal[GPU_BACKEND_NAMES] = Field(  # type: ignore[valid-type]
         "auto", description="GPU backend (exporter/sensors/registry.py): auto (the first whose "
-        "library and devices are present, else no GPU), nvml (required), simulated (a test double "
-        "driven by --gpu.simulation-file; its metrics say backend=\"simulated\"), none.")
+        "library and devices are present, else no GPU), nvml (required), amdsmi (AMD Instinct, "
+        "required), simulated (a test double driven by --gpu.simulation-file; its metrics say "
+        "backend=\"simulated\"), simulated-amd (the same for amdsmi), none.")
     util_poll_interval: Duration = Field(
         1.0, description="How often NVML per-process utilisation is read between samples on a GPU "
         "that two or more processes share (it splits the GPU's active energy between them). NVML "
@@ -147,7 +148,7 @@ class GpuConfig(_Section):
         "sample (4 more wake-ups a second at 1s sampling); the default reads one a second, an unbiased "
         "1-in-5 subsample of time.")
     simulation_file: str | None = Field(
-        None, description="Scenario YAML for --gpu.backend=simulated (see tests/fixtures/sim).")
+        None, description="Scenario YAML for --gpu.backend=simulated or simulated-amd (see tests/fixtures/sim).")
     idle_power_watts: dict[str, float] = Field(
         default_factory=dict, description="Idle baseline per GPU index or UUID (file only), "
         "overriding the learned and table values.")

@@ -349,6 +349,6 @@ def log_meters(sampler: Any) -> None:
         log.info("no GPU metering: %s", gpu.detail)
     elif gpu is not None:
         log.info("GPU metering via %s: %s, driver %s", gpu.backend, gpu.detail, gpu.driver)
-        if gpu.backend == "simulated":
-            log.warning("SIMULATED GPUs in use (--gpu.backend=simulated): numbers are a test double")
+        if gpu.backend.startswith("simulated"):
+            log.warning("SIMULATED GPUs in use (--gpu.backend=%s): numbers are a test double", gpu.backend)
     log.info("CPU energy via %s", sampler.cpu_method)

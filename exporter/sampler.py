@@ -54,7 +54,8 @@ class Sampler:
         self.requests = RequestStage()
         self.marginal: Any = None  # the marginal-cost stage: set with the engine scraper (daemon.start_engines)
         self.booking = Booking(resolver, self.health, gpu_idle_policy=gpu_idle_policy,
-                               cpu_idle_policy=cpu_idle_policy, level=level, gpu_owners=gpu_owners)
+                               cpu_idle_policy=cpu_idle_policy, level=level,
+                               gpu_owners=(lambda: self.gpus.owners_by_uuid(gpu_owners())) if gpu_owners else None)
         self.carbon = CarbonStage(carbon) if carbon is not None else None
         self.http: Any = None
         self.targets = TargetFinder(resolver, getattr(procs, "read_process_file", None))

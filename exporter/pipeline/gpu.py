@@ -133,6 +133,14 @@ class GpuStage:
             found = self._idle_cache[key] = (configured, idle_table.lookup(d.name))
         return found
 
+    def owners_by_uuid(self, owners: dict[str, Any]) -> dict[str, Any]:
+        """The kubelet's GPU → workload map keyed by GPU UUID: NVIDIA's device plugin names GPUs by
+        UUID already; ROCm's names them by PCI address, mapped here through each GPU's address."""
+        alias = {d.pci_bus_id: d.uuid for d in self.backend.devices if d.pci_bus_id} if self.backend else {}
+        if not alias or not owners:
+            return owners
+        return {alias.get(k, k): w for k, w in owners.items()}
+
     def uuids(self) -> dict[str, str]:
         """Attribution device name → GPU UUID."""
         return {f"gpu{d.index}": d.uuid for d in self.backend.devices} if self.backend is not None else {}

@@ -44,6 +44,7 @@ class GpuDevice:
     mig_slices: int = 0                 # MIG mode: the GPU's slices (7 on an H100), else 0
     mig_activity: str = ""              # MIG mode: "gpm" (per-instance SM utilisation) or "slice_share"
     mig_activity_detail: str = ""       # why GPM is not used, where it is not
+    pci_bus_id: str = ""                # "0000:19:00.0" where the device plugin names GPUs by it (AMD)
 
 
 @dataclass

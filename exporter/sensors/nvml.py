@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any, Callable
 import pynvml
 from pynvml import NVMLError
 
-from .base import GpuDevice, GpuReading, GpuStatus, MeterError, MeterSpec, MigReading, Probe
+from .base import GpuDevice, GpuReading, GpuStatus, MeterSpec, MigReading, Probe
+from .session import REOPEN_AFTER_READS, REOPEN_MAX_S, REOPEN_MIN_S, LibrarySession, opened, usable
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -59,25 +60,17 @@ def advice(e: NVMLError) -> str:
 
 
 COUNTER_ABSENT = (pynvml.NVML_ERROR_NOT_SUPPORTED, pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
-REOPEN_MIN_S, REOPEN_MAX_S = 10.0, 300.0  # retrying NVML after a failed open or a lost session: backoff
-REOPEN_AFTER_READS = 2                     # every GPU failing this many reads in a row: re-initialise
+__all__ = ["GpuMeter", "REOPEN_AFTER_READS", "REOPEN_MAX_S", "REOPEN_MIN_S", "error_kind", "advice", "opened", "usable"]
 NvmlStatus = GpuStatus  # the name this module used before the meter protocols
 
 
-class GpuMeter:
+class GpuMeter(LibrarySession):
     """Reads every GPU once per sample. ``lib`` is ``pynvml`` or a ``SimulatedNVML``."""
+    library = "NVML"
 
     def __init__(self, lib: Any = pynvml, backend: str = "nvml", clock: Callable[[], float] | None = None) -> None:
+        super().__init__(backend, clock or getattr(lib, "clock", None) or time.monotonic)  # a simulated NVML brings its own
         self.lib = lib
-        self.backend = backend
-        self.clock = clock or getattr(lib, "clock", None) or time.monotonic  # a simulated NVML brings its own
-        self.reinits = 0                          # successful re-initialisations after the first open
-        self._failed_reads = 0
-        self._retry_at = 0.0
-        self._backoff = REOPEN_MIN_S
-        self.devices: list[GpuDevice] = []
-        self.status = GpuStatus("error", "not opened", backend=backend)
-        self.undiscovered: dict[int, str] = {}   # GPU index -> error kind of its last discovery try
         self._util_ts: dict[int, dict[int, int]] = {}  # gpu -> pid -> newest sample timestamp (µs)
         self._util_sum: dict[int, dict[int, float]] = {}  # gpu -> pid -> Σ smUtil not yet read
         self._residents: dict[int, int] = {}  # gpu -> processes seen at its last read
@@ -94,9 +87,7 @@ class GpuMeter:
             code = getattr(e, "value", None)
             state = {pynvml.NVML_ERROR_LIBRARY_NOT_FOUND: "no_library",
                      pynvml.NVML_ERROR_DRIVER_NOT_LOADED: "driver_not_loaded"}.get(code, "error")
-            self.status = GpuStatus(state, advice(e), backend=self.backend)
-            self._retry_at = self.clock() + self._backoff  # read() tries again after the backoff
-            return self.status
+            return self._failed_open(GpuStatus(state, advice(e), backend=self.backend))
         driver = _text(_try(lib.nvmlSystemGetDriverVersion) or "")
         self.devices = []
         for i in range(lib.nvmlDeviceGetCount()):
@@ -157,52 +148,19 @@ class GpuMeter:
         else:
             d.mig_activity = "gpm"
 
-    def read(self) -> list[GpuReading]:
-        """One reading per GPU. NVML that failed to open (no driver yet: the GPU operator installs
-        it after the DaemonSet starts) is tried again with a backoff; a session in which every
-        GPU fails REOPEN_AFTER_READS reads in a row (a driver reload: stale handles, DRIVER_NOT_LOADED,
-        UNINITIALIZED, UNKNOWN) is shut down and opened again, devices matched by UUID."""
-        if self.status.state != "ok":
-            if not self._reopen():
-                return []
-        if self.undiscovered:
-            self._retry_discovery()
-        readings = [self._read_one(d) for d in self.devices]
-        if readings and all(r.error for r in readings):
-            self._failed_reads += 1
-            if self._failed_reads >= REOPEN_AFTER_READS and self._reopen():
-                readings = [self._read_one(d) for d in self.devices]
-        else:
-            self._failed_reads, self._backoff = 0, REOPEN_MIN_S
-        return readings
-
-    def _reopen(self) -> bool:
-        """Shut NVML down and open it again (at most once per backoff); True when it is open."""
-        now = self.clock()
-        if now < self._retry_at:
-            return False
-        before = (self.status, self.devices, self.undiscovered)
-        if before[0].state == "ok":
-            log.warning("NVML: every GPU has failed %d reads in a row: re-initialising", self._failed_reads)
-            _try(self.lib.nvmlShutdown)
-        self.undiscovered = {}
+    def _open_again(self) -> GpuStatus:
         try:
-            status = self.open()
+            return self.open()
         except NVMLError as e:  # the device count or a handle failed mid-open
-            status = self.status = GpuStatus("error", advice(e), backend=self.backend)
-        if status.state != "ok":
-            self._retry_at, self._backoff = now + self._backoff, min(REOPEN_MAX_S, 2 * self._backoff)
-            log.debug("NVML still unavailable (%s); next try in %.0f s", status.detail, self._retry_at - now)
-            if before[0].state == "ok":  # keep the GPUs: each read goes on failing, counted, until it works
-                self.status, self.devices, self.undiscovered = before
-            return False
+            self.status = GpuStatus("error", advice(e), backend=self.backend)
+            return self.status
+
+    def _shutdown(self) -> None:
+        _try(self.lib.nvmlShutdown)
+
+    def _new_session(self) -> None:
         self._util_ts, self._util_sum, self._residents = {}, {}, {}
         self._gpm, self._gpm_free = {}, []  # samples of the old session are gone with it
-        self.reinits += 1
-        self._failed_reads, self._backoff, self._retry_at = 0, REOPEN_MIN_S, 0.0
-        log.warning("NVML opened again: %s (where the driver reloaded, its energy counters restarted: "
-                    "the gap is bridged, see wattprint_gpu_energy_resets_total)", status.detail)
-        return True
 
     def _retry_discovery(self) -> None:
         """A GPU that failed at start-up is tried again each sample; counted from its first good read."""
@@ -452,20 +410,13 @@ def _text(v: Any) -> str:
 
 # --- registry entry ---------------------------------------------------------------------------
 
-def opened(meter: GpuMeter, cfg: "Config", name: str) -> GpuMeter:
-    """Open ``meter``; a backend asked for by name must work (MeterError), auto may fail."""
-    status = meter.open()
-    if cfg.gpu.backend == name and status.state != "ok":
-        raise MeterError(f"gpu.backend={name}: NVML unavailable: {status.detail}")
-    return meter
+NO_LIBRARY_ADVICE = ("GPU: install the NVIDIA driver, or run the container with the NVIDIA runtime. "
+                     "Without it Wattprint measures CPU only.")
 
 
-def usable(meter: GpuMeter) -> bool:
-    return meter.status.state == "ok"
-
-
-def describe(meter: GpuMeter | None, name: str, error: str = "") -> Probe:
-    """What ``check`` shows of an NVML-API backend: its state and, per GPU, one read."""
+def describe(meter: Any, name: str, error: str = "", no_library_advice: str = NO_LIBRARY_ADVICE) -> Probe:
+    """What ``check`` shows of a GPU backend (NVML's, or another vendor's with the same protocol):
+    its state and, per GPU, one read."""
     if meter is None:
         return Probe(name, "gpu", False, f"GPU ({name}): error — {error}",
                      info={"backend": name, "state": "error", "detail": error, "driver": "", "gpus": []},
@@ -477,17 +428,18 @@ def describe(meter: GpuMeter | None, name: str, error: str = "") -> Probe:
         gpus.append({"index": d.index, "uuid": d.uuid, "name": d.name, "energy_method": d.energy_method,
                      "mig_mode": d.mig_mode, "power_w": (r.power_mw or 0) / 1000,
                      "memory_total_bytes": d.memory_total, "processes": len(r.processes),
-                     "error": r.error})
+                     "error": r.error, "degraded": dict(r.field_errors), "pci_bus_id": d.pci_bus_id})
         err = f"  ERROR {r.error}" if r.error else ""
+        err += "".join(f"  DEGRADED {f}: {k}" for f, k in r.field_errors.items())
+        pci = f", PCI {d.pci_bus_id}" if d.pci_bus_id else ""
         lines.append(f"GPU {d.index} {d.name} {d.uuid}: energy via {d.energy_method}, "
-                     f"MIG {d.mig_mode}, {(r.power_mw or 0) / 1000:.1f} W, {len(r.processes)} process(es){err}")
+                     f"MIG {d.mig_mode}{pci}, {(r.power_mw or 0) / 1000:.1f} W, {len(r.processes)} process(es){err}")
         if d.mig_mode == "enabled":
             gpus[-1]["mig"] = _describe_mig(d, r, lines)
     meter.close()
     advice_ = []
     if st.state == "no_library":
-        advice_.append("GPU: install the NVIDIA driver, or run the container with the NVIDIA runtime. "
-                       "Without it Wattprint measures CPU only.")
+        advice_.append(no_library_advice)
     elif st.state in ("driver_not_loaded", "error"):
         advice_.append(f"GPU: {st.detail}")
     headline = f"GPU ({st.backend}): {st.state} — {st.detail}" + (f", driver {st.driver}" if st.driver else "")

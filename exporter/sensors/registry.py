@@ -19,7 +19,9 @@ if TYPE_CHECKING:
 # name -> module, in the order `auto` tries them
 GPU_BACKENDS: dict[str, str] = {
     "nvml": "exporter.sensors.nvml",
+    "amdsmi": "exporter.sensors.amdgpu",
     "simulated": "exporter.sensors.simnvml",   # a test double: never chosen by auto
+    "simulated-amd": "exporter.sensors.simamdsmi",   # a test double of amdsmi: never chosen by auto
 }
 CPU_METERS: dict[str, str] = {
     "rapl": "exporter.sensors.rapl",

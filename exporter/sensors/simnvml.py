@@ -185,6 +185,9 @@ class _Gpu:
         return total
 
 
+SimulatedGpu, SessionHandle = _Gpu, _Handle  # for another vendor's simulated library
+
+
 def _num(d: dict, key: str, default: Any, where: str) -> float:
     v = d.get(key, default)
     if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
@@ -208,12 +211,18 @@ def _error_code(name: str, where: str) -> int:
     return code
 
 
-def parse_scenario(data: dict) -> tuple[str, str, list[_Gpu]]:
+LIBRARIES = ("present", "missing", "driver_not_loaded")
+
+
+def parse_scenario(data: dict, error_code: Callable[[str, str], int] = _error_code,
+                   calls: dict[str, str] = _CALLS, libraries: tuple[str, ...] = LIBRARIES) -> tuple[str, str, list[_Gpu]]:
+    """The scenario's library state, driver version and GPUs. Another vendor's simulated library
+    (:mod:`exporter.sensors.simamdsmi`) passes its own error names, calls and library states."""
     if not isinstance(data, dict):
         raise ScenarioError("scenario: top level must be a mapping")
     library = str(data.get("library", "present"))
-    if library not in ("present", "missing", "driver_not_loaded"):
-        raise ScenarioError(f"library: {library!r} is not one of present, missing, driver_not_loaded")
+    if library not in libraries:
+        raise ScenarioError(f"library: {library!r} is not one of {', '.join(libraries)}")
     gpus = []
     for i, g in enumerate(data.get("gpus") or []):
         where = f"gpus[{i}]"
@@ -229,9 +238,9 @@ def parse_scenario(data: dict) -> tuple[str, str, list[_Gpu]]:
         faults = []
         for j, f in enumerate(g.get("faults") or []):
             call = f.get("call", "all")
-            if call != "all" and call not in _CALLS:
-                raise ScenarioError(f"{where}.faults[{j}].call: {call!r} not in {sorted(_CALLS)} or 'all'")
-            faults.append(_Fault(call, _error_code(f.get("error", "UNKNOWN"), f"{where}.faults[{j}]"),
+            if call != "all" and call not in calls:
+                raise ScenarioError(f"{where}.faults[{j}].call: {call!r} not in {sorted(calls)} or 'all'")
+            faults.append(_Fault(call, error_code(f.get("error", "UNKNOWN"), f"{where}.faults[{j}]"),
                                  _num(f, "after_s", 0, f"{where}.faults[{j}]"),
                                  _num(f, "for_s", float("inf"), f"{where}.faults[{j}]")))
         idle, mx = _num(g, "idle_w", 60, where), _num(g, "max_w", 700, where)
@@ -266,15 +275,25 @@ def _traffic(spec: Any, where: str) -> Any:
         raise ScenarioError(str(e)) from None
 
 
-def parse_reloads(data: dict) -> list[_Reload]:
+def parse_reloads(data: dict, error_code: Callable[[str, str], int] = _error_code,
+                  stale_default: str = "UNINITIALIZED") -> list[_Reload]:
     out = []
     for j, r in enumerate(data.get("driver_reloads") or []):
         where = f"driver_reloads[{j}]"
         if not isinstance(r, dict):
             raise ScenarioError(f"{where}: expected a mapping with at_s, down_s, stale_error")
         out.append(_Reload(_num(r, "at_s", None, where), _num(r, "down_s", 0, where),
-                           _error_code(r.get("stale_error", "UNINITIALIZED"), where)))
+                           error_code(r.get("stale_error", stale_default), where)))
     return sorted(out, key=lambda r: r.at_s)
+
+
+def read_scenario(path: str) -> Any:
+    """The parsed YAML of ``--gpu.simulation-file``; ScenarioError naming the file."""
+    try:
+        with open(path) as fh:
+            return yaml.safe_load(fh)
+    except OSError as e:
+        raise ScenarioError(f"--gpu.simulation-file {path!r}: cannot read: {e.strerror}") from None
 
 
 @dataclass
@@ -303,8 +322,9 @@ class _UtilSample:  # shape of c_nvmlProcessUtilizationSample_t
 
 
 @dataclass
-class SimulatedNVML(MigCalls):
-    """Duck-typed stand-in for the ``pynvml`` module."""
+class SimulatedLibrary:
+    """What every simulated vendor library holds: the scenario's GPUs, library state, driver
+    reloads and the time of its first init (``load`` fills them from the YAML)."""
 
     scenario_path: str
     clock: Callable[[], float] = time.monotonic
@@ -314,31 +334,44 @@ class SimulatedNVML(MigCalls):
     _driver: str = field(default="", init=False)
     _reloads: list[_Reload] = field(default_factory=list, init=False)
     _session_s: float = field(default=0.0, init=False)
+
+    @classmethod
+    def from_file(cls, path: str, clock: Callable[[], float] = time.monotonic) -> Any:
+        sim = cls(path, clock)
+        sim.load(read_scenario(path))
+        return sim
+
+    def load(self, data: dict) -> None:
+        raise NotImplementedError
+
+    def start_timebase(self, data: dict) -> None:
+        """After a scenario is parsed: every reload restarts every counter, and ``start_unix``
+        makes time zero a Unix time shared by several processes (the daemon and a validation script)."""
+        for gpu in self._gpus:
+            gpu.resets = sorted(gpu.resets + [r.end_s for r in self._reloads])
+        if data.get("start_unix") is not None:
+            self.clock, self._t0 = time.time, float(data["start_unix"])
+
+    def true_energy_j(self, index: int, t0: float, t1: float) -> float:
+        """Ground truth for tests: the energy GPU ``index`` used between two elapsed times."""
+        return self._gpus[index].energy_j(t0, t1)
+
+
+@dataclass
+class SimulatedNVML(SimulatedLibrary, MigCalls):
+    """Duck-typed stand-in for the ``pynvml`` module."""
+
     gpm_buffers: dict[int, Any] = field(default_factory=dict, init=False)   # nvmlGpmSampleAlloc'd
     gpm_samples: dict[int, tuple[Any, int, float]] = field(default_factory=dict, init=False)
 
     # constants and errors the meter uses, re-exported from pynvml
     NVMLError = NVMLError
 
-    @classmethod
-    def from_file(cls, path: str, clock: Callable[[], float] = time.monotonic) -> "SimulatedNVML":
-        sim = cls(path, clock)
-        try:
-            with open(path) as fh:
-                data = yaml.safe_load(fh)
-        except OSError as e:
-            raise ScenarioError(f"--gpu.simulation-file {path!r}: cannot read: {e.strerror}") from None
-        sim.load(data)
-        return sim
-
     def load(self, data: dict) -> None:
         """Take a parsed scenario (the YAML's mapping)."""
         self._library, self._driver, self._gpus = parse_scenario(data)
         self._reloads = parse_reloads(data)
-        for gpu in self._gpus:  # a reload restarts every counter
-            gpu.resets = sorted(gpu.resets + [r.end_s for r in self._reloads])
-        if data.get("start_unix") is not None:  # a timebase shared by several processes
-            self.clock, self._t0 = time.time, float(data["start_unix"])
+        self.start_timebase(data)
 
     # --- helpers ---------------------------------------------------------------------------
     def elapsed(self) -> float:
@@ -361,10 +394,6 @@ class SimulatedNVML(MigCalls):
             if f.active(t) and (f.call == "all" or _CALLS[f.call] == call):
                 raise NVMLError(f.code)
         return gpu, t
-
-    def true_energy_j(self, index: int, t0: float, t1: float) -> float:
-        """Ground truth for tests: the energy GPU ``index`` used between two elapsed times."""
-        return self._gpus[index].energy_j(t0, t1)
 
     # --- the pynvml surface ----------------------------------------------------------------
     def nvmlInit(self) -> None:
@@ -482,28 +511,39 @@ def _proc_infos(gpu: _Gpu, handle: Any, t: float) -> list[_ProcInfo]:
 
 # --- registry entry ---------------------------------------------------------------------------
 
-def _open(cfg: Any) -> Any:
+def load_simulation(cfg: Any, name: str, cls: type) -> Any:
+    """The simulated library of ``--gpu.simulation-file`` (MeterError when missing or bad)."""
     from .base import MeterError
-    from .nvml import GpuMeter, opened
 
     if not cfg.gpu.simulation_file:
-        raise MeterError("gpu.backend=simulated needs --gpu.simulation-file (a scenario YAML)")
+        raise MeterError(f"gpu.backend={name} needs --gpu.simulation-file (a scenario YAML)")
     try:
-        lib = SimulatedNVML.from_file(cfg.gpu.simulation_file)
+        return cls.from_file(cfg.gpu.simulation_file)
     except ScenarioError as e:
         raise MeterError(f"--gpu.simulation-file {cfg.gpu.simulation_file!r}: {e}") from None
-    return opened(GpuMeter(lib, backend="simulated"), cfg, "simulated")
+
+
+def not_selected(name: str) -> Any:
+    """What ``check`` says of a simulated backend nobody asked for."""
+    from .base import Probe
+
+    return Probe(name, "gpu", False, f"GPU ({name}): not selected — a test double, used only "
+                 f"with --gpu.backend={name} and --gpu.simulation-file",
+                 info={"backend": name, "state": "disabled", "detail": "not selected", "driver": "", "gpus": []})
+
+
+def _open(cfg: Any) -> Any:
+    from .nvml import GpuMeter, opened
+
+    return opened(GpuMeter(load_simulation(cfg, "simulated", SimulatedNVML), backend="simulated"), cfg, "simulated")
 
 
 def _probe(cfg: Any) -> Any:
-    from .base import MeterError, Probe
+    from .base import MeterError
     from .nvml import describe
 
     if cfg.gpu.backend != "simulated":
-        return Probe("simulated", "gpu", False, "GPU (simulated): not selected — a test double, used only "
-                     "with --gpu.backend=simulated and --gpu.simulation-file",
-                     info={"backend": "simulated", "state": "disabled", "detail": "not selected",
-                           "driver": "", "gpus": []})
+        return not_selected("simulated")
     try:
         meter = _open(cfg)
     except MeterError as e:
