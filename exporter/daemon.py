@@ -306,7 +306,9 @@ async def start_http(app: Any, address: str, security: Any, cap: Any) -> tuple[A
         listener = await listen(runner, host, port, security.ssl if security is not None else None, cap)
     except OSError as e:
         await runner.cleanup()
-        raise SystemExit(f"cannot listen on {address}: {e.strerror}") from None
+        log.error("cannot listen on %s: %s", address, e.strerror or e,
+                  extra={"fields": {"address": address, "err": e.strerror or str(e)}})
+        raise SystemExit(1) from None
     return runner, listener
 
 
@@ -351,6 +353,6 @@ def log_meters(sampler: Any) -> None:
         log.info("no GPU metering: %s", gpu.detail)
     elif gpu is not None:
         log.info("GPU metering via %s: %s, driver %s", gpu.backend, gpu.detail, gpu.driver)
-        if gpu.backend == "simulated":
-            log.warning("SIMULATED GPUs in use (--gpu.backend=simulated): numbers are a test double")
+        if gpu.backend.startswith("simulated"):
+            log.warning("SIMULATED GPUs in use (--gpu.backend=%s): numbers are a test double", gpu.backend)
     log.info("CPU energy via %s", sampler.cpu_method)

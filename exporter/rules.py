@@ -34,6 +34,10 @@ TEMPLATE = Path(__file__).resolve().parent / "rules.template.yaml"
 RUNBOOK = "https://github.com/wattprint/wattprint/blob/main/docs/runbook.md"  # the project's own docs
 DEFAULT_CLUSTER_LABEL = "cluster"
 DEFAULT_JOB_SELECTOR = 'job=~".*wattprint.*"'
+# Labels the rules make that no exported metric has: the GPU model and region a model's series
+# were measured under (group wattprint.model: gpu_model from wattprint_gpu_info{name}, region
+# from wattprint_carbon_info{region}, joined per node).
+DERIVED_LABELS = ("gpu_model", "region")
 # the alerts' numeric thresholds (template tokens __T:name__) and their defaults
 THRESHOLDS: dict[str, float] = {
     "budget_min_requests_per_second": 0.05,   # WattprintEndpointOverCarbonBudget's traffic floor
@@ -68,16 +72,19 @@ def generate(cluster_label: str = DEFAULT_CLUSTER_LABEL, job_selector: str = DEF
                 raise ValueError(f"threshold {name}={v!r}: must be a number >= 0")
         thresholds = {**THRESHOLDS, **thresholds}
     if cluster_label and (not _LABEL.fullmatch(cluster_label) or cluster_label.startswith("__")
-                          or cluster_label in ("namespace", "endpoint", "model")):
+                          or cluster_label in ("namespace", "endpoint", "model", "instance", *DERIVED_LABELS)):
         raise ValueError(f"cluster label {cluster_label!r}: must be a Prometheus label name "
-                         "([a-zA-Z_][a-zA-Z0-9_]*), not namespace/endpoint/model, or empty for none")
+                         "([a-zA-Z_][a-zA-Z0-9_]*), not namespace/endpoint/model/instance/gpu_model/region, or empty for none")
     if not _MATCHERS.fullmatch(job_selector):
         raise ValueError(f"job selector {job_selector!r}: must be label matchers, e.g. job=~\".*wattprint.*\" "
                          'or job="wattprint", namespace="monitoring"')
     if not runbook_url.startswith(("https://", "http://")) or "#" in runbook_url:
         raise ValueError(f"runbook URL {runbook_url!r}: must be an absolute http(s) URL of the runbook page, "
                          "without a #fragment")
-    by = ", ".join(([cluster_label] if cluster_label else []) + ["namespace", "endpoint", "model"])
+    cluster = [cluster_label] if cluster_label else []
+    by = ", ".join(cluster + ["namespace", "endpoint", "model"])
+    node = ", ".join(cluster + ["instance"])
+    place = ", ".join(cluster + ["model", *DERIVED_LABELS])
     selq = ", ".join(f"{lab}=%q" for lab in by.split(", "))
     selv = " ".join(f"$labels.{lab}" for lab in by.split(", "))
     text = TEMPLATE.read_text(encoding="utf-8")
@@ -91,7 +98,8 @@ def generate(cluster_label: str = DEFAULT_CLUSTER_LABEL, job_selector: str = DEF
               "# templates (a Helm chart must embed this file with .Files.Get, never through `tpl`).\n#\n")
     notes = head[head.index("# Naming"):]  # the template's notes on the rules themselves
     out = header + notes + sep + body
-    for token, value in (("__SELQ__", selq), ("__SELV__", selv), ("__BY__", by), ("__JOB__", job_selector.strip()),
+    for token, value in (("__SELQ__", selq), ("__SELV__", selv), ("__BY__", by), ("__NODE__", node),
+                         ("__PLACE__", place), ("__JOB__", job_selector.strip()),
                          ("__RUNBOOK__", runbook_url)):
         out = out.replace(token, value)
     if thresholds is not None:

@@ -121,6 +121,12 @@ VALUE_SETS: dict[str, dict] = {
         "podAnnotations": {"example.com/team": "ml-platform"},
         "image": {"repository": "registry.example.com/wattprint", "tag": "0.1.0-rc1"},
     },
+    "amd": {  # AMD Instinct nodes: no NVIDIA runtime, the AMD GPU Operator's node label
+        "amd": {"enabled": True, "supplementalGroups": [44, 110]},
+        "runtimeClassName": "",
+        "nodeSelector": {"nvidia.com/gpu.present": None, "feature.node.kubernetes.io/amd-gpu": "true"},
+        "config": {"gpu": {"backend": "amdsmi"}},
+    },
     "intensity": {
         "intensity": {"enabled": True, "zone": "DE", "nodePollInterval": 30},
         "serviceMonitor": {"enabled": True},
@@ -668,6 +674,29 @@ def test_custom_placement_and_provider_secrets(docs):
     named = {val for p in cfg["carbon"]["providers"] for k, val in p.items() if k.endswith("_env")}
     assert named and named <= set(env)
     assert one(objs, "DaemonSet")["spec"]["template"]["metadata"]["annotations"]["example.com/team"] == "ml-platform"
+
+
+def test_amd_nodes(docs):
+    """amd.enabled: the amd.com/gpu taint tolerated (after the defaults), /dev/kfd and /dev/dri
+    mounted from the host, the render/video groups added; no amd.com/gpu requested, not privileged."""
+    objs = docs["amd"]
+    spec, c = pod_spec(objs), container(objs)
+    assert spec["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+                                   {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"},
+                                   {"key": "amd.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert spec["nodeSelector"] == {"feature.node.kubernetes.io/amd-gpu": "true"} and "runtimeClassName" not in spec
+    assert spec["securityContext"]["supplementalGroups"] == [44, 110]
+    vols = {v["name"]: v for v in spec["volumes"]}
+    assert vols["dev-kfd"]["hostPath"] == {"path": "/dev/kfd", "type": "CharDevice"}
+    assert vols["dev-dri"]["hostPath"] == {"path": "/dev/dri", "type": "Directory"}
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert mounts["dev-kfd"] == "/dev/kfd" and mounts["dev-dri"] == "/dev/dri"
+    assert c["securityContext"]["privileged"] is False and "amd.com/gpu" not in json.dumps(c.get("resources", {}))
+    assert yaml.safe_load(one(objs, "ConfigMap")["data"]["config.yaml"])["gpu"]["backend"] == "amdsmi"
+    # the defaults mount no device and add no group
+    default = pod_spec(docs["defaults"])
+    assert not {"dev-kfd", "dev-dri"} & {v["name"] for v in default["volumes"]}
+    assert "supplementalGroups" not in default["securityContext"]
 
 
 def test_intensity_service_and_nodes_pointing_at_it(docs):

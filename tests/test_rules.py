@@ -220,7 +220,7 @@ def test_label_names_exist(name: str, expr: str):
         else:
             allowed = CATALOGUE_LABELS | TARGET_LABELS
         assert keys <= allowed, f"{name}: {metric}{{{keys - allowed}}} is not a catalogue label"
-    unknown = rules.grouping_labels(expr) - CATALOGUE_LABELS - TARGET_LABELS
+    unknown = rules.grouping_labels(expr) - CATALOGUE_LABELS - TARGET_LABELS - set(rules.DERIVED_LABELS)
     assert not unknown, f"{name}: grouping by unknown labels {unknown}"
 
 
@@ -233,12 +233,15 @@ def test_runbook_queries_use_known_names():
 
 def test_recording_rule_names_and_guards():
     for r in RECORDS:
-        assert re.fullmatch(r"wattprint:endpoint_[a-z0-9_]+:(5m|1h|increase1h)", r["record"]), r["record"]
+        if r["record"] == "wattprint:node_placement:info":  # no window: each node's GPU model and region now
+            assert not re.search(r"\[\w+\]", r["expr"]) and not rules.metric_names(r["expr"]) & RECORD_NAMES
+            continue
+        assert re.fullmatch(r"wattprint:(endpoint|model)_[a-z0-9_]+:(5m|1h|increase1h)", r["record"]), r["record"]
         window = r["record"].rsplit(":", 1)[1].removeprefix("increase")
         # a rule's window matches the ranges it reads and the rules it builds on
         for rng in re.findall(r"\[(\w+)\]", r["expr"]):
             assert rng == window, r["record"]
-        for dep in rules.metric_names(r["expr"]) & RECORD_NAMES:
+        for dep in rules.metric_names(r["expr"]) & RECORD_NAMES - {"wattprint:node_placement:info"}:
             assert dep.endswith(":" + window) and not r["record"].endswith("increase1h"), (r["record"], dep)
         # ratios never divide by zero: the denominator is filtered with `> 0`
         if re.search(r"\s/\s", r["expr"]):
@@ -358,3 +361,20 @@ def test_thresholds_are_parameters():
     bad = subprocess.run([sys.executable, "-m", "exporter", "rules", "--rules.threshold=gpu_idle_share"],
                          capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert bad.returncode == 2 and "NAME=NUMBER" in bad.stderr
+
+
+def test_model_rules_keep_only_the_placement_labels():
+    """wattprint:model_* series are one per (cluster, model, gpu_model, region): each groups by
+    exactly those and joins each node's placement on (cluster, instance), so no endpoint,
+    instance or GPU label can multiply them."""
+    place = {rules.DEFAULT_CLUSTER_LABEL, "model", *rules.DERIVED_LABELS}
+    model_rules = [r for r in RECORDS if r["record"].startswith("wattprint:model_")]
+    assert len(model_rules) == 16
+    for r in model_rules:
+        for kind, labels in re.findall(r"\b(by|on|group_left)\s*\(([^)]*)\)", r["expr"]):
+            got = {x.strip() for x in labels.split(",")}
+            want = {"by": place, "on": {rules.DEFAULT_CLUSTER_LABEL, "instance"}, "group_left": set(rules.DERIVED_LABELS)}
+            assert got == want[kind], (r["record"], kind, got)
+    info = next(r for r in RECORDS if r["record"] == "wattprint:node_placement:info")
+    assert set(re.findall(r"\bby\s*\(([^)]*)\)", info["expr"])) <= {
+        "cluster, instance", "cluster, instance, gpu_model", "cluster, instance, name", "cluster, instance, region"}
