@@ -67,9 +67,13 @@ METRICS: tuple[Metric, ...] = (
     _m("grid_intensity_grams_per_kwh", "gauge", "region zone provider signal", "grams_per_kwh",
        "Grid carbon intensity in use (gCO2e/kWh); signal=average feeds the totals, "
        "signal=marginal is advice only."),
-    _m("endpoint_budget_grams_per_request", "gauge", ENDPOINT_LABELS, "grams",
-       "Emissions budget per request from configuration (one alert rule compares every endpoint "
-       "with its own budget)."),
+    _m("endpoint_budget_grams_per_request", "gauge", ENDPOINT_LABELS + " owner", "grams",
+       "Emissions budget per request, from configuration or the endpoint's pod annotation "
+       "wattprint.io/budget-grams-per-request (owner: wattprint.io/owner); one alert rule compares "
+       "every endpoint with its own budget and carries the owner."),
+    _m("budget_annotations_invalid", "gauge", "", "",
+       "Pods on this node whose wattprint.io/budget-grams-per-request annotation is not a number of "
+       "grams in (0, 1e6) (ignored; the pod is named in the log)."),
     _m("engine_scrape_up", "gauge", ENDPOINT_LABELS + " engine", "",
        "1 when the inference server's /metrics was read and parsed at the last attempt."),
     _m("engine_scrape_errors_total", "counter", "namespace endpoint engine kind", "",

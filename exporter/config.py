@@ -330,16 +330,18 @@ class EnginesConfig(_Section):
         "model, namespace}] for servers the exporter cannot discover.")
     budgets: list[dict[str, Any]] = Field(
         default_factory=list, description="Emissions budgets (file only): [{endpoint, model, namespace, "
-        "grams_per_request}] exposed as wattprint_endpoint_budget_grams_per_request.")
+        "grams_per_request, owner}] exposed as wattprint_endpoint_budget_grams_per_request. In a cluster "
+        "a pod annotation wattprint.io/budget-grams-per-request (with wattprint.io/owner) sets its "
+        "endpoint's budget instead, read live from the pod watch.")
 
     @field_validator("budgets")
     @classmethod
     def _budgets(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for i, b in enumerate(v):
-            unknown = set(b) - {"endpoint", "model", "namespace", "grams_per_request"}
+            unknown = set(b) - {"endpoint", "model", "namespace", "grams_per_request", "owner"}
             if unknown or "endpoint" not in b or "grams_per_request" not in b:
                 raise ValueError(f"budgets[{i}]: need endpoint and grams_per_request (optional model, "
-                                 f"namespace); unknown keys: {sorted(unknown)}")
+                                 f"namespace, owner); unknown keys: {sorted(unknown)}")
             g = b["grams_per_request"]
             if not isinstance(g, (int, float)) or isinstance(g, bool) or not 0 < g < 1e6:
                 raise ValueError(f"budgets[{i}].grams_per_request={g!r}: a number of grams > 0")

@@ -97,15 +97,18 @@ def build_sampler(cfg: config.Config, carbon: Any = None, cluster: Any = None) -
     from .sensors.procfs import FULL_SCAN_S, ProcessTable
 
     rules = [Rule.parse(r, f"attribution.rules[{i}]") for i, r in enumerate(cfg.attribution.rules)]
-    return Sampler(gpu=open_gpu(cfg), cpu=open_cpu(cfg),
-                   procs=ProcessTable(cfg.path.procfs, max(1, round(FULL_SCAN_S / cfg.sample.interval)),
-                                      environ_keys=(cmdline.wants_environ, frozenset(cmdline.env_keys()))),
-                   resolver=Resolver(rules, pods=cluster),
-                   interval_s=cfg.sample.interval, idle_power_config=cfg.gpu.idle_power_watts,
-                   gpu_idle_policy=cfg.attribution.gpu_idle_policy,
-                   cpu_idle_policy=cfg.attribution.cpu_idle_policy, level=cfg.attribution.level,
-                   max_series=cfg.attribution.max_series, util_poll_s=cfg.gpu.util_poll_interval, carbon=carbon,
-                   gpu_owners=(lambda: cluster.gpu_owners) if cluster is not None else None)
+    sampler = Sampler(gpu=open_gpu(cfg), cpu=open_cpu(cfg),
+                      procs=ProcessTable(cfg.path.procfs, max(1, round(FULL_SCAN_S / cfg.sample.interval)),
+                                         environ_keys=(cmdline.wants_environ, frozenset(cmdline.env_keys()))),
+                      resolver=Resolver(rules, pods=cluster),
+                      interval_s=cfg.sample.interval, idle_power_config=cfg.gpu.idle_power_watts,
+                      gpu_idle_policy=cfg.attribution.gpu_idle_policy,
+                      cpu_idle_policy=cfg.attribution.cpu_idle_policy, level=cfg.attribution.level,
+                      max_series=cfg.attribution.max_series, util_poll_s=cfg.gpu.util_poll_interval, carbon=carbon,
+                      gpu_owners=(lambda: cluster.gpu_owners) if cluster is not None else None)
+    if cluster is not None:  # the endpoints' own budgets (pod annotations), read live
+        sampler.requests.pods = cluster.pods.pods
+    return sampler
 
 
 def apply_engine_lists(cfg: config.Config, sampler: Any) -> None:
@@ -116,8 +119,9 @@ def apply_engine_lists(cfg: config.Config, sampler: Any) -> None:
     e = cfg.engines
     sampler.targets.static = [Target(Workload(t.get("namespace", ""), t["endpoint"], t.get("model", "")),
                                      t["engine"], t["url"], t.get("model", "")) for t in e.targets]
-    sampler.requests.budgets = [((b.get("namespace", ""), b["endpoint"], b.get("model", "")),
-                                 float(b["grams_per_request"])) for b in e.budgets]
+    sampler.requests.budgets.configured = [
+        ((b.get("namespace", ""), b["endpoint"], b.get("model", ""), b.get("owner", "")), float(b["grams_per_request"]))
+        for b in e.budgets]
 
 
 # what SIGHUP puts in force; every other change is logged as needing a restart

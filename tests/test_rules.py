@@ -337,6 +337,32 @@ def test_the_rules_command_writes_the_file(tmp_path):
     assert bad.returncode == 2 and "label matchers" in bad.stderr
 
 
+def test_thresholds_are_parameters():
+    """Every __T:name__ token of the template is a THRESHOLDS name and every name is used; the
+    defaults give the file as it was written by hand; a tuned one lands in the expression and in
+    the description that states it; the command takes --rules.threshold."""
+    template = rules.TEMPLATE.read_text().partition("\ngroups:\n")[2]  # the rules, not the header notes
+    assert set(re.findall(r"__T:([a-z_]+)__", template)) == set(rules.THRESHOLDS)
+    assert "__T:" not in rules.generate() and "__T:" in rules.generate(thresholds=None)
+    text = rules.generate(thresholds={"idle_cost_ratio": 4, "gpu_idle_active_watts": 75.5})
+    alerts = {r["alert"]: r for r in rules.alerting_rules(yaml.safe_load(text))}
+    assert "> on (cluster, namespace, endpoint, model) 4 * " in alerts["WattprintReservationMostlyIdle"]["expr"]
+    assert "over 4 times" in alerts["WattprintReservationMostlyIdle"]["annotations"]["description"]
+    assert ">= 75.5" in alerts["WattprintGpuIdleWithEndpointResident"]["expr"]
+    assert "under 75.5 W" in alerts["WattprintGpuIdleWithEndpointResident"]["annotations"]["description"]
+    assert "--rules.threshold=idle_cost_ratio=4 --rules.threshold=gpu_idle_active_watts=75.5" in text
+    for bad, words in [({"idle_ratio": 4}, "not one of"), ({"idle_cost_ratio": -1}, "number >= 0"),
+                       ({"idle_cost_ratio": True}, "number >= 0")]:
+        with pytest.raises(ValueError, match=words):
+            rules.generate(thresholds=bad)
+    p = subprocess.run([sys.executable, "-m", "exporter", "rules", "--rules.threshold=gpu_idle_share=0.75"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert p.returncode == 0 and "> 0.75)" in p.stdout, p.stderr
+    bad = subprocess.run([sys.executable, "-m", "exporter", "rules", "--rules.threshold=gpu_idle_share"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert bad.returncode == 2 and "NAME=NUMBER" in bad.stderr
+
+
 def test_model_rules_keep_only_the_placement_labels():
     """wattprint:model_* series are one per (cluster, model, gpu_model, region): each groups by
     exactly those and joins each node's placement on (cluster, instance), so no endpoint,
