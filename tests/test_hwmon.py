@@ -120,6 +120,23 @@ def test_grace_socket_without_its_grace_sensor_uses_cpu_plus_sysio(tmp_path):
     assert used == [("0", "grace"), ("1", "cpu"), ("1", "sysio")]  # never module, never grace + its rails
 
 
+def test_grace_rails_under_a_driver_of_its_own_name_and_labels_in_any_case(tmp_path):
+    """A hwmon chip named ``grace*`` (a vendor or out-of-tree driver, attributes in ``hwmonN/``)
+    with ``powerN_input`` and ``powerN_label``: the same rails, the same overlap rules."""
+    hw = tmp_path / "sys" / "class" / "hwmon" / "hwmon0"
+    hw.mkdir(parents=True)
+    (hw / "name").write_text("grace_hwmon\n")
+    for i, (label, watts) in enumerate([("module power socket 0", 600), ("Grace Power Socket 0", 250),
+                                        ("CPU Power Socket 0", 180), ("SYSIO POWER SOCKET 0", 40)], 1):
+        (hw / f"power{i}_input").write_text(f"{watts * 1_000_000}\n")
+        (hw / f"power{i}_label").write_text(label + "\n")
+    sensors, problem = discover(str(tmp_path / "sys"))
+    assert problem == ""
+    assert sorted((s.domain, s.used_in_total) for s in sensors) == [
+        ("cpu", False), ("grace", True), ("module", False), ("sysio", False)]
+    assert {s.chip for s in sensors} == {"grace_hwmon"}
+
+
 def test_grace_power_is_integrated_and_one_failing_sensor_degrades_only_its_zone(tmp_path):
     files = grace_node(tmp_path / "sys")
     meter = HwmonMeter(str(tmp_path / "sys"))

@@ -60,17 +60,21 @@ class Known:
     domain: str
     in_total: str       # when the sensor counts in the node totals
     note: str
+    aliases: str = ""   # other chip names (a regular expression) that carry the same sensors
+
+
+_GRACE_CHIPS = r"grace\w*|nvidia_grace\w*"   # a vendor or out-of-tree driver's own chip name
 
 
 KNOWN: tuple[Known, ...] = (
     Known("NVIDIA Grace", "power_meter", r"Module Power Socket (?P<socket>\d+)", "module", "never",
-          "whole superchip module; on Grace Hopper also the GPU and HBM that NVML counts"),
+          "whole superchip module; on Grace Hopper also the GPU and HBM that NVML counts", _GRACE_CHIPS),
     Known("NVIDIA Grace", "power_meter", r"Grace Power Socket (?P<socket>\d+)", "grace", "yes",
-          "Grace socket: CPU rail + SOC rail + LPDDR5X memory"),
+          "Grace socket: CPU rail + SOC rail + LPDDR5X memory", _GRACE_CHIPS),
     Known("NVIDIA Grace", "power_meter", r"CPU Power Socket (?P<socket>\d+)", "cpu",
-          "when the socket has no Grace sensor", "CPU rail (cores), inside the Grace sensor"),
+          "when the socket has no Grace sensor", "CPU rail (cores), inside the Grace sensor", _GRACE_CHIPS),
     Known("NVIDIA Grace", "power_meter", r"SysIO Power Socket (?P<socket>\d+)", "sysio",
-          "when the socket has no Grace sensor", "SOC rail (fabric, I/O), inside the Grace sensor"),
+          "when the socket has no Grace sensor", "SOC rail (fabric, I/O), inside the Grace sensor", _GRACE_CHIPS),
     Known("AMD (amd_energy)", "amd_energy", r"Esocket(?P<socket>\d+)", "package", "yes",
           "socket energy counter"),
     Known("AMD (amd_energy)", "amd_energy", r"Ecore(?P<core>\d+)", "core",
@@ -89,7 +93,8 @@ def markdown_table() -> str:
     for k in KNOWN:
         label = k.label.replace("(?P<socket>\\d+)", "N").replace("(?P<core>\\d+)", "NNN")
         label = "any other" if label == ".*" else f"`{label}`"
-        rows.append(f"| {k.platform} | `{k.chip}` | {label} | {k.domain} | {k.in_total} | {k.note} |")
+        chip = f"`{k.chip}`" + (" (or a chip named `grace*`)" if k.aliases else "")
+        rows.append(f"| {k.platform} | {chip} | {label} | {k.domain} | {k.in_total} | {k.note} |")
     return "\n".join(rows) + "\n"
 
 
@@ -149,9 +154,9 @@ _CHANNEL = re.compile(r"^(?P<type>energy|power)(?P<n>\d+)_(?P<item>input|average
 def _classify(chip: str, label: str, measures: frozenset[str]) -> tuple[str, str] | None:
     """(domain, socket) from the table of known sensors; None for a sensor it does not know."""
     for k in KNOWN:
-        if k.chip != chip:
+        if k.chip != chip and not (k.aliases and re.fullmatch(k.aliases, chip)):
             continue
-        m = re.fullmatch(k.label, label)
+        m = re.fullmatch(k.label, label.strip(), re.IGNORECASE)
         if not m:
             continue
         if k.domain == "platform":
