@@ -161,6 +161,13 @@ def test_serve_in_the_image(docker, image):
                 time.sleep(0.3)
         ready_s = time.monotonic() - t0
         assert (status, body.strip()) == (200, "ok")
+        while True:  # /metrics answers 503 until the first sample is in (slow on a loaded machine)
+            try:
+                get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, docker("logs", cid).stderr
+                time.sleep(0.3)
         first = parse_metrics(get(f"http://127.0.0.1:{port}/metrics")[1])
         assert value(first, "wattprint_build_info", version=__import__("exporter").__version__) == 1
         [labels] = first["wattprint_build_info"]
