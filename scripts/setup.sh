@@ -13,6 +13,8 @@ if [ "${1:-}" = "test" ]; then
   command -v prometheus-node-exporter >/dev/null || apt_need+=(prometheus-node-exporter)
   command -v prometheus-alertmanager >/dev/null || apt_need+=(prometheus-alertmanager)
   command -v openssl >/dev/null || apt_need+=(openssl)
+  # a real headless browser for the landing page's test (tests/integration/test_demo.py)
+  command -v chromium >/dev/null || apt_need+=(chromium)
 fi
 if [ ${#apt_need[@]} -gt 0 ]; then
   echo "== installing Debian packages: ${apt_need[*]}"
