@@ -111,7 +111,7 @@ def _cached_table(app: web.Application, sampler: "Sampler") -> str:
 
 
 _STYLE = ("body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse}"
-          "th,td{padding:.3em .7em;border-bottom:1px solid #ddd;text-align:right}"
+          "th,td{padding:.3em .7em;border-bottom:1px solid #ddd;text-align:right;white-space:nowrap}"
           "th:nth-child(-n+2),td:nth-child(-n+2){text-align:left}th{background:#f3f3f3}"
           ".sim{background:#fff3cd;border:1px solid #e0c060;padding:.5em 1em;display:inline-block}")
 

@@ -248,13 +248,24 @@ class Demo:
             _wait(f"the {kind} server", lambda u=url: _http_ok(u), self.procs, 30)
             self.urls[kind] = url
 
+    def procfs(self) -> Path:
+        """A procfs holding the node's /proc/stat and only the demo's servers (links into /proc):
+        the simulated node is theirs alone, whatever else runs on this machine (a real vLLM, another
+        demo), as a GPU node runs only its own servers. Their CPU time still counts in the node's."""
+        root = self.dir / "proc"
+        root.mkdir()
+        (root / "stat").symlink_to("/proc/stat")
+        for c in self.procs.children:
+            (root / str(c.proc.pid)).symlink_to(f"/proc/{c.proc.pid}")
+        return root
+
     def start_exporter(self) -> None:
         port = self.opts.port or free_port()
         cfg = self.dir / "wattprint.yaml"
         cfg.write_text(yaml.safe_dump({"carbon": {"region": REGION, "counterfactual_regions": CANDIDATES}}))
         argv = [sys.executable, "-m", "exporter", "serve", f"--web.listen-address=127.0.0.1:{port}",
                 "--gpu.backend=simulated", f"--gpu.simulation-file={self.sim}", f"--sample.interval={SAMPLE_S:g}s",
-                "--engines.interval=1s", f"--config.file={cfg}"]
+                "--engines.interval=1s", f"--config.file={cfg}", f"--path.procfs={self.procfs()}"]
         self.procs.start("wattprint serve", argv, self.dir / "wattprint.log", env=self._env(), cwd=self.dir)
         base = f"http://127.0.0.1:{port}"
         _wait("wattprint serve", lambda: _http_ok(base + "/readyz"), self.procs, 60)
