@@ -45,7 +45,7 @@ CANDIDATES = ["gcp:europe-north1", "aws:eu-west-3", "country:POL"]
 # (kind, served model names, prefill J/token, decode J/token, seed): one server a GPU
 SERVERS = [
     ("vllm", ["SIMULATED/Qwen3-8B"], 0.010, 0.12, 19),
-    ("triton", ["simulated-llama2", "simulated-mistral7b"], 0.006, 0.20, 23),
+    ("triton", ["simulated-chat", "simulated-embed"], 0.006, 0.20, 23),
     ("sglang", ["SIMULATED/Llama-3.1-8B-Instruct"], 0.012, 0.10, 29),
 ]
 STOP_TIMEOUT_S = 5.0
@@ -274,7 +274,7 @@ class Demo:
 
     def start_prometheus(self) -> None:
         binary = shutil.which("prometheus")
-        if self.opts.prometheus is None and binary is None:
+        if self.opts.prometheus is False or (self.opts.prometheus is None and binary is None):
             return
         if binary is None:
             raise DemoError("--with-prometheus: no `prometheus` on PATH (Debian: apt-get install prometheus)")

@@ -167,7 +167,7 @@ def test_the_three_endpoints_have_energy_and_requests_on_the_same_label_sets(dem
         for k in with_requests:  # the same label set carries energy and CO2e: grams per request join
             assert energy.get(k, 0) > 0 and co2e.get(k, 0) > 0, (k, sorted(energy))
     triton_models = {k[2] for k in requests if k[1].startswith("triton-")}
-    assert triton_models == {"simulated-llama2", "simulated-mistral7b"}
+    assert triton_models == {"simulated-chat", "simulated-embed"}
     # SIMULATED, said by the series themselves
     info = m["wattprint_gpu_info"]
     assert len(info) == 4 and all(dict(k)["backend"] == "simulated" and "SIMULATED" in dict(k)["name"] for k in info)
@@ -198,3 +198,66 @@ def test_the_landing_page_in_a_headless_browser_has_the_endpoints_rows(demo):
     assert result.returncode == 0 and shot.exists(), result.stderr[-2000:]
     assert png_size(shot) == (1280, 900)
     assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
+
+
+class Running:
+    """`wattprint demo` without --duration, in its own session (as a shell's foreground job)."""
+
+    def __init__(self, tmp: Path) -> None:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        self.proc = subprocess.Popen([sys.executable, "-m", "exporter", "demo", "--without-prometheus"], cwd=tmp,
+                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     start_new_session=True)
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True)
+        self.reader.start()
+        self.started: dict[int, tuple[float, str]] = {}
+        try:
+            deadline = time.monotonic() + 60
+            while not any(line.startswith("sglang: ") for line in self.lines):  # every URL printed: all up
+                assert self.proc.poll() is None and time.monotonic() < deadline, "".join(self.lines)[-3000:]
+                time.sleep(0.2)
+            for c in psutil.Process(self.proc.pid).children(recursive=True):
+                self.started[c.pid] = (c.create_time(), " ".join(c.cmdline()))
+            assert len(self.started) == 4, self.started  # three servers and the exporter, no Prometheus
+        except BaseException:
+            os.killpg(self.proc.pid, signal.SIGTERM)  # the demo stops its own
+            self.wait()
+            raise
+
+    def wait(self, timeout: float = 30) -> int:
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.reader.join(10)
+
+    def left(self) -> list[str]:
+        out = []
+        for pid, (created, cmd) in self.started.items():
+            try:
+                p = psutil.Process(pid)
+                if p.create_time() == created and p.status() != psutil.STATUS_ZOMBIE:
+                    out.append(f"{pid} {cmd}")
+            except psutil.NoSuchProcess:
+                pass
+        return out
+
+
+def test_ctrl_c_stops_every_process(tmp_path):
+    demo = Running(tmp_path)
+    os.killpg(demo.proc.pid, signal.SIGINT)  # what Ctrl-C does: SIGINT to the foreground process group
+    assert demo.wait() == 0, "".join(demo.lines)[-3000:]
+    assert not demo.left()
+    assert "stopped all 4 processes it started" in "".join(demo.lines)
+
+
+def test_a_server_that_dies_stops_the_demo_and_everything_else(tmp_path):
+    demo = Running(tmp_path)
+    vllm = next(pid for pid, (_, cmd) in demo.started.items() if "bin/vllm serve" in cmd)
+    os.kill(vllm, signal.SIGKILL)
+    assert demo.wait() == 1, "".join(demo.lines)[-3000:]
+    out = "".join(demo.lines)
+    assert "vllm exited with status -9" in out and "stopped all 4 processes it started" in out, out[-3000:]
+    assert not demo.left()
