@@ -121,16 +121,16 @@ def cells(row: Row) -> tuple[str, ...]:
     """The row as text, in the order of HEADERS."""
     saving = row.saving_g
     if saving is None:
-        where = "-"
-    elif row.energy_j <= 0 or row.operational_g <= 0:
-        where = f"0 ({row.best_region})"
+        saves = "-"
+    elif row.operational_g <= 0:
+        saves = fmt_grams(saving)
     else:
-        where = f"{fmt_grams(saving)} ({saving / row.operational_g:.0%}, {row.best_region})"
+        saves = f"{fmt_grams(saving)} ({saving / row.operational_g:.0%})"
     return (row.endpoint, row.model or "-", "-" if row.power_w is None else f"{row.power_w:.0f} W",
             fmt_energy(row.energy_j), fmt_grams(row.co2e_g),
             "-" if row.requests is None else f"{row.requests:.0f}", fmt_grams(row.g_per_request),
-            "-" if row.idle_share is None else f"{row.idle_share:.0%}", where)
+            "-" if row.idle_share is None else f"{row.idle_share:.0%}", row.best_region or "-", saves)
 
 
 HEADERS = ("endpoint", "model", "power", "energy", "CO2e", "requests", "CO2e/request", "idle share",
-           "cleanest region saves")
+           "cleanest region", "it would save")

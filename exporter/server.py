@@ -110,9 +110,9 @@ def _cached_table(app: web.Application, sampler: "Sampler") -> str:
     return cache["html"]
 
 
-_STYLE = ("body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse}"
-          "th,td{padding:.3em .7em;border-bottom:1px solid #ddd;text-align:right;white-space:nowrap}"
-          "th:nth-child(-n+2),td:nth-child(-n+2){text-align:left}th{background:#f3f3f3}"
+_STYLE = ("body{font-family:system-ui,sans-serif;font-size:14px;margin:1.2em 1.5em;color:#222}table{border-collapse:collapse}"
+          "th,td{padding:.3em .45em;border-bottom:1px solid #ddd;text-align:right;white-space:nowrap}"
+          "th:nth-child(-n+2),td:nth-child(-n+2),th:nth-child(9),td:nth-child(9){text-align:left}th{background:#f3f3f3}"
           ".sim{background:#fff3cd;border:1px solid #e0c060;padding:.5em 1em;display:inline-block}")
 
 

@@ -22,8 +22,8 @@ if [ ${#apt_need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${apt_need[@]}"
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
-spec="."
-[ "${1:-}" = "test" ] && spec=".[test]"
+spec=".[demo]"  # demo: rich, for `wattprint demo`'s terminal view
+[ "${1:-}" = "test" ] && spec=".[test,demo]"
 echo "== installing wattprint${1:+[$1]} into .venv"
 .venv/bin/python -m pip install -q --disable-pip-version-check -e "$spec"
 if [ "${1:-}" = "test" ]; then

@@ -62,7 +62,7 @@ def test_carbon_and_the_cleanest_candidate_region(tmp_path):
     op = value(m, "wattprint_endpoint_co2e_grams_total", endpoint="vllm-8000", scope="operational")
     assert row.co2e_g == pytest.approx(value(m, "wattprint_endpoint_co2e_grams_total", endpoint="vllm-8000"))
     assert row.saving_g == pytest.approx(op * (1 - cleanest[1] / here), rel=1e-6)
-    assert f"{1 - cleanest[1] / here:.0%}" in endpoint_table.cells(row)[8] and cleanest[0] in endpoint_table.cells(row)[8]
+    assert endpoint_table.cells(row)[8] == cleanest[0] and f"({1 - cleanest[1] / here:.0%})" in endpoint_table.cells(row)[9]
 
 
 def test_every_label_value_is_escaped(tmp_path):

@@ -58,6 +58,12 @@ def add_cli(sub: Any) -> None:
         if not 0 <= args.port < 65536:
             print(f"wattprint demo: --port {args.port}: must be 0 (a free one) to 65535", file=sys.stderr)
             return 2
+        try:
+            import rich  # noqa: F401 - the terminal view's library, an optional dependency
+        except ImportError:
+            print("wattprint demo: needs the `rich` library: pip install 'wattprint[demo]' "
+                  "(scripts/setup.sh installs it)", file=sys.stderr)
+            return 2
         from . import run as demo_run
 
         return demo_run.main(demo_run.Options(gpus=args.gpus, duration_s=duration, prometheus=args.prometheus,

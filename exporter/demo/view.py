@@ -38,7 +38,7 @@ def table(rows: list[endpoint_table.Row], title: str, caption: str = "") -> Any:
 
     t = Table(title=title, caption=caption, title_justify="left", caption_justify="left", expand=False)
     for i, head in enumerate(endpoint_table.HEADERS):
-        t.add_column(head, justify="left" if i < 2 else "right", no_wrap=i < 2, overflow="fold")
+        t.add_column(head, justify="left" if i in (0, 1, 8) else "right", no_wrap=i < 2, overflow="fold")
     for row in rows:
         t.add_row(*endpoint_table.cells(row), style="dim" if row.endpoint in endpoint_table.CATCH_ALL else None)
     return t
