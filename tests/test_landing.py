@@ -122,3 +122,21 @@ def test_the_page_is_plain_html_without_external_assets_and_made_once_a_sample(t
         assert later != page
     finally:
         server.close()
+
+
+def test_the_demo_view_reads_back_the_same_rows_from_metrics_and_shows_markup_as_text(tmp_path):
+    """exporter/demo/view.py parses /metrics into the landing page's view: the same rows, and a
+    model name that is rich markup is printed as it is."""
+    console_mod = pytest.importorskip("rich.console", reason="rich is the optional extra wattprint[demo]")
+    from exporter.demo import view
+
+    markup = "[bold red]x[/][link=https://example.org]y[/link]" + HOSTILE
+    node = _node(tmp_path, model=markup)
+    node.step(ticks={4242: 50})
+    node.step(ticks={4242: 50})
+    landing = endpoint_table.rows(node.sampler.table_views[1][1])
+    demo = endpoint_table.rows(view.parse(node.sampler.metrics_text()))
+    assert demo == landing and any(r.model == markup for r in demo)
+    console = console_mod.Console(record=True, width=400, file=open(tmp_path / "out", "w"))
+    console.print(view.table(demo, "t"))
+    assert markup in console.export_text()

@@ -35,10 +35,13 @@ def scrape(url: str, timeout: float = 5.0) -> str:
 def table(rows: list[endpoint_table.Row], title: str, caption: str = "") -> Any:
     """A rich Table of the rows (catch-all endpoints dimmed)."""
     from rich.table import Table
+    from rich.text import Text
 
     t = Table(title=title, caption=caption, title_justify="left", caption_justify="left", expand=False)
     for i, head in enumerate(endpoint_table.HEADERS):
         t.add_column(head, justify="left" if i in (0, 1, 8) else "right", no_wrap=i < 2, overflow="fold")
     for row in rows:
-        t.add_row(*endpoint_table.cells(row), style="dim" if row.endpoint in endpoint_table.CATCH_ALL else None)
+        # Text, not markup: a model called "[link=…]" is shown as it is
+        t.add_row(*(Text(c) for c in endpoint_table.cells(row)),
+                  style="dim" if row.endpoint in endpoint_table.CATCH_ALL else None)
     return t

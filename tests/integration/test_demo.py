@@ -11,6 +11,7 @@ there (``docs/images/landing.png``, ``docs/images/demo-terminal.svg``)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -81,6 +82,7 @@ def png_size(path: Path) -> tuple[int, int]:
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
+    assert importlib.util.find_spec("rich"), "rich is not installed: scripts/setup.sh test installs wattprint[test,demo]"
     tmp = tmp_path_factory.mktemp("demo")
     svg = tmp / "demo-terminal.svg"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
