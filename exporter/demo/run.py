@@ -360,6 +360,9 @@ class Demo:
             for name in ("exporter", "metrics", "prometheus"):
                 if name in self.urls:
                     con.print(f"{name}: {self.urls[name]}", highlight=False, soft_wrap=True)
+            if "prometheus" in self.urls:
+                con.print("  with the rules (wattprint rules): try wattprint:endpoint_co2e_grams_per_request:5m, "
+                          "wattprint:endpoint_idle_share:5m", highlight=False, soft_wrap=True)
             for kind, *_ in SERVERS:
                 con.print(f"{kind}: {self.urls[kind]}", highlight=False, soft_wrap=True)
             self.loop()
@@ -382,6 +385,9 @@ class Demo:
             else:
                 con.print(f"stopped all {len(self.procs.children)} processes it started "
                           f"({', '.join(c.name for c in self.procs.children)})")
+            if status:
+                con.print(f"logs kept in {self.dir}", highlight=False, soft_wrap=True)
+            else:
                 shutil.rmtree(self.dir, ignore_errors=True)
         return status
 

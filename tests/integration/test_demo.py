@@ -269,3 +269,6 @@ def test_a_server_that_dies_stops_the_demo_and_everything_else(tmp_path):
     out = "".join(demo.lines)
     assert "vllm exited with status -9" in out and "stopped all 4 processes it started" in out, out[-3000:]
     assert not demo.left()
+    kept = Path(re.search(r"logs kept in (\S+)", out).group(1))  # for the one who has to find out why
+    assert (kept / "vllm.log").exists() and (kept / "wattprint.log").exists()
+    shutil.rmtree(kept)
