@@ -394,8 +394,9 @@ class Demo:
     def _svg(self, frame: Any) -> None:
         from rich.console import Console
 
-        rec = Console(record=True, width=160, file=open(os.devnull, "w"), force_terminal=True)
-        rec.print(frame)
+        with open(os.devnull, "w") as sink:
+            rec = Console(record=True, width=160, file=sink, force_terminal=True)
+            rec.print(frame)
         rec.save_svg(self.opts.svg, title="wattprint demo")
 
 
