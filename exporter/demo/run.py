@@ -350,7 +350,7 @@ class Demo:
         con = self.console
         con.print(f"[bold yellow]SIMULATED[/] GPUs: {self.opts.gpus} × {GPU_NAME} (--gpu.backend=simulated): "
                   "every number below comes from a test double, not from hardware. Working directory "
-                  f"{self.dir}")
+                  f"{self.dir}", soft_wrap=True)
         self.last_frame: Any = None
         status = 0
         try:

@@ -153,6 +153,8 @@ def test_the_demo_ends_and_every_process_it_started_is_gone(demo):
         except psutil.NoSuchProcess:
             pass
     assert not left, (left, demo["stdout"][-2000:])
+    workdir = Path(re.search(r"Working directory (\S+)", demo["stdout"]).group(1))
+    assert workdir.name.startswith("wattprint-demo-") and not workdir.exists()  # nothing left behind
     assert re.search(r"stopped all 5 processes it started", demo["stdout"]), demo["stdout"][-2000:]
 
 
@@ -259,6 +261,7 @@ def test_ctrl_c_stops_every_process(tmp_path):
     assert demo.wait() == 0, "".join(demo.lines)[-3000:]
     assert not demo.left()
     assert "stopped all 4 processes it started" in "".join(demo.lines)
+    assert not Path(re.search(r"Working directory (\S+)", "".join(demo.lines)).group(1)).exists()
 
 
 def test_a_server_that_dies_stops_the_demo_and_everything_else(tmp_path):
