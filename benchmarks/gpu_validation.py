@@ -30,6 +30,16 @@ from those two phases' token counts. Batch size moves J/token several-fold, so t
 describe different operating points; the report prints both with the phases' concurrency.
 
     python3 benchmarks/gpu_validation.py --sweep [--simulated]
+
+With ``--mig`` it checks MIG attribution on a GPU **already in MIG mode with instances** (it never
+changes a GPU's MIG mode, clocks or power limit; on a GPU without MIG it reports why and stops):
+a bf16 matmul loop at 50 % duty on the first MIG instance and at 20 % on the second (each
+process pinned with ``CUDA_VISIBLE_DEVICES=MIG-…``), the others left idle, then a window bracketed
+on Wattprint's samples with the physical GPU's NVML energy counter read at both ends. The report
+gives each instance's idle and active energy (``wattprint_gpu_mig_instance_energy_joules_total``)
+and method (``gpm`` or ``slice_share``), and Σ instances vs Wattprint's GPU energy vs the counter.
+
+    python3 benchmarks/gpu_validation.py --mig [--window 60] [--simulated]
 """
 
 from __future__ import annotations
@@ -342,9 +352,12 @@ def main() -> int:
     ap.add_argument("--sweep", action="store_true", help="check the marginal-cost fit under a load sweep instead")
     ap.add_argument("--mixed", type=float, default=180, help="--sweep: seconds of mixed load (default 180)")
     ap.add_argument("--phase", type=float, default=45, help="--sweep: seconds of each pure phase (default 45)")
+    ap.add_argument("--mig", action="store_true", help="check MIG attribution (the GPU must already be in MIG mode)")
     args = ap.parse_args()
     if args.sweep:
         return sweep(args)
+    if args.mig:
+        return mig(args)
     work = Path(tempfile.mkdtemp(prefix="wattprint-validation-"))
     pid_llm, pid_mm = work / "llm.pid", work / "matmul.pid"
     device = "cpu" if args.simulated else "cuda"
@@ -466,6 +479,118 @@ def main() -> int:
     log("5/5 writing the report")
     write_report(report, Path(args.out), args.simulated)
     return 0
+
+
+MIG_DUTIES = (0.5, 0.2)  # the matmul loops on the first two MIG instances; the others stay idle
+
+
+def mig(args) -> int:
+    """``--mig``: per-instance energy against the physical GPU's counter (see the module docstring)."""
+    work = Path(tempfile.mkdtemp(prefix="wattprint-mig-"))
+    pid_files = [work / f"mig{i}.pid" for i in range(len(MIG_DUTIES))]
+    scenario = None
+    if args.simulated:  # a 7-slice H100: 3g and 2g busy (the two loops), 1g idle and empty
+        import yaml
+
+        scenario = str(work / "sim.yaml")
+        insts = [{"profile": "3g.40gb", "gpu_instance": 1, "sm_util": 50,
+                  "processes": [{"pid_file": str(pid_files[0]), "memory_gib": 2}]},
+                 {"profile": "2g.20gb", "gpu_instance": 5, "sm_util": 20,
+                  "processes": [{"pid_file": str(pid_files[1]), "memory_gib": 2}]},
+                 {"profile": "1g.10gb", "gpu_instance": 9, "sm_util": 0, "processes": []}]
+        Path(scenario).write_text(yaml.safe_dump({"start_unix": time.time(), "gpus": [{
+            "name": "NVIDIA H100 80GB HBM3", "idle_w": 72, "max_w": 700, "mig": True, "mig_instances": insts}]}))
+        daemon_args = ["--gpu.backend=simulated", f"--gpu.simulation-file={scenario}"]
+    else:
+        daemon_args = ["--gpu.backend=nvml"]
+    log("1/4 wattprint check")
+    check = run_check(daemon_args)
+    gpu0 = (check["gpu"].get("gpus") or [{}])[0]
+    instances = (gpu0.get("mig") or {}).get("instances") or []
+    base = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "simulated": args.simulated,
+            "gpu": {"name": gpu0.get("name"), "uuid": gpu0.get("uuid"), "driver": check["gpu"].get("driver"),
+                    "mig_mode": gpu0.get("mig_mode"), "mig": gpu0.get("mig"), "backend": check["gpu"].get("backend")}}
+    if gpu0.get("mig_mode") != "enabled" or not instances:
+        why = (f"no GPU ({check['gpu'].get('state')}: {check['gpu'].get('detail')})" if not gpu0
+               else f"GPU 0 is not in MIG mode (mig_mode={gpu0.get('mig_mode')})" if gpu0.get("mig_mode") != "enabled"
+               else "GPU 0 is in MIG mode but has no MIG instance")
+        log(f"    {why}: nothing to validate. This script never changes a GPU's MIG mode; an operator "
+            "enables it (nvidia-smi -i 0 -mig 1, then nvidia-smi mig -cgi … -C) and runs it again.")
+        _write_mig_report({**base, "skipped": why}, Path(args.out))
+        return 0
+    log(f"    {gpu0.get('name')}: {len(instances)} MIG instance(s), active split by "
+        f"{gpu0['mig']['activity_method']} {gpu0['mig']['activity_detail']}")
+    log("2/4 workloads on the first MIG instances")
+    device = "cpu" if args.simulated else "cuda"
+    procs = []
+    for inst, duty, pid_file in zip(instances, MIG_DUTIES, pid_files):
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": inst["uuid"]}
+        procs.append(subprocess.Popen([sys.executable, str(WORKLOADS / "matmul_burn.py"), "--duty", str(duty),
+                                       "--device", device, "--pid-file", str(pid_file)], env=env,
+                                      stdout=open(work / f"mig-{inst['gpu_instance']}.log", "w"),
+                                      stderr=subprocess.STDOUT))
+    daemon = Daemon(daemon_args, work)
+    nvml = Nvml(scenario)
+    try:
+        time.sleep(args.warmup)
+        log(f"3/4 window of {args.window:g} s")
+        m0, e0, t0 = daemon.next_sample(), nvml.energy_mj(), time.time()
+        time.sleep(args.window)
+        m1, e1, t1 = daemon.next_sample(), nvml.energy_mj(), time.time()
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        daemon.stop()
+    log("4/4 report")
+    name = "wattprint_gpu_mig_instance_energy_joules_total"
+    rows = []
+    for inst in instances + [{"uuid": "", "gpu_instance": "free", "compute_instance": "free", "profile": "free"}]:
+        want = {"gpu": "0", "gpu_instance": str(inst["gpu_instance"]), "compute_instance": str(inst["compute_instance"])}
+        idle = total(m1, name, mode="idle", **want) - total(m0, name, mode="idle", **want)
+        active = total(m1, name, mode="active", **want) - total(m0, name, mode="active", **want)
+        method = next((labels.get("method") for labels, _ in m1.get("wattprint_gpu_mig_instance_info", [])
+                       if labels.get("mig_uuid") == inst["uuid"] and inst["uuid"]), "")
+        rows.append({**{k: inst.get(k) for k in ("uuid", "gpu_instance", "compute_instance", "profile", "slices")},
+                     "idle_j": idle, "active_j": active, "method": method,
+                     "duty": MIG_DUTIES[instances.index(inst)] if inst in instances[:len(MIG_DUTIES)] else 0.0})
+    gpu_j = total(m1, "wattprint_gpu_energy_joules_total", gpu="0") - total(m0, "wattprint_gpu_energy_joules_total", gpu="0")
+    nvml_j = (e1 - e0) / 1000
+    sum_j = sum(r["idle_j"] + r["active_j"] for r in rows)
+    report = {**base, "window_s": t1 - t0, "instances": rows,
+              "energy": {"nvml_delta_j": nvml_j, "wattprint_gpu_j": gpu_j, "sum_instances_j": sum_j,
+                         "gpu_vs_nvml_error_pct": 100 * (gpu_j - nvml_j) / nvml_j if nvml_j else None,
+                         "instances_vs_gpu_error_pct": 100 * (sum_j - gpu_j) / gpu_j if gpu_j else None}}
+    _write_mig_report(report, Path(args.out))
+    return 0
+
+
+def _write_mig_report(r: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    gpu = re.sub(r"[^A-Za-z0-9]+", "-", r["gpu"]["name"] or "gpu").strip("-").lower()
+    stem = f"mig-validation-{r['date'][:10]}-{gpu}" + ("-simulated" if r["simulated"] else "")
+    (out / f"{stem}.json").write_text(json.dumps(r, indent=2) + "\n")
+    md = [f"# MIG validation: {r['gpu']['name']} ({'SIMULATED' if r['simulated'] else 'real GPU'})", "",
+          f"- Date: {r['date']}; driver {r['gpu']['driver']}; MIG: {r['gpu']['mig_mode']}; reproduce with "
+          "`python3 benchmarks/gpu_validation.py --mig`", ""]
+    if "skipped" in r:
+        md.append(f"Skipped: {r['skipped']} (validation never changes a GPU's MIG mode).")
+    else:
+        e = r["energy"]
+        md += [f"- Window: {r['window_s']:.1f} s; Σ instances {e['sum_instances_j']:.3f} J vs Wattprint GPU "
+               f"{e['wattprint_gpu_j']:.3f} J (error {e['instances_vs_gpu_error_pct']:.2e} %) vs the physical GPU's "
+               f"NVML counter {e['nvml_delta_j']:.3f} J (error {e['gpu_vs_nvml_error_pct']:.3f} %)", "",
+               "| GI | CI | profile | slices | workload duty | idle J | active J | method |",
+               "|---|---|---|---|---|---|---|---|"]
+        md += [f"| {x['gpu_instance']} | {x['compute_instance']} | {x['profile']} | {x['slices'] or ''} | "
+               f"{x['duty']:.0%} | {x['idle_j']:.1f} | {x['active_j']:.1f} | {x['method']} |" for x in r["instances"]]
+    (out / f"{stem}.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    log(f"report: {out / stem}.json and .md")
 
 
 def build_report(args, check, idle_measured, learned, m0, m1, e0, e1, t0, t1, cpu_s, rss, v0, v1, util, pids) -> dict:

@@ -108,6 +108,22 @@ MARGINAL_J_5M = rule("endpoint_marginal_joules_per_token:5m")
 MARGINAL_SE_5M = rule("endpoint_marginal_joules_per_token_stderr:5m")
 MARGINAL_G_PER_REQUEST_5M = rule("endpoint_marginal_co2e_grams_per_request:5m")
 IDLE_G_PER_REQUEST_5M = rule("endpoint_idle_co2e_grams_per_request:5m")
+MARGINAL_G_PER_REQUEST_1H = rule("endpoint_marginal_co2e_grams_per_request:1h")
+IDLE_G_PER_REQUEST_1H = rule("endpoint_idle_co2e_grams_per_request:1h")
+J_PER_REQUEST_1H = rule("endpoint_joules_per_request:1h")
+# the same model across GPU types and regions (group wattprint.model: one series per cluster,
+# model, gpu_model, region; each node's GPU model and region joined in once, by the rules)
+PLACEMENT = rule("node_placement:info")
+MODEL_POWER_1H = rule("model_power_watts:1h")
+MODEL_REQUESTS_1H = rule("model_requests_per_second:1h")
+MODEL_J_PER_REQUEST_1H = rule("model_joules_per_request:1h")
+MODEL_G_PER_REQUEST_1H = rule("model_co2e_grams_per_request:1h")
+MODEL_G_PER_REQUEST_5M = rule("model_co2e_grams_per_request:5m")
+MODEL_J_PER_1K_TOKENS_1H = rule("model_joules_per_1k_generation_tokens:1h")
+# hourly rollups (group wattprint.rollup.1h): a month or a year is a sum_over_time over them
+CO2E_1H_ROLLUP = rule("endpoint_co2e_grams:increase1h")
+ENERGY_1H_ROLLUP = rule("endpoint_energy_joules:increase1h")
+REQUESTS_1H_ROLLUP = rule("endpoint_requests:increase1h")
 MODEL_STATE = metric("endpoint_energy_model_state")
 MODEL_WINDOWS = metric("endpoint_energy_model_windows")
 MODEL_R2 = metric("endpoint_energy_model_r_squared")
@@ -115,6 +131,11 @@ MODEL_FIXED_W = metric("endpoint_energy_model_fixed_active_watts")
 
 # Grafana units (ids from Grafana's value formats; `si:` scales with SI prefixes, `suffix:` does not)
 W, J, G, S, BYTES, RATIO, NONE = "watt", "joule", "massg", "s", "bytes", "percentunit", "none"
+# packages/grafana-data/src/valueFormats/categories.ts (grafana/grafana@002fa1b): massg is
+# decimalSIPrefix('g') (420 t shows as "420 Mg"), masst is toFixedUnit('t') (never rescaled), kwatth
+# is decimalSIPrefix('Wh', 1). Tonnes are grams / TONNE in the query, kWh joules / KWH_J.
+T, KWH = "masst", "kwatth"
+TONNE, KWH_J = 1e6, 3.6e6
 G_PER_H = "si:g/h"
 G_PER_KWH = "suffix:g/kWh"
 REQ_PER_S = "reqps"
@@ -132,12 +153,17 @@ assert unit_of(INTENSITY) == G_PER_KWH and unit_of(GPU_MEM_USED) == BYTES and un
 
 # Label selectors of the template variables. allValue ".*" also matches an empty label (outside
 # Kubernetes `namespace` is ""), which Grafana's default "all" regex would not.
-SEL = 'namespace=~"$namespace", endpoint=~"$endpoint", model=~"$model"'
-INST = 'instance=~"$instance"'
+CLUSTER = 'cluster=~"$cluster"'
+SEL = CLUSTER + ', namespace=~"$namespace", endpoint=~"$endpoint", model=~"$model"'
+MODEL_SEL = CLUSTER + ', model=~"$model"'  # the wattprint:model_* series have no namespace or endpoint
+# a node: `node` where the scrape config adds it (the Helm chart relabels the pod's node name into
+# it), else the `instance` (host:port outside Kubernetes, a pod IP inside)
+INST = CLUSTER + ', node=~"$node", instance=~"$instance"'
 BY_ENDPOINT = "cluster, namespace, endpoint, model"  # cluster: the external label of a global view (docs/fleet.md)
 LEGEND_ENDPOINT = "{{endpoint}} · {{model}}"
 NOT_ENDPOINTS = "unallocated|system|overflow"  # the catch-all series (README, attribution)
 ENDPOINTS_ONLY = f'endpoint!~"{NOT_ENDPOINTS}"'
+RANKED = 'endpoint!~"$catch_all"'  # the catch_all variable: excluded (NOT_ENDPOINTS) by default
 CATCH_ALL = f'endpoint=~"{NOT_ENDPOINTS}"'
 OPERATIONAL = 'scope="operational"'
 IDLE = 'mode="idle"'
@@ -147,8 +173,36 @@ SERVED = 'model!=""'  # series of a served model (not unallocated/system)
 def per(num: str, den: str) -> str:
     """Σ num / Σ den over the selected endpoints whose den is > 0: an endpoint without request or
     token counters (unallocated, system, an engine that cannot be read) adds to neither side."""
-    return (f"sum(sum by ({BY_ENDPOINT}) ({num}{s(SEL)}) and on ({BY_ENDPOINT}) ({den}{s(SEL)} > 0)) "
-            f"/ sum({den}{s(SEL)} > 0)")
+    return per_expr(f"{num}{s(SEL)}", f"{den}{s(SEL)}")
+
+
+def per_expr(num: str, den: str) -> str:
+    """per() over two expressions by endpoint."""
+    return (f"sum(sum by ({BY_ENDPOINT}) ({num}) and on ({BY_ENDPOINT}) (sum by ({BY_ENDPOINT}) ({den}) > 0)) "
+            f"/ sum(sum by ({BY_ENDPOINT}) ({den}) > 0)")
+
+
+def over_range(rollup: str, *matchers: str, by: str = BY_ENDPOINT) -> str:
+    """The sum of an hourly rollup over the panel's range (this month, this year), by ``by``."""
+    return f"sum by ({by}) (sum_over_time({rollup}{s(SEL, *matchers)}[$__range]))"
+
+
+# --- drill-down: fleet → endpoint → node (Grafana data links; the link's URL is percent-encoded
+# by Grafana, ${__data.fields.x} is a table row's column x, ${__field.labels.x} a series' label) --
+
+def link_to(title: str, uid: str, params: str) -> dashboard.DashboardLink:
+    return dashboard.DashboardLink(title).type(dm.DashboardLinkType.LINK).url(
+        f"/d/{uid}/{uid}?{params}&${{datasource:queryparam}}&${{cluster:queryparam}}&${{__url_time_range}}")
+
+
+def to_endpoint(src: str = "__data.fields") -> list:
+    return [link_to("Endpoint detail: ${%s.endpoint}" % src, "wattprint-endpoint-detail",
+                    "var-endpoint=${%s.endpoint}&var-model=${%s.model}&${namespace:queryparam}" % (src, src))]
+
+
+def to_node() -> list:
+    return [link_to("Node detail: ${__data.fields.instance}", "wattprint-node-detail",
+                    "var-instance=${__data.fields.instance}")]
 
 
 def s(*matchers: str) -> str:
@@ -214,8 +268,9 @@ def graph(title: str, unit: str, desc: str, *targets: Target, stack: bool = Fals
           min0: bool = True, dashed: str = "") -> timeseries.Panel:
     p = (_base(timeseries.Panel(), title, unit, desc, list(targets))
          .line_width(1).fill_opacity(35 if stack else 8).show_points(cm.VisibilityMode.NEVER)
-         .legend(common.VizLegendOptions().show_legend(True).display_mode(cm.LegendDisplayMode.LIST)
-                 .placement(cm.LegendPlacement.BOTTOM))
+         .legend(common.VizLegendOptions().show_legend(True).display_mode(cm.LegendDisplayMode.TABLE)
+                 .placement(cm.LegendPlacement.BOTTOM).calcs(["mean", "lastNotNull"])
+                 .sort_by("Mean").sort_desc(True))
          .tooltip(common.VizTooltipOptions().mode(cm.TooltipDisplayMode.MULTI).sort(cm.SortOrder.DESCENDING))
          .color_scheme(dashboard.FieldColor().mode(dm.FieldColorModeId.PALETTE_CLASSIC)))
     if stack:
@@ -246,7 +301,7 @@ def single(title: str, unit: str, desc: str, target: Target, *, thresholds=NEUTR
 
 
 def bars(title: str, unit: str, desc: str, target: Target, *, scheme=dm.FieldColorModeId.CONTINUOUS_GR_YL_RD,
-         thresholds=None, max_val: float | None = None) -> bargauge.Panel:
+         thresholds=None, max_val: float | None = None, links: list | None = None) -> bargauge.Panel:
     p = (_base(bargauge.Panel(), title, unit, desc, [target])
          .reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
          .orientation(cm.VizOrientation.HORIZONTAL).display_mode(cm.BarGaugeDisplayMode.GRADIENT)
@@ -256,11 +311,13 @@ def bars(title: str, unit: str, desc: str, target: Target, *, scheme=dm.FieldCol
         p = p.thresholds(thresholds)
     if max_val is not None:
         p = p.max(max_val)
+    if links:
+        p = p.data_links(links)
     return p
 
 
 def grid(title: str, unit: str, desc: str, *targets: Target, columns: dict[str, str],
-         sort_by: str = "", mappings=None) -> table.Panel:
+         sort_by: str = "", mappings=None, links: list | None = None) -> table.Panel:
     """A table of instant queries merged on their labels. ``columns``: field → display name, in
     order; fields not named are hidden ("Value #A" is query A's value)."""
     p = (_base(table.Panel(), title, unit, desc, list(targets), columns)
@@ -275,6 +332,8 @@ def grid(title: str, unit: str, desc: str, *targets: Target, columns: dict[str, 
         p = p.sort_by([common.TableSortByFieldState().display_name(sort_by).desc(True)])
     if mappings:
         p = p.mappings(mappings)
+    if links:
+        p = p.data_links(links)
     return p
 
 
@@ -288,7 +347,7 @@ def tab(expr: str, unit: str = "") -> Target:
 
 # --- dashboards -------------------------------------------------------------------------------
 
-def variables(node: bool = False) -> list:
+def variables(node: bool = False, catch_all: bool = False) -> list:
     def query(name: str, label: str, expr: str, desc: str):
         return (dashboard.QueryVariable(name).label(label).description(desc).query(expr).datasource(DS)
                 .multi(True).include_all(True).all_value(".*")
@@ -300,22 +359,37 @@ def variables(node: bool = False) -> list:
                         f"Default: uid '{PROVISIONED_DS_UID}' (the compose quick start's); "
                         "elsewhere pick yours.")
            .current(dm.VariableOption(text="Prometheus", value=PROVISIONED_DS_UID, selected=True))]
+    out.append(query("cluster", "Cluster", f"label_values({BUILD_INFO}, cluster)",
+                     "The cluster label of a global view (Thanos, Mimir: each cluster's external label; "
+                     "docs/fleet.md). Empty with one Prometheus per cluster; 'All' matches that."))
     if node:
-        out.append(query("instance", "Node", f"label_values({BUILD_INFO}, instance)",
-                         "Wattprint exporter instances (one per node)."))
+        out.append(query("node", "Node", f'label_values({BUILD_INFO}{{{CLUSTER}}}, node)',
+                         "Kubernetes node name (the `node` label the Helm chart's scrape config adds). "
+                         "Empty outside Kubernetes: pick the instance instead."))
+        out.append(query("instance", "Instance", f'label_values({BUILD_INFO}{{{CLUSTER}, node=~"$node"}}, instance)',
+                         "Wattprint exporter instances (one per node): host:port, a pod IP in Kubernetes."))
     out += [
-        query("namespace", "Namespace", f"label_values({ENERGY}, namespace)",
+        query("namespace", "Namespace", f"label_values({ENERGY}{{{CLUSTER}}}, namespace)",
               "Kubernetes namespace of the endpoint (empty outside Kubernetes; 'All' matches it)."),
-        query("endpoint", "Endpoint", f'label_values({ENERGY}{{namespace=~"$namespace"}}, endpoint)',
+        query("endpoint", "Endpoint", f'label_values({ENERGY}{{{CLUSTER}, namespace=~"$namespace"}}, endpoint)',
               "Model endpoint (Deployment/StatefulSet, or <engine>-<port> outside Kubernetes); "
               "'unallocated' and 'system' are the catch-all series."),
-        query("model", "Model", f'label_values({ENERGY}{{namespace=~"$namespace", endpoint=~"$endpoint"}}, model)',
+        query("model", "Model", f'label_values({ENERGY}{{{CLUSTER}, namespace=~"$namespace", endpoint=~"$endpoint"}}, model)',
               "Served model name."),
     ]
+    if catch_all:
+        shown = [dm.VariableOption(text="excluded", value=NOT_ENDPOINTS, selected=True),
+                 dm.VariableOption(text="included", value="^$", selected=False)]
+        out.append(dashboard.CustomVariable("catch_all").label("Catch-all series")
+                   .description("The ranked tables leave out the catch-all series (unallocated, system, "
+                                "overflow) unless 'included' (then they show with their CO2e, no "
+                                "per-request figure: they serve no requests).")
+                   .values(f"excluded : {NOT_ENDPOINTS}, included : ^$").current(shown[0]).options(shown))
     return out
 
 
-def build(title: str, uid: str, desc: str, rows: list[tuple[str, list[Cell]]], node: bool = False):
+def build(title: str, uid: str, desc: str, rows: list[tuple[str, list[Cell]]], node: bool = False,
+          catch_all: bool = False):
     d = (dashboard.Dashboard(title).uid(uid).description(desc).tags(TAGS)
          .time("now-6h", "now").refresh("1m").timezone("browser").editable()
          .tooltip(dm.DashboardCursorSync.CROSSHAIR)
@@ -324,7 +398,7 @@ def build(title: str, uid: str, desc: str, rows: list[tuple[str, list[Cell]]], n
                      .datasource(dm.DataSourceRef(type_val="grafana", uid="-- Grafana --")))
          .link(dashboard.DashboardLink("Wattprint").type(dm.DashboardLinkType.DASHBOARDS).tags(["wattprint"])
                .as_dropdown(True).include_vars(True).keep_time(True)))
-    for v in variables(node):
+    for v in variables(node, catch_all):
         d = d.with_variable(v)
     y, pid = 0, 1
     for row_title, cells in rows:
@@ -344,6 +418,23 @@ def fleet_overview():
     cf_by_region = f"sum by ({BY_ENDPOINT}, region) (increase({COUNTERFACTUAL}{s(SEL)}[$__range]))"
     inference_range = f"sum by (model) (increase({CO2E}{s(SEL, SERVED)}[$__range]))"
     training = f'max by (model) ({TRAINING}{{model=~"$model"}})'
+    ranked = s(SEL, RANKED)
+    co2e_t = f"{over_range(CO2E_1H_ROLLUP)} / {TONNE:g}"
+    energy_kwh = f"{over_range(ENERGY_1H_ROLLUP)} / {KWH_J:g}"
+    g_per_request = per_expr(f"sum_over_time({CO2E_1H_ROLLUP}{s(SEL)}[$__range])",
+                             f"sum_over_time({REQUESTS_1H_ROLLUP}{s(SEL)}[$__range])")
+    inference_year = over_range(CO2E_1H_ROLLUP, SERVED, by="model")
+    this_period = {"namespace": "Namespace", "endpoint": "Endpoint", "model": "Model", "Value #A": "CO2e",
+                   "Value #B": "Energy", "Value #C": "Requests", "Value #D": "CO2e per request"}
+
+    def period(title: str, when: str, what: str):
+        return grid(title, T, f"Per endpoint, {what}: CO2e (t, operational + embodied), energy (kWh), requests "
+                    "and grams per request, summed from the hourly rollups (wattprint.rollup.1h), not from "
+                    "increase() over raw counters, so it holds past the raw series' retention.",
+                    tab(f"{co2e_t}"), tab(energy_kwh, KWH), tab(over_range(REQUESTS_1H_ROLLUP), NONE),
+                    tab(f"{over_range(CO2E_1H_ROLLUP)} / ({over_range(REQUESTS_1H_ROLLUP)} > 0)", G),
+                    columns=this_period, sort_by="CO2e", links=to_endpoint()).time_from(when)
+
     rows = [
         ("Now: selected endpoints", [
             Cell(single("Power", W, "Power attributed to the selected endpoints (5 min average, all "
@@ -382,16 +473,106 @@ def fleet_overview():
             Cell(graph("CO2e per 1k generated tokens", G, "Grams CO2e per 1,000 generation tokens "
                        "(5 min window averages).", Target(f"{G_PER_1K_TOKENS_5M}{s(SEL)}", LEGEND_ENDPOINT)), 12, 8),
         ]),
+        ("Which endpoint emits most per request", [
+            Cell(grid("Endpoints ranked by CO2e per request (1 h)", G, "Grams CO2e per request over the last "
+                      "hour (operational + embodied, window average), most first, with joules per request, "
+                      "requests per second and the CO2e over the time range. The catch-all series "
+                      "(unallocated, system) are left out unless the 'Catch-all series' variable includes "
+                      "them. Click a row for the endpoint's detail.",
+                      tab(f"{G_PER_REQUEST_1H}{ranked}"), tab(f"{J_PER_REQUEST_1H}{ranked}", J),
+                      tab(f"{REQUESTS_1H}{ranked}", REQ_PER_S),
+                      tab(f"sum by ({BY_ENDPOINT}) (increase({CO2E}{ranked}[$__range]))"),
+                      columns={"cluster": "Cluster", "namespace": "Namespace", "endpoint": "Endpoint",
+                               "model": "Model", "Value #A": "CO2e per request (1h)",
+                               "Value #B": "Energy per request (1h)", "Value #C": "Requests/s (1h)",
+                               "Value #D": "CO2e (time range)"},
+                      sort_by="CO2e per request (1h)", links=to_endpoint()), 24, 8),
+        ]),
+        ("The same model across GPU types and regions", [
+            Cell(grid("One model, every GPU type and region (1 h)", G, "Per model, GPU model and region "
+                      "(wattprint.model rules: each node's GPU model and pricing region joined in once; "
+                      "gpu_model 'mixed' is a node with several GPU models, 'none' one without GPUs): "
+                      "grams CO2e and joules per request, joules per 1k generation tokens, traffic and power "
+                      "over the last hour. Served models only.",
+                      tab(f"{MODEL_G_PER_REQUEST_1H}{s(MODEL_SEL)}"),
+                      tab(f"{MODEL_J_PER_REQUEST_1H}{s(MODEL_SEL)}", J),
+                      tab(f"{MODEL_J_PER_1K_TOKENS_1H}{s(MODEL_SEL)}", J),
+                      tab(f"{MODEL_REQUESTS_1H}{s(MODEL_SEL)}", REQ_PER_S),
+                      tab(f"{MODEL_POWER_1H}{s(MODEL_SEL)}", W),
+                      columns={"model": "Model", "gpu_model": "GPU model", "region": "Region", "cluster": "Cluster",
+                               "Value #A": "CO2e per request", "Value #B": "Energy per request",
+                               "Value #C": "Energy per 1k tokens", "Value #D": "Requests/s", "Value #E": "Power"},
+                      sort_by="CO2e per request"), 14, 9),
+            Cell(graph("CO2e per request by model, GPU model and region", G, "Grams CO2e per request "
+                       "(5 min window averages) of each model on each GPU model in each region.",
+                       Target(f"{MODEL_G_PER_REQUEST_5M}{s(MODEL_SEL)}", "{{model}} · {{gpu_model}} · {{region}}")),
+                 10, 9),
+        ]),
+        ("Fixed (idle) vs marginal cost per request", [
+            Cell(grid("Fixed vs marginal cost per request (1 h)", G, "Per endpoint, over the last hour: what one "
+                      "more mean request costs (marginal, operational, from the exporter's energy model), the "
+                      "reservation's fixed cost per request (idle energy's CO2e and embodied CO2e over the "
+                      "requests) and the window average; fixed ÷ marginal over 10 for 2 h fires "
+                      "WattprintReservationMostlyIdle.",
+                      tab(f"{MARGINAL_G_PER_REQUEST_1H}{s(SEL)}"), tab(f"{IDLE_G_PER_REQUEST_1H}{s(SEL)}"),
+                      tab(f"{G_PER_REQUEST_1H}{s(SEL)}"),
+                      tab(f"{IDLE_G_PER_REQUEST_1H}{s(SEL)} / on ({BY_ENDPOINT}) ({MARGINAL_G_PER_REQUEST_1H}{s(SEL)} > 0)",
+                          NONE),
+                      columns={"endpoint": "Endpoint", "model": "Model", "Value #A": "Marginal",
+                               "Value #B": "Fixed (idle + embodied)", "Value #C": "Average",
+                               "Value #D": "Fixed ÷ marginal"},
+                      sort_by="Fixed ÷ marginal", links=to_endpoint()), 14, 8),
+            Cell(bars("Fixed share of the cost per request (1 h)", RATIO, "Fixed ÷ (fixed + marginal) per "
+                      "request: near 100 %, holding the GPUs costs far more than using them — consolidate or "
+                      "scale down.",
+                      instant(f"{IDLE_G_PER_REQUEST_1H}{s(SEL)} / on ({BY_ENDPOINT}) ({IDLE_G_PER_REQUEST_1H}{s(SEL)} "
+                              f"+ on ({BY_ENDPOINT}) {MARGINAL_G_PER_REQUEST_1H}{s(SEL)} > 0)", LEGEND_ENDPOINT),
+                      max_val=1, links=to_endpoint("__field.labels")), 10, 8),
+        ]),
         ("Who emits, and how much is idle", [
             Cell(bars("Top emitters (time range)", G, "The 10 endpoints with the most CO2e over the time "
-                      "range, operational + embodied.",
+                      "range, operational + embodied. Click a bar for the endpoint's detail.",
                       instant(f"topk(10, sum by ({BY_ENDPOINT}) (increase({CO2E}{s(SEL)}[$__range])))",
-                              LEGEND_ENDPOINT)), 8, 9),
+                              LEGEND_ENDPOINT), links=to_endpoint("__field.labels")), 8, 9),
             Cell(bars("Idle share by endpoint", RATIO, "Share of each endpoint's energy that is idle "
                       "draw (5 min). High: GPUs held but barely used — consolidate or scale down.",
                       instant(f"{IDLE_SHARE_5M}{s(SEL)}", LEGEND_ENDPOINT), max_val=1), 8, 9),
             Cell(graph("Idle share over time", RATIO, "Idle share per endpoint (5 min window).",
                        Target(f"{IDLE_SHARE_5M}{s(SEL)}", LEGEND_ENDPOINT)).max(1), 8, 9),
+        ]),
+        ("This month and this year (hourly rollups)", [
+            Cell(single("CO2e this month", T, "CO2e of the selected endpoints since the start of the month "
+                        "(operational + embodied), summed from the hourly rollups.",
+                        instant(f"sum({co2e_t})")).time_from("now/M"), 4, 4),
+            Cell(single("CO2e this year", T, "CO2e of the selected endpoints since the start of the year, "
+                        "summed from the hourly rollups (keep them 13 months: docs/fleet.md).",
+                        instant(f"sum({co2e_t})")).time_from("now/y"), 4, 4),
+            Cell(single("Energy this month", KWH, "Energy attributed to the selected endpoints since the start "
+                        "of the month, from the hourly rollups.", instant(f"sum({energy_kwh})")).time_from("now/M"), 4, 4),
+            Cell(single("Energy this year", KWH, "Energy attributed to the selected endpoints since the start "
+                        "of the year, from the hourly rollups.", instant(f"sum({energy_kwh})")).time_from("now/y"), 4, 4),
+            Cell(single("CO2e per request this month", G, "This month's CO2e over this month's requests, over "
+                        "the endpoints that report requests.", instant(g_per_request)).time_from("now/M"), 4, 4),
+            Cell(single("CO2e per request this year", G, "This year's CO2e over this year's requests, over the "
+                        "endpoints that report requests.", instant(g_per_request)).time_from("now/y"), 4, 4),
+            Cell(period("By endpoint, this month", "now/M", "since the start of the month"), 12, 8),
+            Cell(period("By endpoint, this year", "now/y", "since the start of the year"), 12, 8),
+        ]),
+        ("Deployment vs training, per model", [
+            Cell(bars("Deployment share of each model's footprint (this year)", RATIO, "This year's inference "
+                      "CO2e (hourly rollups) ÷ (that + the model's training footprint): how much of what the "
+                      "model has cost so far is serving it. Models without a configured training footprint "
+                      "(carbon.training_co2e_tonnes) have no bar.",
+                      instant(f"{inference_year} / on (model) ({inference_year} + on (model) {training} > 0)",
+                              "{{model}}"), max_val=1,
+                      thresholds=_thresholds((None, "green"), (0.5, "orange"), (0.8, "red"))).time_from("now/y"), 8, 8),
+            Cell(grid("Training vs deployment (this year)", T, "Per model, in tonnes: the training footprint "
+                      "from configuration, this year's inference CO2e from the hourly rollups, and the "
+                      "deployment share of the two.",
+                      tab(f"{training} / {TONNE:g}"), tab(f"{inference_year} / {TONNE:g}"),
+                      tab(f"{inference_year} / on (model) ({inference_year} + on (model) {training} > 0)", RATIO),
+                      columns={"model": "Model", "Value #A": "Training", "Value #B": "Deployment (this year)",
+                               "Value #C": "Deployment share"}, sort_by="Deployment share").time_from("now/y"), 16, 8),
         ]),
         ("Deployment phase vs training footprint", [
             Cell(bars("Inference CO2e as a share of training", RATIO, "CO2e of serving each model over the "
@@ -400,9 +581,9 @@ def fleet_overview():
                       instant(f"{inference_range} / on (model) ({training} > 0)", "{{model}}"),
                       thresholds=_thresholds((None, "green"), (0.5, "orange"), (1, "red"))), 8, 8),
             Cell(grid("Training footprint vs deployment phase", G, "Per model: training footprint from "
-                      "configuration, inference CO2e over the time range, their ratio, and how long "
+                      "configuration (t), inference CO2e over the time range, their ratio, and how long "
                       "serving at the last hour's rate takes to emit one training footprint.",
-                      tab(training), tab(inference_range),
+                      tab(f"{training} / {TONNE:g}", T), tab(inference_range),
                       tab(f"{inference_range} / on (model) ({training} > 0)", RATIO),
                       tab(f"{training} / on (model) (sum by (model) ({CO2E_RATE_1H}{s(SEL)}) > 0)", S),
                       columns={"model": "Model", "Value #A": "Training", "Value #B": "Inference (range)",
@@ -440,8 +621,9 @@ def fleet_overview():
     ]
     return build("Wattprint / Fleet overview", "wattprint-fleet-overview",
                  "Energy and CO2e of AI inference per model endpoint, across every node Wattprint runs "
-                 "on: power, emissions, grams per request and per token, idle draw, the training "
-                 "footprint and the counterfactual regions.", rows)
+                 "on: power, emissions, grams per request and per token ranked, the same model across GPU "
+                 "types and regions, fixed vs marginal cost, idle draw, this month and this year, the "
+                 "training footprint and the counterfactual regions.", rows, catch_all=True)
 
 
 def endpoint_detail():
@@ -534,6 +716,25 @@ def endpoint_detail():
                                "reason": "Reason", "endpoint": "Endpoint", "model": "Model"}), 6, 9),
         ]),
     ]
+    where = (f"sum by (cluster, node, instance, endpoint, model) (rate({ENERGY}{s(SEL)}[$__rate_interval])) "
+             f"* on (cluster, instance) group_left (gpu_model, region) {PLACEMENT}")
+    rows.append(("Where it runs, and the same model elsewhere", [
+        Cell(grid("Nodes serving it", W, "Each node (exporter instance) the selected endpoints draw power on "
+                  "now, with its GPU model and the region its energy is priced in. Click a row for the "
+                  "node's detail.",
+                  tab(where),
+                  columns={"endpoint": "Endpoint", "model": "Model", "node": "Node", "instance": "Instance",
+                           "gpu_model": "GPU model",
+                           "region": "Region", "Value": "Power"}, sort_by="Power", links=to_node()), 12, 8),
+        Cell(grid("This model on every GPU type and region (1 h)", G, "The selected models wherever they run "
+                  "(every endpoint serving them): grams CO2e and joules per request by GPU model and region, "
+                  "over the last hour (wattprint.model rules).",
+                  tab(f"{MODEL_G_PER_REQUEST_1H}{s(MODEL_SEL)}"), tab(f"{MODEL_J_PER_REQUEST_1H}{s(MODEL_SEL)}", J),
+                  tab(f"{MODEL_REQUESTS_1H}{s(MODEL_SEL)}", REQ_PER_S),
+                  columns={"model": "Model", "gpu_model": "GPU model", "region": "Region",
+                           "Value #A": "CO2e per request", "Value #B": "Energy per request", "Value #C": "Requests/s"},
+                  sort_by="CO2e per request"), 12, 8),
+    ]))
     return build("Wattprint / Endpoint detail", "wattprint-endpoint-detail",
                  "One model endpoint (or a few): where its energy goes, how efficient it is, what one "
                  "more request costs against what holding it costs, what it emits per request against "

@@ -19,6 +19,15 @@ GPU, per interval::
     idle   -> residents by the GPU idle policy (IDLE_POLICIES_GPU)
     no resident -> both parts to UNALLOCATED, keeping the mode
 
+A GPU in MIG mode (``GpuInterval.mig``: its instances) is split in two steps (:func:`mig_split`)::
+
+    idle   -> instances by the slices each reserves; slices in no instance -> UNALLOCATED
+    active -> instances by GPM SM utilisation x slices (method "gpm", every instance measured),
+              else by slices among the instances with residents (method "slice_share"),
+              else like the idle part
+    within an instance -> its residents by the GPU rules above; an instance without
+              residents -> its owner (the pod it is allocated to), else UNALLOCATED
+
 CPU, per component (``cpu``, ``dram``, ...)::
 
     active = E * busy_ratio               idle = E - active
@@ -31,7 +40,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 __all__ = [
@@ -42,6 +51,8 @@ __all__ = [
     "GPU_IDLE_POLICY_DOCS",
     "CPU_IDLE_POLICY_DOCS",
     "GpuInterval",
+    "MIG_METHODS",
+    "MigInstance",
     "IDLE",
     "IDLE_POLICIES_CPU",
     "IDLE_POLICIES_GPU",
@@ -50,6 +61,7 @@ __all__ = [
     "SpecialKey",
     "UNALLOCATED",
     "device_totals",
+    "mig_split",
     "gpu_joules_by_key",
     "split_cpu",
     "split_gpu",
@@ -108,6 +120,32 @@ class Share(NamedTuple):
     joules: float
 
 
+MIG_METHODS: Mapping[str, str] = {
+    "gpm": "active energy by each instance's GPM SM utilisation (nvmlGpmMigSampleGet, Hopper and "
+    "later) times the slices it holds",
+    "slice_share": "active energy by slices among the instances with resident processes (no GPM "
+    "utilisation for every instance); by all reserved slices when none has one",
+}
+
+
+@dataclass(frozen=True)
+class MigInstance:
+    """One MIG instance (a compute instance of a GPU instance) over one sample interval.
+
+    ``slices`` is the part of the GPU's slices it reserves (a GPU instance's slice count, shared
+    by its compute instances). ``activity`` is its GPM SM utilisation in percent, None when not
+    measured. ``owner`` is the key the instance is allocated to (a pod through the kubelet's
+    pod-resources), which takes its energy when it has no resident.
+    """
+
+    instance: Hashable
+    slices: float
+    memory_bytes: Mapping[Hashable, float]
+    sm_util: Mapping[Hashable, float] = field(default_factory=dict)
+    activity: float | None = None
+    owner: Hashable | None = None
+
+
 @dataclass(frozen=True)
 class GpuInterval:
     """One GPU over one sample interval.
@@ -115,6 +153,10 @@ class GpuInterval:
     ``memory_bytes`` lists the residents (workload -> bytes held; 0 when unknown). A key present only
     in ``sm_util`` is a resident too. ``sm_util`` values are summed SM-utilisation samples of any
     unit; only their ratios matter.
+
+    In MIG mode ``mig`` lists the instances and ``mig_slices`` the GPU's slices (7 on an H100);
+    the split then follows the instances, and ``memory_bytes``/``sm_util`` only list the
+    residents for callers that want the set.
     """
 
     device: str
@@ -123,6 +165,8 @@ class GpuInterval:
     idle_power_w: float
     memory_bytes: Mapping[Hashable, float]
     sm_util: Mapping[Hashable, float]
+    mig: Sequence[MigInstance] = ()
+    mig_slices: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -226,16 +270,29 @@ def split_gpu(iv: GpuInterval, idle_policy: str = "memory") -> list[Share]:
     idle_j = min(energy, iv.idle_power_w * iv.dt_s)
     active_j = energy - idle_j
     out: list[Share] = []
+    if iv.mig:
+        parts, _method = mig_split(iv)
+        for inst, (idle_i, active_i) in zip(iv.mig, parts):
+            empty = inst.owner if inst.owner is not None else UNALLOCATED
+            _split_residents(out, dev, active_i, idle_i, inst.memory_bytes, inst.sm_util, idle_policy, empty)
+        _split_residents(out, dev, parts[-1][1], parts[-1][0], {}, {}, idle_policy, UNALLOCATED)
+        return out
+    _split_residents(out, dev, active_j, idle_j, mem, util, idle_policy, UNALLOCATED)
+    return out
 
+
+def _split_residents(out: list[Share], dev: str, active_j: float, idle_j: float,
+                     mem: Mapping[Hashable, float], util: Mapping[Hashable, float], idle_policy: str,
+                     empty: Hashable) -> None:
+    """Active by SM-utilisation share, idle by the idle policy; no resident: both to ``empty``."""
     residents = list(mem)
     residents.extend(k for k in util if k not in mem)
     if not residents:
         if active_j:
-            out.append(Share(UNALLOCATED, dev, GPU_COMPONENT, ACTIVE, active_j))
+            out.append(Share(empty, dev, GPU_COMPONENT, ACTIVE, active_j))
         if idle_j:
-            out.append(Share(UNALLOCATED, dev, GPU_COMPONENT, IDLE, idle_j))
-        return out
-
+            out.append(Share(empty, dev, GPU_COMPONENT, IDLE, idle_j))
+        return
     if active_j:
         w = [util.get(k, 0.0) for k in residents]
         _emit(out, residents, _apportion(active_j, residents, w), dev, GPU_COMPONENT, ACTIVE)
@@ -245,7 +302,45 @@ def split_gpu(iv: GpuInterval, idle_policy: str = "memory") -> list[Share]:
         else:  # "equal"
             w = [0.0] * len(residents)
         _emit(out, residents, _apportion(idle_j, residents, w), dev, GPU_COMPONENT, IDLE)
-    return out
+
+
+def mig_split(iv: GpuInterval) -> tuple[list[tuple[float, float]], str]:
+    """A MIG GPU's (idle, active) joules per instance, in ``iv.mig``'s order, then the part of the
+    slices no instance holds; and the method of the active part (a key of :data:`MIG_METHODS`).
+
+    Exact: the idle parts sum to the interval's idle joules, the active parts to its active
+    joules (``_apportion``). Raises ValueError on slices that are not positive or that add up
+    to more than the GPU has."""
+    dev = iv.device
+    insts = list(iv.mig)
+    total = iv.mig_slices
+    for i, inst in enumerate(insts):
+        where = f"GpuInterval({dev!r}).mig[{i}]"
+        if not (0 < inst.slices < _INF):
+            raise _bad(f"{where}.slices", inst.slices, "a finite number > 0")
+        if inst.activity is not None:
+            _check_nonneg(f"{where}.activity", inst.activity)
+        _check_mapping(f"{where}.memory_bytes", inst.memory_bytes)
+        _check_mapping(f"{where}.sm_util", inst.sm_util)
+    held = math.fsum(inst.slices for inst in insts)
+    if not (0 < total < _INF) or held > total * (1 + 1e-9):
+        raise _bad(f"GpuInterval({dev!r}).mig_slices", total,
+                   f"a finite number >= the {held:g} slices its instances hold")
+    energy = float(iv.energy_j)
+    idle_j = min(energy, iv.idle_power_w * iv.dt_s)
+    active_j = energy - idle_j
+    keys = list(range(len(insts) + 1))  # the instances, then the free slices
+    slice_w = [inst.slices for inst in insts] + [max(0.0, total - held)]
+    idle = _apportion(idle_j, keys, slice_w) if idle_j else [0.0] * len(keys)
+    method = "gpm" if all(inst.activity is not None for inst in insts) else "slice_share"
+    w = [inst.slices * inst.activity for inst in insts] + [0.0] if method == "gpm" else []
+    if not w or not max(w):
+        method = "slice_share"
+        w = [inst.slices if (inst.memory_bytes or inst.sm_util) else 0.0 for inst in insts] + [0.0]
+    if not max(w):
+        w = slice_w  # no instance is known to work: the active part follows the reserved slices
+    active = _apportion(active_j, keys, w) if active_j else [0.0] * len(keys)
+    return list(zip(idle, active)), method
 
 
 # --------------------------------------------------------------------------------------------

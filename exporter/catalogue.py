@@ -39,16 +39,19 @@ ENDPOINT_LABELS = "namespace endpoint model"
 METRICS: tuple[Metric, ...] = (
     # --- the contract (DESIGN.md) -----------------------------------------------------------
     _m("gpu_energy_joules_total", "counter", "gpu uuid name", "joules",
-       "Energy used by each GPU since the exporter started (NVML total-energy counter, or power "
+       "Energy used by each GPU since the exporter started (NVML total-energy counter, amdsmi energy "
+       "accumulator, or power "
        "integrated over time where the counter is unsupported: see wattprint_gpu_info{energy_method})."),
     _m("cpu_energy_joules_total", "counter", "socket domain method", "joules",
-       "CPU/DRAM energy per RAPL zone (method=rapl) or from the utilisation model "
-       "(method=estimate). Zones overlap (package contains core/uncore, psys contains package): "
+       "CPU/DRAM energy per RAPL zone (method=rapl), hwmon sensor (method=hwmon) or from the "
+       "utilisation model (method=estimate). Zones overlap (package contains core/uncore, psys "
+       "contains package; Grace module contains grace contains cpu and sysio): "
        "never sum this metric; use wattprint_node_energy_joules_total for node totals."),
     _m("cpu_energy_estimated_joules_total", "counter", "socket domain method", "joules",
        "CPU/DRAM energy estimated, not measured: whole RAPL counter wraps hidden in a gap longer "
        "than one wrap period (the zone was unreadable), priced from the zone's power before and "
-       "after the gap. Not in wattprint_cpu_energy_joules_total nor in any endpoint's energy: "
+       "after the gap; a hwmon power sensor's gap longer than 30 s, or the interval of a hwmon "
+       "energy counter's reset. Not in wattprint_cpu_energy_joules_total nor in any endpoint's energy: "
        "measured + estimated is the best figure for the zone."),
     _m("endpoint_energy_joules_total", "counter", ENDPOINT_LABELS + " component mode", "joules",
        "Energy attributed to each model endpoint. The sum over all series equals the node's "
@@ -64,9 +67,13 @@ METRICS: tuple[Metric, ...] = (
     _m("grid_intensity_grams_per_kwh", "gauge", "region zone provider signal", "grams_per_kwh",
        "Grid carbon intensity in use (gCO2e/kWh); signal=average feeds the totals, "
        "signal=marginal is advice only."),
-    _m("endpoint_budget_grams_per_request", "gauge", ENDPOINT_LABELS, "grams",
-       "Emissions budget per request from configuration (one alert rule compares every endpoint "
-       "with its own budget)."),
+    _m("endpoint_budget_grams_per_request", "gauge", ENDPOINT_LABELS + " owner", "grams",
+       "Emissions budget per request, from configuration or the endpoint's pod annotation "
+       "wattprint.io/budget-grams-per-request (owner: wattprint.io/owner); one alert rule compares "
+       "every endpoint with its own budget and carries the owner."),
+    _m("budget_annotations_invalid", "gauge", "", "",
+       "Pods on this node whose wattprint.io/budget-grams-per-request annotation is not a number of "
+       "grams in (0, 1e6) (ignored; the pod is named in the log)."),
     _m("engine_scrape_up", "gauge", ENDPOINT_LABELS + " engine", "",
        "1 when the inference server's /metrics was read and parsed at the last attempt."),
     _m("engine_scrape_errors_total", "counter", "namespace endpoint engine kind", "",
@@ -129,17 +136,31 @@ METRICS: tuple[Metric, ...] = (
     _m("node_energy_joules_total", "counter", "component", "joules",
        "Node energy by non-overlapping component (gpu, cpu, dram): what attribution splits."),
     _m("gpu_power_watts", "gauge", "gpu uuid name", "watts",
-       "GPU power draw at the last sample (NVML power usage; convenience gauge, use the counter)."),
+       "GPU power draw at the last sample (NVML power usage, amdsmi socket power; convenience gauge, "
+       "use the counter)."),
     _m("gpu_memory_used_bytes", "gauge", "gpu uuid name", "bytes", "GPU memory in use."),
     _m("gpu_memory_total_bytes", "gauge", "gpu uuid name", "bytes", "GPU memory in total."),
     _m("gpu_processes", "gauge", "gpu uuid name", "",
        "Compute processes resident on the GPU at the last sample."),
     _m("gpu_info", "info", "gpu uuid name energy_method mig_mode backend driver", "",
-       "One series per GPU: energy_method=counter (nvmlDeviceGetTotalEnergyConsumption) or "
-       "power_integration; mig_mode=enabled|disabled|unsupported; backend=nvml|simulated."),
+       "One series per GPU: energy_method=counter (nvmlDeviceGetTotalEnergyConsumption, "
+       "amdsmi_get_energy_count) or power_integration; mig_mode=enabled|disabled|unsupported; "
+       "backend=nvml|amdsmi|simulated|simulated-amd."),
+    _m("gpu_mig_instance_info", "info", "gpu uuid mig_uuid gpu_instance compute_instance profile slices method", "",
+       "One series per MIG instance of a GPU in MIG mode: its MIG device UUID (what the kubelet's "
+       "pod-resources lists), GPU/compute instance ids, profile, the GPU slices it reserves (its idle "
+       "share) and how its active energy was split in the last interval: method=gpm (NVML GPM SM "
+       "utilisation of the instance x its slices) or slice_share (slices among the instances with "
+       "processes; no GPM on this GPU, or no previous GPM sample yet)."),
+    _m("gpu_mig_instance_energy_joules_total", "counter",
+       "gpu uuid mig_uuid gpu_instance compute_instance profile mode", "joules",
+       "A MIG GPU's energy by instance (see wattprint_gpu_mig_instance_info for the method): idle by "
+       "the slices each reserves, active by each instance's activity; gpu_instance=\"free\" is the "
+       "slices no instance holds. Per GPU the sum over instances and modes equals "
+       "wattprint_gpu_energy_joules_total."),
     _m("gpu_energy_resets_total", "counter", "gpu uuid name", "",
-       "Times the NVML energy counter went backwards (driver reload); that interval was "
-       "integrated from power instead."),
+       "Times the GPU's energy counter restarted (driver reload; an amdsmi 32-bit wrap is not "
+       "one); that interval was integrated from power instead."),
     _m("gpu_idle_power_watts", "gauge", "gpu uuid name source", "watts",
        "Idle baseline used to split GPU energy into idle and active "
        "(source=configured|learned|table|unknown; learned only from sustained quiet, see "
@@ -162,7 +183,9 @@ METRICS: tuple[Metric, ...] = (
     _m("process_energy_joules_total", "counter", ENDPOINT_LABELS + " pid comm component mode",
        "joules", "Per-process attributed energy (opt-in: --attribution.level=process)."),
     # --- self-metrics ----------------------------------------------------------------------
-    _m("build_info", "info", "version python", "", "Build information."),
+    _m("build_info", "info", "version revision branch python", "",
+       "Build information: version, git revision and branch of the build (as `wattprint "
+       "--version` prints them; unknown when neither the build nor a checkout says), Python version."),
     _m("collector_up", "gauge", "collector", "",
        "1 when the collector's last read succeeded, 0 when it failed or is unavailable."),
     _m("collector_errors_total", "counter", "collector kind", "",

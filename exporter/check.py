@@ -47,8 +47,11 @@ def diagnose(cfg: Config) -> dict[str, Any]:
     report["rapl"] = rapl.info if rapl is not None else {"usable": False, "detail": "not built", "zones": []}
     if not report["rapl"]["usable"] and report["vm"]:
         report["rapl"]["detail"] += f" (this looks like a VM: {report['vm']}; VMs rarely expose RAPL)"
+    hwmon = by_name.get("hwmon")
+    report["hwmon"] = hwmon.info if hwmon is not None else {"usable": False, "detail": "not built", "sensors": []}
     report["cpu_estimate"] = {"used": cpu == "estimate", **by_name["estimate"].info}
     report["cpu_meter"] = cpu
+    report["unavailable_requested"] = _unavailable_requested(cfg, probes)
     report["carbon"] = _carbon(cfg)
     try:
         pids = [n for n in os.listdir(cfg.path.procfs) if n.isdigit()]
@@ -73,6 +76,19 @@ def _selected_cpu(cfg: Config, probes: list[Probe]) -> str:
     if cfg.cpu.meter != "auto":
         return cfg.cpu.meter
     return next(p.name for p in probes if p.usable)
+
+
+def _unavailable_requested(cfg: Config, probes: list[Probe]) -> list[str]:
+    """The meters the configuration names explicitly (not auto) that are not usable here, as
+    ``--flag=value: headline``: ``check`` then exits 1, so it can gate an init container."""
+    out = []
+    for kind, flag, name in (("gpu", "--gpu.backend", cfg.gpu.backend), ("cpu", "--cpu.meter", cfg.cpu.meter)):
+        if name in ("auto", "none"):
+            continue
+        p = next(p for p in probes if p.kind == kind and p.name == name)
+        if not p.usable:
+            out.append(f"{flag}={name}: {p.headline}")
+    return out
 
 
 def _carbon(cfg: Config) -> dict[str, Any]:
@@ -105,7 +121,7 @@ def _advice(report: dict[str, Any]) -> list[str]:
     out: list[str] = []
     for p in report["_probes"]:
         selected = any(m["selected"] for m in report["meters"] if m["name"] == p.name and m["kind"] == p.kind)
-        if selected or (p.name == "rapl" and report["cpu_meter"] != "rapl"):
+        if selected or (p.kind == "cpu" and report["cpu_meter"] == "estimate"):  # why no measurement
             out += p.advice
     if report["carbon"]["region"] == "unknown":
         out.append("Carbon: set --carbon.region (e.g. aws:us-east-1, europe-west4, FR; `wattprint regions` "
@@ -143,6 +159,8 @@ def render_text(report: dict[str, Any]) -> str:
                  + ", ".join(f"{m['kind']} {m['name']}" for m in report["meters"]) + ")")
     if report["vm"]:
         lines.append(f"ℹ virtual machine detected: {report['vm']}")
+    for line in report["unavailable_requested"]:
+        lines.append(f"{no} asked for but not usable (exit status 1): {line}")
     advice = _advice(report)
     if advice:
         lines += ["", "What to do:"] + [f"  - {a}" for a in advice]

@@ -8,7 +8,7 @@ import argparse
 import sys
 from typing import Any, Sequence
 
-from . import __version__, catalogue, config, logs
+from . import catalogue, config, logs
 from .config import ConfigError
 
 EPILOG = f"""Precedence: defaults < --config.file (YAML) < WATTPRINT_* environment < flags.
@@ -22,23 +22,35 @@ def _config_parent() -> argparse.ArgumentParser:
     g.add_argument("--config.file", dest="config_file", metavar="PATH",
                    help="YAML configuration file (env WATTPRINT_CONFIG_FILE).")
     for section, key, f in config.scalar_keys():
-        choices = getattr(f.annotation, "__args__", None) if "Literal" in str(f.annotation) else None
-        default = f.default if f.default is not None else "unset"
-        if section == "sample" and key == "interval":
-            default = f"{f.default:g}s"
-        help_ = (f"{f.description} Default: {default}. Env: {config.env_name(section, key)}."
-                 ).replace("%", "%%").replace("%%%%", "%%")
+        choices = config.allowed_values(f)
+        allowed = f" One of: {', '.join(choices)}." if choices else ""
+        help_ = (f"{f.description}{allowed} Default: {config.default_text(f) or 'unset'}. "
+                 f"Env: {config.env_name(section, key)}.").replace("%", "%%").replace("%%%%", "%%")
         g.add_argument(config.flag_name(section, key), *config.FLAG_ALIASES.get((section, key), ()),
                        dest=f"cfg:{section}:{key}", default=None,
                        metavar=key.split("_")[-1].upper(), choices=choices, help=help_)
     return p
 
 
+class _Version(argparse.Action):
+    """``--version``: version, branch, revision, build user and date, like Prometheus tools."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kw: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="Show the version, branch, revision and build date, and exit.")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        from . import buildinfo
+
+        sys.stdout.write(buildinfo.version_text())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wattprint", description="Energy and carbon of AI inference, per model endpoint, "
         "exported to Prometheus.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"wattprint {__version__}")
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     parent = _config_parent()
     serve = sub.add_parser("serve", parents=[parent], help="run the exporter daemon",
@@ -48,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
     check = sub.add_parser("check", parents=[parent], help="diagnose which meters this host has",
                            description="Show which meters this host has (NVML and each GPU, each RAPL "
-                           "zone, the CPU estimate) and, for each missing one, why and what to do.",
+                           "zone, each hwmon sensor, the CPU estimate) and, for each missing one, why and "
+                           "what to do. Exit status 1 when a meter asked for by name (--gpu.backend, "
+                           "--cpu.meter) is not usable here, so it can gate an init container.",
                            epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     check.add_argument("--output", choices=["text", "json"], default="text", help="Output format.")
     check.set_defaults(func=cmd_check)
@@ -154,7 +168,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     logs.setup("error", cfg.log.format)  # keep the report clean
     report = check.diagnose(cfg)
     sys.stdout.write(check.render_json(report) if args.output == "json" else check.render_text(report))
-    return 0
+    return 1 if report["unavailable_requested"] else 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:

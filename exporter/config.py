@@ -26,7 +26,11 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 
-Duration = Annotated[float, BeforeValidator(lambda v: parse_duration(v))]
+def _to_seconds(v: Any) -> float:
+    return parse_duration(v)
+
+
+Duration = Annotated[float, BeforeValidator(_to_seconds)]
 
 
 def within(v: float, lo: float, hi: float, text: str) -> float:
@@ -49,6 +53,31 @@ def parse_duration(value: Any) -> float:
     if not m:
         raise ValueError(f"not a duration: {value!r} (use e.g. 5s, 500ms, 2m)")
     return float(m.group(1)) * _UNIT_S[m.group(2)]
+
+
+def format_duration(seconds: float) -> str:
+    """A duration as a person writes it, and as parse_duration reads it back: 2h, 5m, 5s, 500ms."""
+    for unit in ("h", "m", "s", "ms"):
+        n = seconds / _UNIT_S[unit]
+        if n >= 1 and abs(n - round(n)) < 1e-9:
+            return f"{round(n)}{unit}"
+    return "0s" if seconds == 0 else f"{seconds:g}s"
+
+
+def is_duration(f: Any) -> bool:
+    return any(isinstance(m, BeforeValidator) and m.func is _to_seconds for m in f.metadata)
+
+
+def allowed_values(f: Any) -> tuple[str, ...] | None:
+    """The values a Literal key allows, None for any other key."""
+    return getattr(f.annotation, "__args__", None) if "Literal" in str(f.annotation) else None
+
+
+def default_text(f: Any) -> str:
+    """A key's default as it would be written in a flag ('' when it has none)."""
+    if f.default is None:
+        return ""
+    return format_duration(f.default) if is_duration(f) else str(f.default)
 
 
 class _Section(BaseModel):
@@ -79,7 +108,8 @@ class WebConfig(_Section):
 
 
 class PathConfig(_Section):
-    sysfs: str = Field("/sys", description="sysfs mount point (RAPL is read under class/powercap).")
+    sysfs: str = Field("/sys", description="sysfs mount point (RAPL is read under class/powercap, "
+                       "hwmon sensors under class/hwmon).")
     procfs: str = Field("/proc", description="procfs mount point (CPU time, cgroups, command lines).")
 
 
@@ -108,8 +138,9 @@ CPU_METER_NAMES = ("auto", *CPU_METERS)
 class GpuConfig(_Section):
     backend: Literal[GPU_BACKEND_NAMES] = Field(  # type: ignore[valid-type]
         "auto", description="GPU backend (exporter/sensors/registry.py): auto (the first whose "
-        "library and devices are present, else no GPU), nvml (required), simulated (a test double "
-        "driven by --gpu.simulation-file; its metrics say backend=\"simulated\"), none.")
+        "library and devices are present, else no GPU), nvml (required), amdsmi (AMD Instinct, "
+        "required), simulated (a test double driven by --gpu.simulation-file; its metrics say "
+        "backend=\"simulated\"), simulated-amd (the same for amdsmi), none.")
     util_poll_interval: Duration = Field(
         1.0, description="How often NVML per-process utilisation is read between samples on a GPU "
         "that two or more processes share (it splits the GPU's active energy between them). NVML "
@@ -117,7 +148,7 @@ class GpuConfig(_Section):
         "sample (4 more wake-ups a second at 1s sampling); the default reads one a second, an unbiased "
         "1-in-5 subsample of time.")
     simulation_file: str | None = Field(
-        None, description="Scenario YAML for --gpu.backend=simulated (see tests/fixtures/sim).")
+        None, description="Scenario YAML for --gpu.backend=simulated or simulated-amd (see tests/fixtures/sim).")
     idle_power_watts: dict[str, float] = Field(
         default_factory=dict, description="Idle baseline per GPU index or UUID (file only), "
         "overriding the learned and table values.")
@@ -136,7 +167,8 @@ class GpuConfig(_Section):
 class CpuConfig(_Section):
     meter: Literal[CPU_METER_NAMES] = Field(  # type: ignore[valid-type]
         "auto", description="CPU meter (exporter/sensors/registry.py): auto (the first usable: RAPL, "
-        "else the estimate), rapl (required), estimate.")
+        "then hwmon, else the estimate), rapl (required), hwmon (required: Grace / amd_energy / ACPI "
+        "power meter sensors), estimate.")
     rapl: Literal["auto", "off"] = Field(
         "auto", description="Read RAPL powercap zones when present and readable (auto) or never (off).")
     estimate_min_watts_per_vcpu: float = Field(
@@ -298,16 +330,18 @@ class EnginesConfig(_Section):
         "model, namespace}] for servers the exporter cannot discover.")
     budgets: list[dict[str, Any]] = Field(
         default_factory=list, description="Emissions budgets (file only): [{endpoint, model, namespace, "
-        "grams_per_request}] exposed as wattprint_endpoint_budget_grams_per_request.")
+        "grams_per_request, owner}] exposed as wattprint_endpoint_budget_grams_per_request. In a cluster "
+        "a pod annotation wattprint.io/budget-grams-per-request (with wattprint.io/owner) sets its "
+        "endpoint's budget instead, read live from the pod watch.")
 
     @field_validator("budgets")
     @classmethod
     def _budgets(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for i, b in enumerate(v):
-            unknown = set(b) - {"endpoint", "model", "namespace", "grams_per_request"}
+            unknown = set(b) - {"endpoint", "model", "namespace", "grams_per_request", "owner"}
             if unknown or "endpoint" not in b or "grams_per_request" not in b:
                 raise ValueError(f"budgets[{i}]: need endpoint and grams_per_request (optional model, "
-                                 f"namespace); unknown keys: {sorted(unknown)}")
+                                 f"namespace, owner); unknown keys: {sorted(unknown)}")
             g = b["grams_per_request"]
             if not isinstance(g, (int, float)) or isinstance(g, bool) or not 0 < g < 1e6:
                 raise ValueError(f"budgets[{i}].grams_per_request={g!r}: a number of grams > 0")
@@ -483,10 +517,7 @@ def markdown_flags() -> str:
     rows = ["| flag | environment | default | meaning |", "|---|---|---|---|",
             "| `--config.file` | `WATTPRINT_CONFIG_FILE` | | YAML configuration file |"]
     for section, key, f in scalar_keys():
-        default = f.default
-        if section == "sample" and key == "interval":
-            default = f"{default:g}s"
-        default = "" if default is None else f"`{default}`"
+        default = f"`{default_text(f)}`" if f.default is not None else ""
         desc = (f.description or "").replace("%%", "%").replace("|", "\\|")
         flags = " ".join(f"`{f}`" for f in (flag_name(section, key), *FLAG_ALIASES.get((section, key), ())))
         rows.append(f"| {flags} | `{env_name(section, key)}` | {default} | {desc} |")

@@ -97,15 +97,18 @@ def build_sampler(cfg: config.Config, carbon: Any = None, cluster: Any = None) -
     from .sensors.procfs import FULL_SCAN_S, ProcessTable
 
     rules = [Rule.parse(r, f"attribution.rules[{i}]") for i, r in enumerate(cfg.attribution.rules)]
-    return Sampler(gpu=open_gpu(cfg), cpu=open_cpu(cfg),
-                   procs=ProcessTable(cfg.path.procfs, max(1, round(FULL_SCAN_S / cfg.sample.interval)),
-                                      environ_keys=(cmdline.wants_environ, frozenset(cmdline.env_keys()))),
-                   resolver=Resolver(rules, pods=cluster),
-                   interval_s=cfg.sample.interval, idle_power_config=cfg.gpu.idle_power_watts,
-                   gpu_idle_policy=cfg.attribution.gpu_idle_policy,
-                   cpu_idle_policy=cfg.attribution.cpu_idle_policy, level=cfg.attribution.level,
-                   max_series=cfg.attribution.max_series, util_poll_s=cfg.gpu.util_poll_interval, carbon=carbon,
-                   gpu_owners=(lambda: cluster.gpu_owners) if cluster is not None else None)
+    sampler = Sampler(gpu=open_gpu(cfg), cpu=open_cpu(cfg),
+                      procs=ProcessTable(cfg.path.procfs, max(1, round(FULL_SCAN_S / cfg.sample.interval)),
+                                         environ_keys=(cmdline.wants_environ, frozenset(cmdline.env_keys()))),
+                      resolver=Resolver(rules, pods=cluster),
+                      interval_s=cfg.sample.interval, idle_power_config=cfg.gpu.idle_power_watts,
+                      gpu_idle_policy=cfg.attribution.gpu_idle_policy,
+                      cpu_idle_policy=cfg.attribution.cpu_idle_policy, level=cfg.attribution.level,
+                      max_series=cfg.attribution.max_series, util_poll_s=cfg.gpu.util_poll_interval, carbon=carbon,
+                      gpu_owners=(lambda: cluster.gpu_owners) if cluster is not None else None)
+    if cluster is not None:  # the endpoints' own budgets (pod annotations), read live
+        sampler.requests.pods = cluster.pods.pods
+    return sampler
 
 
 def apply_engine_lists(cfg: config.Config, sampler: Any) -> None:
@@ -116,8 +119,9 @@ def apply_engine_lists(cfg: config.Config, sampler: Any) -> None:
     e = cfg.engines
     sampler.targets.static = [Target(Workload(t.get("namespace", ""), t["endpoint"], t.get("model", "")),
                                      t["engine"], t["url"], t.get("model", "")) for t in e.targets]
-    sampler.requests.budgets = [((b.get("namespace", ""), b["endpoint"], b.get("model", "")),
-                                 float(b["grams_per_request"])) for b in e.budgets]
+    sampler.requests.budgets.configured = [
+        ((b.get("namespace", ""), b["endpoint"], b.get("model", ""), b.get("owner", "")), float(b["grams_per_request"]))
+        for b in e.budgets]
 
 
 # what SIGHUP puts in force; every other change is logged as needing a restart
@@ -302,7 +306,9 @@ async def start_http(app: Any, address: str, security: Any, cap: Any) -> tuple[A
         listener = await listen(runner, host, port, security.ssl if security is not None else None, cap)
     except OSError as e:
         await runner.cleanup()
-        raise SystemExit(f"cannot listen on {address}: {e.strerror}") from None
+        log.error("cannot listen on %s: %s", address, e.strerror or e,
+                  extra={"fields": {"address": address, "err": e.strerror or str(e)}})
+        raise SystemExit(1) from None
     return runner, listener
 
 
@@ -347,6 +353,6 @@ def log_meters(sampler: Any) -> None:
         log.info("no GPU metering: %s", gpu.detail)
     elif gpu is not None:
         log.info("GPU metering via %s: %s, driver %s", gpu.backend, gpu.detail, gpu.driver)
-        if gpu.backend == "simulated":
-            log.warning("SIMULATED GPUs in use (--gpu.backend=simulated): numbers are a test double")
+        if gpu.backend.startswith("simulated"):
+            log.warning("SIMULATED GPUs in use (--gpu.backend=%s): numbers are a test double", gpu.backend)
     log.info("CPU energy via %s", sampler.cpu_method)

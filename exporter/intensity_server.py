@@ -20,12 +20,11 @@ the web config's TLS and basic auth, the connection cap and the server limits.
 from __future__ import annotations
 
 import logging
-import platform
 import time
 from datetime import UTC, datetime
 from typing import Any
 
-from . import __version__, config
+from . import buildinfo, config
 
 log = logging.getLogger("wattprint")
 
@@ -112,7 +111,7 @@ class IntensityServer:
             snap.set("intensity_provider_calls_total", (name,), float(st["calls"]))
             for kind, n in st["errors"].items():
                 snap.set("collector_errors_total", (f"intensity_{name}", kind), float(n))
-        snap.set("build_info", (__version__, platform.python_version()), 1)
+        snap.set("build_info", buildinfo.labels(), 1)
         if self.cap is not None:
             self.cap.contribute(snap)
         return snap

@@ -16,6 +16,7 @@ def _fields(record: logging.LogRecord) -> dict[str, str]:
     ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
     out = {"ts": ts, "level": _NAMES.get(record.levelno, "info"),
            "caller": f"{record.module}:{record.lineno}", "msg": record.getMessage()}
+    out.update({k: str(v) for k, v in getattr(record, "fields", {}).items()})  # extra={"fields": {...}}
     if record.exc_info:
         out["err"] = logging.Formatter().formatException(record.exc_info)
     return out

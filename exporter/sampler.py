@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import logging
 import os
-import platform
 import select
 import threading
 import time
 from typing import Any, Callable
 
-from . import __version__, endpoint_table
+from . import buildinfo, endpoint_table
 from .engine_targets import TargetFinder
 from .exposition import Exposition, Renderer, Snapshot
 from .identity.resolver import Workload
@@ -55,7 +54,8 @@ class Sampler:
         self.requests = RequestStage()
         self.marginal: Any = None  # the marginal-cost stage: set with the engine scraper (daemon.start_engines)
         self.booking = Booking(resolver, self.health, gpu_idle_policy=gpu_idle_policy,
-                               cpu_idle_policy=cpu_idle_policy, level=level, gpu_owners=gpu_owners)
+                               cpu_idle_policy=cpu_idle_policy, level=level,
+                               gpu_owners=(lambda: self.gpus.owners_by_uuid(gpu_owners())) if gpu_owners else None)
         self.carbon = CarbonStage(carbon) if carbon is not None else None
         self.http: Any = None
         self.targets = TargetFinder(resolver, getattr(procs, "read_process_file", None))
@@ -224,7 +224,7 @@ class Sampler:
         return snap
 
     def contribute(self, snap: Snapshot) -> None:
-        snap.set("build_info", (__version__, platform.python_version()), 1)
+        snap.set("build_info", buildinfo.labels(), 1)
         snap.set("sample_duration_seconds", (), self.last_duration_s)
         snap.set("samples_total", (), float(self.samples))
         snap.set("sample_interval_seconds", (), self.interval_s)

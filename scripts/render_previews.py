@@ -40,7 +40,8 @@ DASHBOARDS = ROOT / "dashboards"
 OUT = DASHBOARDS / "previews"
 TEST = "tests/integration/test_dashboard_queries.py"
 MAX_BYTES = 400_000
-LABEL = "Preview — data from a simulated node"
+LEGEND_LINE_PT = 8.5  # height of a legend line
+LABEL = "Preview drawn with matplotlib by scripts/render_previews.py, not a Grafana render — data from a simulated node"
 
 # Grafana's dark theme, roughly
 BG, PANEL, BORDER, TEXT, MUTED = "#111217", "#181b1f", "#2c3235", "#ccccdc", "#8e8e9e"
@@ -93,6 +94,10 @@ def fmt(v: float, unit: str, decimals: int | None = None) -> str:
         return _si(v, "J", decimals)
     if unit == "massg":
         return _si(v, "g", decimals)
+    if unit == "masst":  # Grafana: toFixedUnit('t'), never rescaled
+        return f"{_num(v, decimals)} t"
+    if unit == "kwatth":  # Grafana: decimalSIPrefix('Wh', 1)
+        return _si(v * 1000, "Wh", decimals)
     if unit == "s":
         return _duration(v)
     if unit == "bytes":
@@ -200,9 +205,14 @@ def draw_timeseries(fig, rect, panel, results):
             pts = [(float(a), float(b)) for a, b in s["values"] if b not in ("NaN", "+Inf", "-Inf")]
             if pts:
                 series.append((name, t["refId"], pts))
-    n_leg = len(series)
-    cols = max(1, min(4, int(w * 24 / 4)))
-    legend_h = min(h * 0.35, (math.ceil(n_leg / cols)) * 0.0105 + 0.004) if n_leg else 0
+    leg_opts = panel.get("options", {}).get("legend", {})
+    as_table = leg_opts.get("displayMode") == "table"
+    if as_table and leg_opts.get("sortBy") == "Mean":  # Grafana sorts the legend table's rows
+        series.sort(key=lambda s: sum(v for _, v in s[2]) / len(s[2]), reverse=bool(leg_opts.get("sortDesc")))
+    n_leg = len(series) + (1 if as_table and series else 0)  # a table legend has a header row
+    cols = 1 if as_table else max(1, min(4, int(w * 24 / 4)))
+    step = LEGEND_LINE_PT / (fig.get_size_inches()[1] * 72)  # one legend line, in figure fractions
+    legend_h = min(h * (0.42 if as_table else 0.35), (math.ceil(n_leg / cols)) * step + 0.004) if n_leg else 0
     fw = fig.get_size_inches()[0]
     left, right = 0.72 / fw, (0.62 if any(field_unit(panel, n, r) != panel["fieldConfig"]["defaults"].get("unit")
                                           for n, r, _ in series) else 0.15) / fw
@@ -259,11 +269,28 @@ def draw_timeseries(fig, rect, panel, results):
     ax.xaxis.set_major_locator(plt.MaxNLocator(4))
     if not series:
         ax.text(0.5, 0.5, "No data", color=MUTED, ha="center", va="center", transform=ax.transAxes)
-    # legend as text rows under the plot
+    # legend as text rows under the plot; a table legend: name, mean, last (Grafana's "Last *")
+    if as_table and handles:
+        fig.text(x + w - 0.095, y + legend_h - 0.004, "Mean", color=MUTED, fontsize=6.3, va="top", ha="right")
+        fig.text(x + w - 0.01, y + legend_h - 0.004, "Last *", color=MUTED, fontsize=6.3, va="top", ha="right")
     for i, (line, name) in enumerate(handles):
+        if as_table:
+            row = i + 1
+            ly = y + legend_h - 0.004 - row * step
+            if ly < y + 0.002:
+                break
+            _, ref, pts = series[i]
+            u = field_unit(panel, name, ref)
+            fig.text(x + 0.008, ly, "▬", color=line.get_color(), fontsize=6.5, va="top")
+            chars = int((w - 0.2) * fw * 72 / (6.3 * 0.56))
+            fig.text(x + 0.017, ly, clip(name, chars), color=MUTED, fontsize=6.3, va="top")
+            fig.text(x + w - 0.095, ly, fmt(sum(v for _, v in pts) / len(pts), u), color=TEXT, fontsize=6.3,
+                     va="top", ha="right")
+            fig.text(x + w - 0.01, ly, fmt(pts[-1][1], u), color=TEXT, fontsize=6.3, va="top", ha="right")
+            continue
         col, row = i % cols, i // cols
         lx = x + 0.008 + col * (w - 0.01) / cols
-        ly = y + legend_h - 0.004 - row * 0.0105
+        ly = y + legend_h - 0.004 - row * step
         if ly < y + 0.002:
             break
         fig.text(lx, ly, "▬", color=line.get_color(), fontsize=6.5, va="top")
@@ -419,7 +446,7 @@ def render(board_path: Path, data: dict, out: Path) -> Path:
     fig.text(0.005, 1 - 0.22 * top, board["title"], color=TEXT, fontsize=15, fontweight="bold", va="top")
     fig.text(0.995, 1 - 0.22 * top, LABEL, color="#ff9830", fontsize=13, fontweight="bold", va="top", ha="right")
     when = time.strftime("%Y-%m-%d", time.gmtime(data["end"]))
-    vars_line = "   ".join(f"{v.get('label', v['name'])}: {'Prometheus' if v['type'] == 'datasource' else 'All'}"
+    vars_line = "   ".join(f"{v.get('label', v['name'])}: {'Prometheus' if v['type'] == 'datasource' else 'All' if v['type'] == 'query' else v['current']['text']}"
                            for v in board["templating"]["list"])
     fig.text(0.005, 1 - 0.62 * top, f"{vars_line}      time range: last {data['run_seconds']} s ({when})",
              color=MUTED, fontsize=8.5, va="top")

@@ -15,6 +15,11 @@ if [ "${1:-}" = "test" ]; then
   command -v openssl >/dev/null || apt_need+=(openssl)
   # a real headless browser for the landing page's test (tests/integration/test_demo.py)
   command -v chromium >/dev/null || apt_need+=(chromium)
+  # the image built and run (tests/integration/test_image.py): Debian's Docker engine (dockerd,
+  # and a client with BuildKit built in) and debootstrap for a base made from Debian's packages
+  # (both in /usr/sbin, which a user's PATH may lack)
+  PATH="$PATH:/usr/sbin" command -v dockerd >/dev/null || apt_need+=(docker.io)
+  PATH="$PATH:/usr/sbin" command -v debootstrap >/dev/null || apt_need+=(debootstrap)
 fi
 if [ ${#apt_need[@]} -gt 0 ]; then
   echo "== installing Debian packages: ${apt_need[*]}"

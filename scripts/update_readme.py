@@ -13,8 +13,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from exporter import catalogue, config  # noqa: E402
+from exporter.sensors import hwmon  # noqa: E402
 
-SECTIONS = {"metrics": catalogue.markdown_table, "flags": config.markdown_flags}
+SECTIONS = {"metrics": catalogue.markdown_table, "flags": config.markdown_flags, "hwmon": hwmon.markdown_table}
 
 
 def render(text: str) -> str:

@@ -216,17 +216,21 @@ def start_prometheus(tmp: Path, targets: list[str], scrape_interval: str = "1s",
                      rule_files: list[str] | None = None, alertmanagers: list[str] | None = None,
                      args: list[str] | None = None, tsdb: Path | None = None, *,
                      external_labels: dict[str, str] | None = None, remote_write: list[str] | None = None,
-                     agent: bool = False) -> Prometheus:
+                     agent: bool = False, target_labels: dict[str, str] | None = None,
+                     scrape_configs: list[dict] | None = None) -> Prometheus:
     """A real Prometheus scraping ``targets`` (job "wattprint") on 127.0.0.1, on a free port, once
     ready. ``tsdb``: an existing storage directory (e.g. blocks written by ``promtool tsdb
     create-blocks-from``) instead of a new one. ``agent``: agent mode (no local queries; it
-    remote-writes to ``remote_write`` URLs, with ``external_labels``)."""
+    remote-writes to ``remote_write`` URLs, with ``external_labels``). ``target_labels``: labels every
+    scraped series gets (as a Kubernetes scrape config's relabelling adds ``node``).
+    ``scrape_configs``: these jobs instead of the one static "wattprint" job."""
     assert PROMETHEUS, "Debian package 'prometheus' is not installed (scripts/test.sh installs it)"
     port = free_port()
     d = tmp / f"prom-{port}"
     d.mkdir()
     cfg: dict = {"global": {"scrape_interval": scrape_interval},
-                 "scrape_configs": [{"job_name": "wattprint", "static_configs": [{"targets": targets}]}]}
+                 "scrape_configs": scrape_configs or [{"job_name": "wattprint", "static_configs": [
+                     {"targets": targets, **({"labels": target_labels} if target_labels else {})}]}]}
     if not agent:
         cfg["global"]["evaluation_interval"] = scrape_interval
     if external_labels:

@@ -136,6 +136,8 @@ def test_engine_scrape_errors_never_go_backwards_when_a_target_leaves_and_return
     ("NVIDIA GH200 480GB", 90.0), ("NVIDIA H200", 75.0), ("NVIDIA A100 80GB PCIe", 40.0),
     ("NVIDIA A100-SXM4-80GB", 55.0), ("NVIDIA A100-PCIE-40GB", 35.0), ("NVIDIA B200", 140.0),
     ("NVIDIA GB200", 150.0), ("NVIDIA H20", 60.0), ("NVIDIA L40S", 35.0), ("NVIDIA H100 NVL", 60.0),
+    ("AMD Instinct MI300X", 140.0), ("AMD Instinct MI300X VF", 140.0), ("AMD Instinct MI325X", 160.0),
+    ("AMD Instinct MI355X", 238.0),
 ])
 def test_idle_table_most_specific_match_wins(name, watts):
     """Old: a GH200 got the H200 row and an A100 80GB PCIe the SXM value."""

@@ -33,7 +33,7 @@ def test_config_file_from_env(tmp_path):
     ({("sample", "interval"): "10m"}, {}, r"sample\.interval.*between 100ms and 5m"),
     ({}, {"WATTPRINT_LOG_FORMAT": "xml"}, r"log\.format='xml' \(from environment WATTPRINT_LOG_FORMAT\).*allowed: 'logfmt' or 'json'"),
     ({("web", "listen_address"): "nowhere"}, {}, r"web\.listen_address='nowhere'.*host:port"),
-    ({("gpu", "backend"): "cuda"}, {}, r"gpu\.backend='cuda'.*'auto', 'nvml', 'simulated' or 'none'"),
+    ({("gpu", "backend"): "cuda"}, {}, r"gpu\.backend='cuda'.*'auto', 'nvml', 'amdsmi', 'simulated', 'simulated-amd' or 'none'"),
     ({("cpu", "estimate_max_watts_per_vcpu"): "-1"}, {}, r"cpu\.estimate_max_watts_per_vcpu='-1'.*greater than or equal to 0"),
 ])
 def test_errors_name_key_value_and_allowed(flags, env, pattern):

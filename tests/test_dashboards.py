@@ -35,12 +35,16 @@ PROVISIONED = ROOT / "deploy" / "compose" / "grafana" / "provisioning" / "dataso
 RECORDED = {r["record"] for r in rules.recording_rules()}
 STANDARD = {"ALERTS", "up"}  # Prometheus's own series; process_* are prometheus-client's
 ALERT_LABELS = {"alertname", "alertstate", "severity", "reason"}
-TARGET_LABELS = {"instance", "job", rules.DEFAULT_CLUSTER_LABEL}  # the cluster: an external label (docs/fleet.md)
-KNOWN_LABELS = {lab for m in catalogue.METRICS for lab in m.labels} | TARGET_LABELS | ALERT_LABELS
+# the cluster: an external label (docs/fleet.md); node: the Helm chart's scrape config relabels the
+# pod's node name into it
+TARGET_LABELS = {"instance", "job", "node", rules.DEFAULT_CLUSTER_LABEL}
+KNOWN_LABELS = ({lab for m in catalogue.METRICS for lab in m.labels} | TARGET_LABELS | ALERT_LABELS
+                | set(rules.DERIVED_LABELS))
 PANEL_TYPES = {"row", "timeseries", "stat", "bargauge", "table"}
-UNITS = {"watt", "joule", "massg", "s", "bytes", "percentunit", "none", "reqps", "si:g/h", "suffix:g/kWh",
-         "suffix:tokens/s"}
-VARIABLES = {"namespace", "endpoint", "model"}
+UNITS = {"watt", "joule", "massg", "masst", "kwatth", "s", "bytes", "percentunit", "none", "reqps", "si:g/h",
+         "suffix:g/kWh", "suffix:tokens/s"}
+VARIABLES = {"cluster", "namespace", "endpoint", "model"}
+CATCH_ALL = "unallocated|system|overflow"  # the catch_all variable's default: the ranked tables leave them out
 
 
 def panels(board: dict) -> list[dict]:
@@ -54,7 +58,8 @@ def queries() -> list[tuple[str, str, str]]:
 
 def substituted(expr: str) -> str:
     """An expr as Prometheus would get it from Grafana (template variables filled in)."""
-    expr = re.sub(r"\$\{?(namespace|endpoint|model|instance)\}?", ".*", expr)
+    expr = re.sub(r"\$\{?(cluster|node|namespace|endpoint|model|instance)\}?", ".*", expr)
+    expr = re.sub(r"\$\{?catch_all\}?", CATCH_ALL, expr)
     return expr.replace("$__rate_interval", "1m").replace("$__range", "6h")
 
 
@@ -185,7 +190,7 @@ def test_variables(name):
     # the compose quick start provisions uid "prometheus": the default selects it
     (provisioned,) = yaml.safe_load(PROVISIONED.read_text())["datasources"]
     assert ds["current"]["value"] == provisioned["uid"] == "prometheus"
-    for var in VARIABLES | ({"instance"} if "node" in name else set()):
+    for var in VARIABLES | ({"node", "instance"} if "node" in name else set()):
         v = variables[var]
         assert v["type"] == "query" and v["multi"] and v["includeAll"], var
         assert v["allValue"] == ".*", f"{var}: 'All' must match an empty label (namespace outside Kubernetes)"
@@ -218,3 +223,135 @@ def test_preview_exists(name):
     assert png.is_file(), f"no {png.relative_to(ROOT)}: run scripts/render_previews.py --run"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert png.stat().st_size < 400_000
+
+
+def _unit(panel: dict, ref: str, column: str | None) -> str:
+    """The unit Grafana shows a query's values in: an override by refId or table column, else the panel's."""
+    for o in panel["fieldConfig"]["overrides"]:
+        m = o["matcher"]
+        if (m["id"] == "byFrameRefID" and m["options"] == ref) or (m["id"] == "byName" and m["options"] == column):
+            for prop in o["properties"]:
+                if prop["id"] == "unit":
+                    return prop["value"]
+    return panel["fieldConfig"]["defaults"]["unit"]
+
+
+def _column(panel: dict, ref: str) -> str | None:
+    if panel["type"] != "table":
+        return None
+    rename = next(tr["options"]["renameByName"] for tr in panel["transformations"] if tr["id"] == "organize")
+    return rename.get("Value" if len(panel["targets"]) == 1 else f"Value #{ref}")
+
+
+def test_tonnes_and_kilowatt_hours_where_a_reader_expects_them():
+    """Training footprints and month/year CO2e in t (Grafana's masst never rescales: no "420 Mg"),
+    energy per month/year in kWh: the query divides by 1e6 (g → t) or 3.6e6 (J → kWh) exactly where
+    the unit says so."""
+    seen = set()
+    for b in BOARDS.values():
+        for p in panels(b):
+            for t in p["targets"]:
+                unit = _unit(p, t["refId"], _column(p, t["refId"]))
+                e = t["expr"]
+                if "wattprint_model_training_co2e_grams" in e and "/ on (model)" not in e and "/ (" not in e:
+                    assert e.endswith("/ 1e+06") and unit == "masst", (p["title"], e, unit)
+                    seen.add("training")
+                if e.endswith("/ 1e+06"):
+                    assert unit == "masst", (p["title"], unit)
+                if e.endswith("/ 3.6e+06"):
+                    assert unit == "kwatth", (p["title"], unit)
+                    seen.add("kWh")
+    assert seen == {"training", "kWh"}
+
+
+def test_month_and_year_come_from_the_rollups():
+    """Panels over this month / this year use the panel time override (now/M, now/y) and sum the
+    hourly rollups over $__range, never increase() over the raw counters."""
+    fleet = BOARDS["wattprint-fleet-overview.json"]
+    periods = [p for p in panels(fleet) if p.get("timeFrom")]
+    assert {p["timeFrom"] for p in periods} == {"now/M", "now/y"} and len(periods) >= 9
+    for p in periods:
+        for t in p["targets"]:
+            assert "increase(" not in t["expr"], p["title"]
+            if "wattprint_model_training_co2e_grams" not in t["expr"] or "sum_over_time" in t["expr"]:
+                assert re.search(r"sum_over_time\(wattprint:endpoint_[a-z0-9_]+:increase1h\{[^}]*\}\[\$__range\]\)",
+                                 t["expr"]), (p["title"], t["expr"])
+
+
+def test_ranked_table_leaves_out_the_catch_all_series_by_default():
+    fleet = BOARDS["wattprint-fleet-overview.json"]
+    var = next(v for v in fleet["templating"]["list"] if v["name"] == "catch_all")
+    assert var["type"] == "custom" and var["current"]["value"] == CATCH_ALL
+    assert {o["value"] for o in var["options"]} == {CATCH_ALL, "^$"}
+    ranked = next(p for p in panels(fleet) if p["title"].startswith("Endpoints ranked by CO2e per request"))
+    assert all('endpoint!~"$catch_all"' in t["expr"] for t in ranked["targets"])
+    assert ranked["options"]["sortBy"] == [{"displayName": "CO2e per request (1h)", "desc": True}]
+    # the default leaves them out: a query as Prometheus gets it excludes every catch-all name
+    e = substituted(ranked["targets"][0]["expr"])
+    assert f'endpoint!~"{CATCH_ALL}"' in e
+
+
+def test_the_same_model_across_gpu_types_and_regions_needs_no_join_in_a_panel():
+    """The comparison panels read the wattprint:model_* rules (the join is done once, in the rules);
+    only "Nodes serving it" joins, with the one-series-per-node placement info."""
+    text = json.dumps(BOARDS)
+    for name in ("wattprint:model_co2e_grams_per_request:1h", "wattprint:model_joules_per_request:1h",
+                 "wattprint:model_co2e_grams_per_request:5m", "wattprint:node_placement:info"):
+        assert name in text, name
+    for b in BOARDS.values():
+        for p in panels(b):
+            for t in p["targets"]:
+                if "wattprint:model_" in t["expr"]:
+                    assert "group_left" not in t["expr"] and "wattprint_gpu_info" not in t["expr"], p["title"]
+
+
+@pytest.mark.parametrize("name", sorted(BOARDS))
+def test_time_series_legends_are_sorted_tables_with_mean_and_last(name):
+    for p in panels(BOARDS[name]):
+        if p["type"] == "timeseries":
+            leg = p["options"]["legend"]
+            assert leg["displayMode"] == "table" and leg["calcs"] == ["mean", "lastNotNull"], p["title"]
+            assert leg["sortBy"] == "Mean" and leg["sortDesc"] is True, p["title"]
+
+
+def test_drill_down_links_fleet_to_endpoint_to_node():
+    """Every data link opens a Wattprint dashboard, sets only variables that dashboard has, and reads
+    only columns (tables) or labels (bar gauges) its panel's queries keep."""
+    by_uid = {b["uid"]: b for b in BOARDS.values()}
+    pairs = set()
+    for b in BOARDS.values():
+        for p in panels(b):
+            for link in p["fieldConfig"]["defaults"].get("links") or []:
+                m = re.match(r"/d/([a-z-]+)/\1\?(.*)$", link["url"])
+                assert m and m.group(1) in by_uid, link["url"]
+                target = by_uid[m.group(1)]
+                names = {v["name"] for v in target["templating"]["list"]}
+                params = m.group(2).split("&")
+                assert "${__url_time_range}" in params and "${datasource:queryparam}" in params
+                for prm in params:
+                    if prm.startswith("var-"):
+                        assert prm[4:].split("=")[0] in names, (p["title"], prm)
+                    elif qp := re.fullmatch(r"\$\{(\w+):queryparam\}", prm):
+                        assert qp.group(1) in names and qp.group(1) in {v["name"] for v in b["templating"]["list"]}
+                for kind, label in re.findall(r"\$\{__(data\.fields|field\.labels)\.(\w+)\}", link["url"]):
+                    exprs = " ".join(t["expr"] for t in p["targets"])
+                    kept = rules.grouping_labels(exprs) | {"endpoint", "model"} & set(re.findall(r"\w+", exprs))
+                    assert label in kept, (p["title"], label)
+                    if kind == "data.fields":
+                        assert p["type"] == "table", p["title"]
+                    else:
+                        assert p["type"] in ("bargauge", "timeseries", "stat"), p["title"]
+                pairs.add((b["uid"], target["uid"]))
+    assert ("wattprint-fleet-overview", "wattprint-endpoint-detail") in pairs
+    assert ("wattprint-endpoint-detail", "wattprint-node-detail") in pairs
+
+
+def test_node_detail_selects_by_node_with_an_instance_fallback():
+    node = BOARDS["wattprint-node-detail.json"]
+    variables = {v["name"]: v for v in node["templating"]["list"]}
+    assert ", node)" in variables["node"]["query"] and 'node=~"$node"' in variables["instance"]["query"]
+    for p in panels(node):
+        for t in p["targets"]:
+            for name, keys in rules.selector_labels(t["expr"]):
+                if name.startswith(("wattprint_", "process_")):
+                    assert {"cluster", "node", "instance"} <= keys, (p["title"], name)

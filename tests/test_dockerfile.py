@@ -1,6 +1,7 @@
 """The Dockerfile, tested without a Docker daemon: hadolint, what it copies (and that .dockerignore
 lets it through), that its ENTRYPOINT/CMD are the package's console script and a real
-subcommand, its base image and user, and that its HEALTHCHECK command works against a server."""
+subcommand, its base image and user, and that its HEALTHCHECK command works against a server.
+tests/integration/test_image.py builds the image (from a local Debian base) and runs it."""
 
 from __future__ import annotations
 
@@ -82,14 +83,42 @@ def test_hadolint():
 
 # --- structure ------------------------------------------------------------------------------
 
+def expand(text: str) -> str:
+    """``${NAME}`` replaced by the ARG's default (what a build without --build-arg gets)."""
+    args = arg_defaults()
+    return re.sub(r"\$\{(\w+)\}", lambda m: args[m[1]], text)
+
+
+def stage_names() -> list[str]:
+    return [one(st, "FROM").split()[-1] for st in stages() if " AS " in one(st, "FROM").upper()]
+
+
 def test_multi_stage_with_pinned_bases():
     s = stages()
     assert len(s) >= 2, "builder + runtime"
+    names = stage_names()
     for stage in s:
-        image = one(stage, "FROM").split()[0]
+        image = expand(one(stage, "FROM").split()[0])
+        if image in names or image == "scratch":  # another stage, or nothing
+            continue
         name, _, tag = image.partition("@")[0].partition(":")
         assert tag and tag != "latest", f"{image}: pin a tag"
-    assert one(s[-1], "FROM").split("@")[0] == RUNTIME_BASE
+    assert expand(one(s[-1], "FROM")).split("@")[0] == RUNTIME_BASE
+
+
+def test_wheels_argument_names_a_stage():
+    """--build-arg WHEELS=source|context picks the stage the runtime mounts its wheels from; the
+    context's .wheels/ (scripts/build_image.sh --wheels) reaches the build and never git."""
+    wheels = [st for st in stages() if one(st, "FROM").endswith(" AS wheels")]
+    assert len(wheels) == 1
+    pattern = one(wheels[0], "FROM").split()[0]
+    assert pattern == "wheels-${WHEELS}" and arg_defaults()["WHEELS"] == "source"
+    for value in ("source", "context"):
+        assert f"wheels-{value}" in stage_names(), value
+    assert "from=wheels," in " ".join(a for w, a in stages()[-1] if w == "RUN")
+    assert not dockerignored(".wheels/grpcio-1.85.3-cp311-cp311-manylinux_2_17_x86_64.whl")
+    assert "/.wheels/" in (ROOT / ".gitignore").read_text().split()
+    assert "--wheels" in (ROOT / "scripts" / "build_image.sh").read_text()
     requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
     py = tuple(int(x) for x in re.match(r"python:(\d+)\.(\d+)", RUNTIME_BASE).groups())
     assert py >= tuple(int(x) for x in re.search(r">=\s*(\d+)\.(\d+)", requires).groups())
@@ -160,7 +189,9 @@ def test_dockerignore_matcher():
 
 
 def test_copy_sources_exist_and_are_in_the_context():
-    copies = [args for w, args in instructions() if w == "COPY" and "--from=" not in args]
+    # .wheels/ exists only while scripts/build_image.sh --wheels builds (test_wheels_argument_...)
+    copies = [args for st in stages() if not one(st, "FROM").endswith(" AS wheels-context")
+              for w, args in st if w == "COPY" and "--from=" not in args]
     assert copies
     for args in copies:
         *sources, _dest = shlex.split(args)
@@ -172,7 +203,7 @@ def test_copy_sources_exist_and_are_in_the_context():
             assert kept, f"COPY {src}: everything is excluded by .dockerignore"
             for p in files:
                 rel = p.relative_to(ROOT).as_posix()
-                if "__pycache__" not in rel and not rel.endswith(".pyc"):
+                if "__pycache__" not in rel and not rel.endswith(".pyc") and rel != "exporter/_build.py":
                     assert not dockerignored(rel), f"{rel} is copied but excluded by .dockerignore"
     # what the build needs: pyproject's readme and every package
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
@@ -193,7 +224,7 @@ def test_entrypoint_is_the_console_script():
 
 
 def test_user_port_labels():
-    from exporter import __version__, config
+    from exporter import __version__, buildinfo, config
 
     runtime = stages()[-1]
     user = one(runtime, "USER")
@@ -204,10 +235,20 @@ def test_user_port_labels():
     labels = dict(re.findall(r'(org\.opencontainers\.image\.[a-z.]+)="([^"]*)"', one(runtime, "LABEL")))
     for key in ("title", "description", "licenses", "version", "revision", "created", "base.name"):
         assert f"org.opencontainers.image.{key}" in labels, key
+    # the build's identity, also in the environment that wattprint --version reads
+    assert labels["org.opencontainers.image.revision"] == "${REVISION}"
+    assert labels["org.opencontainers.image.created"] == "${BUILD_DATE}"
+    assert 'io.wattprint.branch="${BRANCH}"' in one(runtime, "LABEL")
+    env = " ".join(a for w, a in runtime if w == "ENV")
+    assert set(buildinfo.ENV.values()) == {f"WATTPRINT_{n}" for n in ("REVISION", "BRANCH", "BUILD_DATE", "BUILD_USER")}
+    for name in ("REVISION", "BRANCH", "BUILD_DATE", "BUILD_USER"):
+        assert f'WATTPRINT_{name}="${{{name}}}"' in env, name
+    # a local install's generated build file would win over them (exporter/buildinfo.py)
+    assert dockerignored("exporter/_build.py")
     assert arg_defaults()["VERSION"] == __version__
     assert labels["org.opencontainers.image.licenses"] == \
         tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["license"]["text"]
-    assert RUNTIME_BASE in labels["org.opencontainers.image.base.name"]
+    assert RUNTIME_BASE in expand(labels["org.opencontainers.image.base.name"])
 
 
 def test_grpc_pins_satisfy_the_generated_stubs():

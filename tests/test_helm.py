@@ -40,7 +40,7 @@ SYNC_HINT = "run: .venv/bin/python tests/test_helm.py sync"
 # Config keys the chart sets itself as flags (its mounts and port): not accepted under `config`.
 CHART_SET_KEYS = {("web", "listen_address"), ("web", "config_file"), ("path", "procfs"),
                   ("path", "sysfs")}
-CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+CRD_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule", "SecurityContextConstraints"}
 RELEASE, NAMESPACE = "wp", "monitoring"
 FAKE_DASHBOARD = "zz-test-only.json"  # added to a temporary copy of the chart by the tests
 
@@ -51,9 +51,12 @@ VALUE_SETS: dict[str, dict] = {
                            "tlsConfig": {"insecureSkipVerify": True},
                            "basicAuth": {"username": {"name": "wattprint-scrape", "key": "username"},
                                          "password": {"name": "wattprint-scrape", "key": "password"}},
-                           "relabelings": [{"targetLabel": "cluster", "replacement": "prod"}],
+                           "relabelings": [{"targetLabel": "region", "replacement": "eu"}],
+                           "jobLabel": "app.kubernetes.io/part-of", "targetLabels": ["app.kubernetes.io/part-of"],
+                           "sampleLimit": 20000, "scrapeProtocols": ["OpenMetricsText1.0.0", "PrometheusText0.0.4"],
                            "metricRelabelings": [{"sourceLabels": ["__name__"],
                                                   "regex": "go_.*", "action": "drop"}]},
+        "cluster": {"name": "prod"},
         "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"},
                            "additionalGroups": [{"name": "site.rules", "rules": [
                                {"record": "site:wattprint_node_power_watts:5m",
@@ -118,6 +121,12 @@ VALUE_SETS: dict[str, dict] = {
         "podAnnotations": {"example.com/team": "ml-platform"},
         "image": {"repository": "registry.example.com/wattprint", "tag": "0.1.0-rc1"},
     },
+    "amd": {  # AMD Instinct nodes: no NVIDIA runtime, the AMD GPU Operator's node label
+        "amd": {"enabled": True, "supplementalGroups": [44, 110]},
+        "runtimeClassName": "",
+        "nodeSelector": {"nvidia.com/gpu.present": None, "feature.node.kubernetes.io/amd-gpu": "true"},
+        "config": {"gpu": {"backend": "amdsmi"}},
+    },
     "intensity": {
         "intensity": {"enabled": True, "zone": "DE", "nodePollInterval": 30},
         "serviceMonitor": {"enabled": True},
@@ -126,6 +135,11 @@ VALUE_SETS: dict[str, dict] = {
             {"type": "electricitymaps", "zone": "DE", "token_env": "ELECTRICITYMAPS_TOKEN", "forecast": True}]}},
     },
 }
+
+# The platform value sets a user passes with -f (helm/wattprint/ci/<platform>.yaml, also what
+# chart-testing's `ct install` reads): each renders, validates and passes checkov like the above.
+CI_SETS = {f"ci-{p.stem}": yaml.safe_load(p.read_text()) or {} for p in sorted((CHART / "ci").glob("*.yaml"))}
+VALUE_SETS.update(CI_SETS)
 
 helm = pytest.importorskip("helm_python", reason="helm-python-sdk is not installed "
                            "(pip install -r tests/requirements-deploy.txt)")
@@ -217,15 +231,24 @@ def test_every_object_validates(docs, rendered, name):
 
 
 def check_crd(doc: dict) -> None:
-    """The prometheus-operator CRDs are not in kubernetes-validate: check the fields by hand."""
-    assert doc["apiVersion"] == "monitoring.coreos.com/v1"
+    """The prometheus-operator CRDs and OpenShift's SCC are not in kubernetes-validate: check
+    the fields by hand."""
+    assert doc["apiVersion"] == ("security.openshift.io/v1" if doc["kind"] == "SecurityContextConstraints"
+                                 else "monitoring.coreos.com/v1")
     meta = doc["metadata"]
-    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", meta["name"]) and meta["namespace"]
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", meta["name"])
+    assert meta.get("namespace") or doc["kind"] == "SecurityContextConstraints"
+    if doc["kind"] == "SecurityContextConstraints":
+        assert "namespace" not in meta  # cluster-scoped
+        assert doc["allowPrivilegedContainer"] in (True, False) and doc["allowHostNetwork"] is False
+        assert doc["runAsUser"]["type"] in ("MustRunAs", "RunAsAny") and doc["seLinuxContext"]["type"]
+        return
     spec = doc["spec"]
-    if doc["kind"] == "ServiceMonitor":
+    if doc["kind"] in ("ServiceMonitor", "PodMonitor"):
         assert spec["selector"]["matchLabels"]
-        assert spec["endpoints"]
-        for ep in spec["endpoints"]:
+        endpoints = spec["endpoints" if doc["kind"] == "ServiceMonitor" else "podMetricsEndpoints"]
+        assert endpoints
+        for ep in endpoints:
             assert ep["port"] and ep["path"].startswith("/")
             assert ep["scheme"] in ("http", "https")
             assert re.fullmatch(r"(\d+(ms|s|m|h))+", ep["interval"])
@@ -268,6 +291,58 @@ def test_schema_rejects_bad_values():
             chart.render(values, name=RELEASE, namespace=NAMESPACE)
 
 
+def _field_schema(model, key: str, f) -> dict:
+    """The JSON schema of one config key, from its pydantic annotation: its type (a duration is a
+    number of seconds or a string like 5s/500ms/2m, the exporter's own pattern), a Literal's
+    values, its bounds, null where it is optional. A key that a "before" validator rewrites
+    (log.level, lowercased) gets only its type (LOUD passes the schema, the exporter refuses
+    it): never tighter than the exporter. test_bad_config_fails_helm_template_not_the_pod checks
+    both reject the same bad values."""
+    import types
+    import typing
+
+    import annotated_types as at
+
+    from exporter import config as cfg
+
+    def of(tp) -> dict:
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+        if origin in (typing.Union, types.UnionType):
+            inner = [a for a in args if a is not type(None)]
+            out = of(inner[0]) if len(inner) == 1 else {}
+            if type(None) in args and "type" in out:
+                out["type"] = [out["type"], "null"]
+            elif type(None) in args and out:
+                out = {"anyOf": [out, {"type": "null"}]}
+            return out
+        if origin is typing.Literal:
+            return {"enum": list(args)}
+        if origin is list:
+            return {"type": "array", "items": of(args[0]) if args else {}}
+        if origin is dict:
+            return {"type": "object", "additionalProperties": of(args[1])}
+        simple = {bool: "boolean", int: "integer", float: "number", str: "string"}
+        return {"type": simple[tp]} if tp in simple else {}
+
+    before = [d for d in model.__pydantic_decorators__.field_validators.values()
+              if key in d.info.fields and d.info.mode == "before"]
+    if any(type(m).__name__ == "BeforeValidator" for m in f.metadata):  # Duration
+        out = {"anyOf": [{"type": "number"}, {"type": "string", "pattern": cfg._DURATION.pattern}]}
+        if typing.get_origin(f.annotation) in (typing.Union, types.UnionType):
+            out["anyOf"].append({"type": "null"})
+    elif before:  # rewritten first (log.level is lowercased): only the Literal's type is known
+        values = typing.get_args(f.annotation) if typing.get_origin(f.annotation) is typing.Literal else ()
+        out = {"type": "string"} if values and all(isinstance(v, str) for v in values) else {}
+    else:
+        out = of(f.annotation)
+        for m in f.metadata:
+            for cls, attr, word in [(at.Ge, "ge", "minimum"), (at.Le, "le", "maximum"),
+                                    (at.Gt, "gt", "exclusiveMinimum"), (at.Lt, "lt", "exclusiveMaximum")]:
+                if isinstance(m, cls):
+                    out[word] = getattr(m, attr)
+    return {"description": " ".join((f.description or "").replace("%%", "%").split()), **out}
+
+
 def config_schema() -> dict:
     """The `config` part of values.schema.json, generated from exporter/config.py."""
     from exporter import config as cfg
@@ -275,7 +350,7 @@ def config_schema() -> dict:
     sections = {}
     for section, sfield in cfg.Config.model_fields.items():
         model = sfield.default_factory
-        keys = {key: {"description": " ".join((f.description or "").replace("%%", "%").split())}
+        keys = {key: _field_schema(model, key, f)
                 for key, f in model.model_fields.items() if (section, key) not in CHART_SET_KEYS}
         if keys:
             sections[section] = {"type": "object", "additionalProperties": False, "properties": keys}
@@ -287,6 +362,48 @@ def config_schema() -> dict:
         "additionalProperties": False,
         "properties": sections,
     }
+
+
+# config values both the chart's schema and the exporter reject, each with the key it names
+BAD_CONFIGS = [
+    ({"sample": {"interval": "forever"}}, "interval"),
+    ({"sample": {"interval": "5 minutes"}}, "interval"),
+    ({"gpu": {"backend": "cuda"}}, "backend"),
+    ({"attribution": {"level": "namespace"}}, "level"),
+    ({"attribution": {"max_series": 5}}, "max_series"),
+    ({"carbon": {"pue": 0.5}}, "pue"),
+    ({"carbon": {"counterfactual_regions": "FR"}}, "counterfactual_regions"),
+    ({"engines": {"enabled": "sometimes"}}, "enabled"),
+    ({"engines": {"max_targets": "many"}}, "max_targets"),
+    ({"kubernetes": {"enabled": "yes please"}}, "enabled"),
+    ({"log": {"level": 3}}, "level"),
+]
+GOOD_CONFIGS = [{"sample": {"interval": v}} for v in ("5s", "500ms", "2m", 10, 0.5, "1.5s")] + [
+    {"log": {"level": "DEBUG"}}, {"carbon": {"pue": None}}, {"gpu": {"simulation_file": None}},
+    {"engines": {"timeout": 3, "max_bytes": 1 << 20}}, {"attribution": {"rules": [{"name": "batch", "cmdline": "train.py"}]}}]
+
+
+def _exporter_loads(conf: dict, path: Path) -> None:
+    from exporter import cli
+
+    path.write_text(yaml.safe_dump(conf))
+    cli.load_config(cli.build_parser().parse_args(["serve", f"--config.file={path}"]))
+
+
+def test_bad_config_fails_helm_template_not_the_pod(tmp_path):
+    """A config the exporter would refuse (and crash-loop on) fails `helm template` with the key
+    named; one it accepts renders."""
+    from exporter import config as cfg
+
+    chart = helm.Chart.load(str(CHART))
+    for conf, key in BAD_CONFIGS:
+        with pytest.raises(helm.HelmValuesError, match=key):
+            chart.render({"config": conf}, name=RELEASE, namespace=NAMESPACE)
+        with pytest.raises((cfg.ConfigError, SystemExit)):
+            _exporter_loads(conf, tmp_path / "bad.yaml")
+    for conf in GOOD_CONFIGS:
+        chart.validate_schema({"config": conf})
+        _exporter_loads(conf, tmp_path / "good.yaml")
 
 
 def test_schema_config_matches_the_exporter():
@@ -325,16 +442,18 @@ def test_default_config_is_valid_for_the_exporter(docs, tmp_path):
 def test_defaults(docs):
     objs = docs["defaults"]
     kinds = sorted(d["kind"] for d in objs)
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet", "Service",
-                     "ServiceAccount"]
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet", "Pod", "Service",
+                     "ServiceAccount"]  # the Pod: the helm test hook
     assert all(d["metadata"]["namespace"] == NAMESPACE for d in objs
                if d["kind"] not in ("ClusterRole", "ClusterRoleBinding"))
     spec, c = pod_spec(objs), container(objs)
     assert spec["hostPID"] is True
-    assert spec["runtimeClassName"] == "nvidia"
+    assert "runtimeClassName" not in spec  # a RuntimeClass that does not exist rejects the pods
+    assert "initContainers" not in spec
     assert spec.get("hostNetwork") is not True and spec.get("hostIPC") is not True
     assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+    assert {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"} in spec["tolerations"]
     assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert c["image"] == "ghcr.io/wattprint/wattprint:0.1.0"
     assert c["args"][0] == "serve"
@@ -404,13 +523,20 @@ def test_everything_enabled(docs, rendered):
     ep = sm["spec"]["endpoints"][0]
     assert ep["port"] == svc["spec"]["ports"][0]["name"]
     assert ep["scheme"] == "https" and ep["honorLabels"] is True
-    assert ep["relabelings"][0]["targetLabel"] == "node"
-    assert ep["relabelings"][1]["targetLabel"] == "cluster"
+    # the chart's own relabelings first (the exporter pod's identity dropped, node and instance
+    # from the node), then the values' (tests/integration/test_helm_scrape.py scrapes with them)
+    assert ep["relabelings"][0] == {"action": "labeldrop", "regex": "(namespace|service|pod|container|endpoint)"}
+    assert [r.get("targetLabel") for r in ep["relabelings"][1:]] == ["node", "instance", "cluster", "region"]
+    assert ep["relabelings"][-1] == VALUE_SETS["everything"]["serviceMonitor"]["relabelings"][0]
     assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert ep["relabelings"][3] == {"targetLabel": "cluster", "replacement": "prod", "action": "replace"}
+    assert sm["spec"]["jobLabel"] == "app.kubernetes.io/part-of" and sm["spec"]["sampleLimit"] == 20000
+    assert sm["spec"]["targetLabels"] == ["app.kubernetes.io/part-of"]
+    assert sm["spec"]["scrapeProtocols"] == ["OpenMetricsText1.0.0", "PrometheusText0.0.4"]
     assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
     # PrometheusRule: the rules file's groups, then the additional ones
     rule = one(objs, "PrometheusRule")
-    want = yaml.safe_load(CHART_RULES.read_text())["groups"] + \
+    want = yaml.safe_load(RULES.read_text())["groups"] + \
         VALUE_SETS["everything"]["prometheusRule"]["additionalGroups"]
     assert rule["spec"]["groups"] == want
     # dashboards: one labelled ConfigMap per JSON file in the chart's dashboards/
@@ -427,7 +553,7 @@ def test_everything_enabled(docs, rendered):
     netpol = one(objs, "NetworkPolicy")
     assert netpol["spec"]["podSelector"]["matchLabels"] == one(objs, "DaemonSet")["spec"]["selector"]["matchLabels"]
     assert netpol["spec"]["ingress"][0]["ports"] == [{"port": "metrics", "protocol": "TCP"}]
-    assert netpol["spec"]["ingress"][0]["from"] == VALUE_SETS["everything"]["networkPolicy"]["ingressFrom"]
+    assert netpol["spec"]["ingress"][0]["from"][:-1] == VALUE_SETS["everything"]["networkPolicy"]["ingressFrom"]
     assert netpol["spec"]["policyTypes"] == ["Ingress", "Egress"]
     notes = next(t for p, t in rendered["everything"].items() if p.endswith("NOTES.txt"))
     assert "https://" in notes
@@ -446,6 +572,87 @@ def test_nonroot_without_host_pid(docs):
     assert c["image"].endswith("@sha256:" + "0123456789abcdef" * 4)
     skips = skip_annotations(one(objs, "DaemonSet"))
     assert not skips, f"a non-root, no-hostPID, digest-pinned install needs no checkov skips: {skips}"
+
+
+def test_ci_gke_mounts_the_driver_and_is_privileged(docs):
+    objs = docs["ci-gke"]
+    spec, c = pod_spec(objs), container(objs)
+    assert "runtimeClassName" not in spec and "nodeSelector" not in spec
+    term = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert term == [{"matchExpressions": [{"key": "cloud.google.com/gke-accelerator", "operator": "Exists"}]}]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    assert volumes["nvidia-driver"]["hostPath"]["path"] == "/home/kubernetes/bin/nvidia"
+    assert mounts["nvidia-driver"] == {"name": "nvidia-driver", "mountPath": "/usr/local/nvidia", "readOnly": True}
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["LD_LIBRARY_PATH"].split(":")[0] == "/usr/local/nvidia/lib64"
+    assert c["securityContext"]["privileged"] is True and c["securityContext"]["allowPrivilegeEscalation"] is True
+    assert {"CKV_K8S_16", "CKV_K8S_20"} <= set(skip_annotations(one(objs, "DaemonSet")))
+    # GKE taints GPU nodes nvidia.com/gpu=present:NoSchedule
+    assert any(t["key"] == "nvidia.com/gpu" and t["operator"] == "Exists" for t in spec["tolerations"])
+    for name in ("defaults", "ci-eks", "ci-aks"):
+        sc = container(docs[name])["securityContext"]
+        assert sc["privileged"] is False and sc["allowPrivilegeEscalation"] is False, name
+        assert "nvidia-driver" not in {v["name"] for v in pod_spec(docs[name])["volumes"]}, name
+
+
+def test_ci_eks_aks_and_gpu_operator_placement(docs):
+    eks = pod_spec(docs["ci-eks"])
+    assert "runtimeClassName" not in eks and "nodeSelector" not in eks
+    terms = eks["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert {t["matchExpressions"][0]["key"] for t in terms} == {
+        "eks.amazonaws.com/instance-gpu-manufacturer", "karpenter.k8s.aws/instance-gpu-manufacturer",
+        "nvidia.com/gpu.present"}
+    aks = pod_spec(docs["ci-aks"])
+    assert "runtimeClassName" not in aks
+    assert aks["nodeSelector"] == {"kubernetes.azure.com/accelerator": "nvidia"}
+    assert {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"} in aks["tolerations"]
+    assert pod_spec(docs["ci-gpu-operator"])["runtimeClassName"] == "nvidia"
+
+
+def test_ci_nonroot_with_the_permission_init_container(docs):
+    """node-exporter's pattern: a root init container with CHOWN/FOWNER only gives the
+    exporter's group read access to energy_uj; the exporter runs as 10066 with nothing."""
+    objs = docs["ci-nonroot"]
+    spec, c = pod_spec(objs), container(objs)
+    (init,) = spec["initContainers"]
+    assert init["image"] == c["image"]
+    isc = init["securityContext"]
+    assert isc["runAsUser"] == 0 and isc["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN", "FOWNER"]}
+    assert isc["allowPrivilegeEscalation"] is False and isc["privileged"] is False
+    assert init["volumeMounts"] == [{"name": "sys", "mountPath": "/host/sys", "readOnly": False}]
+    script = init["command"][-1]
+    assert "chown root:10066" in script and "chmod g+r" in script and "-name energy_uj" in script
+    for sc in (spec["securityContext"], c["securityContext"]):
+        assert sc["runAsUser"] == 10066 and sc["runAsGroup"] == 10066 and sc["runAsNonRoot"] is True
+    assert {m["name"]: m["readOnly"] for m in c["volumeMounts"] if m["name"] in ("sys", "proc")} == \
+        {"sys": True, "proc": True}
+    assert "pod-resources" not in {v["name"] for v in spec["volumes"]}
+    assert {"CKV_K8S_23", "CKV_K8S_40"}.isdisjoint(skip_annotations(one(objs, "DaemonSet")))
+    with pytest.raises(helm.HelmError, match="permissionInit.enabled is for a non-root exporter"):
+        helm.Chart.load(str(CHART)).render({"permissionInit": {"enabled": True}}, name=RELEASE, namespace=NAMESPACE)
+
+
+def test_ci_openshift_scc_and_podmonitor(docs):
+    objs = docs["ci-openshift"]
+    scc = one(objs, "SecurityContextConstraints")
+    assert scc["allowHostPID"] is True and scc["allowHostDirVolumePlugin"] is True
+    assert scc["allowPrivilegedContainer"] is False and scc["allowPrivilegeEscalation"] is False
+    assert scc["runAsUser"] == {"type": "MustRunAs", "uid": 0}
+    assert scc["requiredDropCapabilities"] == ["ALL"] and scc["allowedCapabilities"] == []
+    assert scc["seLinuxContext"] == {"type": "MustRunAs", "seLinuxOptions": {"type": "spc_t"}}
+    # every volume type the DaemonSet uses is allowed
+    kinds = {k for v in pod_spec(objs)["volumes"] for k in v if k != "name"}
+    assert kinds <= set(scc["volumes"]), kinds
+    rule = one(objs, "ClusterRole")["rules"][-1]
+    assert rule == {"apiGroups": ["security.openshift.io"], "resources": ["securitycontextconstraints"],
+                    "resourceNames": [scc["metadata"]["name"]], "verbs": ["use"]}
+    assert pod_spec(objs)["runtimeClassName"] == "nvidia"
+    pm = one(objs, "PodMonitor")
+    assert pm["spec"]["selector"]["matchLabels"].items() <= \
+        one(objs, "DaemonSet")["spec"]["template"]["metadata"]["labels"].items()
+    assert "ServiceMonitor" not in {d["kind"] for d in objs}
+    assert "SecurityContextConstraints" not in {d["kind"] for d in docs["defaults"]}
 
 
 def test_custom_placement_and_provider_secrets(docs):
@@ -467,6 +674,29 @@ def test_custom_placement_and_provider_secrets(docs):
     named = {val for p in cfg["carbon"]["providers"] for k, val in p.items() if k.endswith("_env")}
     assert named and named <= set(env)
     assert one(objs, "DaemonSet")["spec"]["template"]["metadata"]["annotations"]["example.com/team"] == "ml-platform"
+
+
+def test_amd_nodes(docs):
+    """amd.enabled: the amd.com/gpu taint tolerated (after the defaults), /dev/kfd and /dev/dri
+    mounted from the host, the render/video groups added; no amd.com/gpu requested, not privileged."""
+    objs = docs["amd"]
+    spec, c = pod_spec(objs), container(objs)
+    assert spec["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+                                   {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"},
+                                   {"key": "amd.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert spec["nodeSelector"] == {"feature.node.kubernetes.io/amd-gpu": "true"} and "runtimeClassName" not in spec
+    assert spec["securityContext"]["supplementalGroups"] == [44, 110]
+    vols = {v["name"]: v for v in spec["volumes"]}
+    assert vols["dev-kfd"]["hostPath"] == {"path": "/dev/kfd", "type": "CharDevice"}
+    assert vols["dev-dri"]["hostPath"] == {"path": "/dev/dri", "type": "Directory"}
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert mounts["dev-kfd"] == "/dev/kfd" and mounts["dev-dri"] == "/dev/dri"
+    assert c["securityContext"]["privileged"] is False and "amd.com/gpu" not in json.dumps(c.get("resources", {}))
+    assert yaml.safe_load(one(objs, "ConfigMap")["data"]["config.yaml"])["gpu"]["backend"] == "amdsmi"
+    # the defaults mount no device and add no group
+    default = pod_spec(docs["defaults"])
+    assert not {"dev-kfd", "dev-dri"} & {v["name"] for v in default["volumes"]}
+    assert "supplementalGroups" not in default["securityContext"]
 
 
 def test_intensity_service_and_nodes_pointing_at_it(docs):
@@ -505,6 +735,98 @@ def test_intensity_service_and_nodes_pointing_at_it(docs):
     assert "Deployment" not in {d["kind"] for d in docs["defaults"]}
 
 
+def test_prometheus_rule_tuning(tmp_path):
+    """Alerts disabled by name, `for` and severity per alert, labels on every alert, the
+    runbook's own address, thresholds (the same text as `wattprint rules --rules.threshold`);
+    recording rules untouched; promtool accepts the result."""
+    from support import PROMTOOL
+
+    from exporter import rules
+
+    thresholds = {"gpu_idle_share": 0.8, "intensity_max_age_seconds": 7200, "efficiency_regression_percent": 150}
+    tuning = {"enabled": True, "disabled": ["WattprintReservationMostlyIdle"], "thresholds": thresholds,
+              "alerts": {"WattprintExporterDown": {"for": "10m", "severity": "critical"}},
+              "additionalRuleLabels": {"team": "ml-platform", "severity": "page"},
+              "runbookUrl": "https://wiki.example.com/ops/wattprint-runbook"}
+    rule = one(manifests(render(CHART, {"prometheusRule": tuning})), "PrometheusRule")
+    plain = yaml.safe_load(rules.generate(thresholds=thresholds))["groups"]
+    got = {g["name"]: g for g in rule["spec"]["groups"]}
+    exprs = {r["alert"]: r["expr"] for g in got.values() for r in g["rules"] if "alert" in r}
+    assert "> 0.8)" in exprs["WattprintGpuIdleWithEndpointResident"] and ">= 150 / 100" in exprs["WattprintEfficiencyRegression"]
+    assert list(got) == [g["name"] for g in plain]
+    for g in plain:
+        want_alerts = [r for r in g["rules"] if r.get("alert") != "WattprintReservationMostlyIdle"]
+        assert len(got[g["name"]]["rules"]) == len(want_alerts)
+        for r, mine in zip(want_alerts, got[g["name"]]["rules"]):
+            if "record" in r:
+                assert mine == r
+                continue
+            assert mine["expr"] == r["expr"] and mine["alert"] == r["alert"]
+            down = r["alert"] == "WattprintExporterDown"
+            assert mine["for"] == ("10m" if down else r["for"])
+            # the alert's own severity wins over additionalRuleLabels; the per-alert one over both
+            assert mine["labels"] == {**r["labels"], "team": "ml-platform", **({"severity": "critical"} if down else {})}
+            section = r["annotations"]["runbook_url"].split("#")[1]
+            assert mine["annotations"]["runbook_url"] == f"https://wiki.example.com/ops/wattprint-runbook#{section}"
+            assert {k: v for k, v in mine["annotations"].items() if k != "runbook_url"} == \
+                {k: v for k, v in r["annotations"].items() if k != "runbook_url"}
+    assert "WattprintReservationMostlyIdle" not in {r.get("alert") for g in got.values() for r in g["rules"]}
+    if PROMTOOL:
+        f = tmp_path / "tuned.rules.yaml"
+        f.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}, sort_keys=False))
+        check = subprocess.run([PROMTOOL, "check", "rules", str(f)], capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+    chart = helm.Chart.load(str(CHART))
+    for bad, match in [({"disabled": ["WattprintTypo"]}, "no alert named \"WattprintTypo\""),
+                       ({"alerts": {"WattprintNope": {"for": "1m"}}}, "no alert named"),
+                       ({"alerts": {"WattprintExporterDown": {"for": "soon"}}}, "for"),
+                       ({"runbookUrl": "wiki/runbook"}, "runbookUrl"),
+                       ({"thresholds": {"gpu_idle_shares": 0.8}}, "gpu_idle_shares"),
+                       ({"thresholds": {"gpu_idle_share": "high"}}, "gpu_idle_share")]:
+        with pytest.raises(helm.HelmError, match=match):
+            chart.render({"prometheusRule": {"enabled": True, **bad}}, name=RELEASE, namespace=NAMESPACE)
+
+
+def test_helm_test_hook_runs_wattprint_check_on_the_rendered_config(docs, tmp_path):
+    """The `helm test` pod mounts the DaemonSet's ConfigMap and runs `wattprint check` on it;
+    its script, run here on the rendered config, passes, and fails on a config the exporter
+    refuses (one that got past the schema, e.g. an out-of-range interval)."""
+    objs = docs["defaults"]
+    pod = next(d for d in objs if d["kind"] == "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    spec = pod["spec"]
+    assert spec["restartPolicy"] == "Never" and spec["automountServiceAccountToken"] is False
+    c = spec["containers"][0]
+    assert c["securityContext"]["runAsNonRoot"] is True and c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert not [v for v in spec["volumes"] if "hostPath" in v]
+    cm = next(v for v in spec["volumes"] if v["name"] == "config")["configMap"]["name"]
+    assert cm == next(v for v in pod_spec(objs)["volumes"] if v["name"] == "config")["configMap"]["name"]
+    script = c["command"][-1]
+    assert "wattprint check --config.file=/etc/wattprint/config.yaml" in script
+    assert f"http://wp-wattprint.{NAMESPACE}.svc:10066/readyz" in script
+    check_line = next(line for line in script.splitlines() if line.strip().startswith("wattprint check"))
+    env = {**os.environ, **{e["name"]: e["value"] for e in c["env"]}, "PYTHONPATH": str(ROOT)}
+    for text, ok in [(one(objs, "ConfigMap")["data"]["config.yaml"], True),
+                     ("sample:\n  interval: 1h\n", False)]:
+        conf = tmp_path / "config.yaml"
+        conf.write_text(text)
+        cmd = check_line.replace("wattprint ", f"{sys.executable} -m exporter ", 1).replace(
+            "/etc/wattprint/config.yaml", str(conf))
+        proc = subprocess.run(["/bin/sh", "-c", cmd], capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path)
+        assert (proc.returncode == 0) is ok, proc.stdout[-1500:] + proc.stderr[-1500:]
+        if not ok:
+            assert "sample.interval" in proc.stderr, proc.stderr
+    # its labels are not the exporter's: the DaemonSet would adopt it, the Service select it
+    selector = one(objs, "DaemonSet")["spec"]["selector"]["matchLabels"]
+    assert not selector.items() <= pod["metadata"]["labels"].items()
+    https = next(d for d in docs["everything"] if d["kind"] == "Pod")
+    # a NetworkPolicy with ingressFrom lets the test pod in
+    peers = one(docs["everything"], "NetworkPolicy")["spec"]["ingress"][0]["from"]
+    assert {"podSelector": {"matchLabels": {k: https["metadata"]["labels"][k] for k in
+                                            ("app.kubernetes.io/name", "app.kubernetes.io/instance")}}} in peers
+    assert "/readyz" not in https["spec"]["containers"][0]["command"][-1]  # TLS/auth: check only
+
+
 def test_config_change_rolls_the_pods():
     a = manifests(render(CHART, {}))
     b = manifests(render(CHART, {"config": {"sample": {"interval": "1s"}}}))
@@ -521,6 +843,9 @@ def test_misconfigurations_fail_with_a_message():
         chart.render({"intensity": {"enabled": True}}, name=RELEASE, namespace=NAMESPACE)
     with pytest.raises(helm.HelmError, match="config.carbon.providers"):
         chart.render({"intensity": {"enabled": True, "zone": "DE"}}, name=RELEASE, namespace=NAMESPACE)
+    with pytest.raises(helm.HelmError, match="choose one"):
+        chart.render({"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}},
+                     name=RELEASE, namespace=NAMESPACE)
     with pytest.raises(helm.HelmError, match="service.enabled"):
         chart.render({"serviceMonitor": {"enabled": True}, "service": {"enabled": False}},
                      name=RELEASE, namespace=NAMESPACE)
@@ -629,11 +954,37 @@ def test_chart_app_version_is_the_package_version():
     assert chart["appVersion"] == __version__
 
 
+def chart_rules() -> str:
+    """The chart's rules file: rules/wattprint.rules.yaml with the __T:name__ threshold tokens
+    left in, for prometheusrule.yaml to fill from prometheusRule.thresholds."""
+    from exporter import rules
+
+    return rules.generate(thresholds=None)
+
+
+def thresholds_schema() -> dict:
+    from exporter import rules
+
+    return {"type": "object", "additionalProperties": False,
+            "description": "The alerts' numeric thresholds (exporter/rules.py THRESHOLDS, generated by "
+                           "tests/test_helm.py sync)",
+            "properties": {k: {"type": "number", "minimum": 0} for k in rules.THRESHOLDS}}
+
+
+def test_threshold_values_are_the_generators():
+    from exporter import rules
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["prometheusRule"]["thresholds"] == rules.THRESHOLDS
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert schema["properties"]["prometheusRule"]["properties"]["thresholds"] == thresholds_schema(), SYNC_HINT
+
+
 def test_rules_copy_is_current():
     if not RULES.exists():
         pytest.skip("rules/wattprint.rules.yaml does not exist yet")
-    assert CHART_RULES.exists() and CHART_RULES.read_bytes() == RULES.read_bytes(), \
-        f"helm/wattprint/files/wattprint.rules.yaml differs from rules/wattprint.rules.yaml; {SYNC_HINT}"
+    assert CHART_RULES.exists() and CHART_RULES.read_text() == chart_rules(), \
+        f"helm/wattprint/files/wattprint.rules.yaml differs from the generator's; {SYNC_HINT}"
 
 
 def test_dashboard_copies_are_current():
@@ -649,8 +1000,8 @@ def sync() -> None:
     """Copy the rules file and dashboards into the chart; regenerate the schema's config part."""
     if RULES.exists():
         CHART_RULES.parent.mkdir(exist_ok=True)
-        shutil.copyfile(RULES, CHART_RULES)
-        print(f"copied {RULES.relative_to(ROOT)}")
+        CHART_RULES.write_text(chart_rules())
+        print(f"generated {CHART_RULES.relative_to(ROOT)} (thresholds left to the chart's values)")
     if DASHBOARDS.is_dir():
         CHART_DASHBOARDS.mkdir(exist_ok=True)
         for old in CHART_DASHBOARDS.glob("*.json"):
@@ -661,6 +1012,7 @@ def sync() -> None:
     path = CHART / "values.schema.json"
     schema = json.loads(path.read_text())
     schema["properties"]["config"] = config_schema()
+    schema["properties"]["prometheusRule"]["properties"]["thresholds"] = thresholds_schema()
     path.write_text(json.dumps(schema, indent=2) + "\n")
     print(f"updated {path.relative_to(ROOT)} (config)")
 

@@ -53,6 +53,11 @@ def response() -> api_pb2.ListPodResourcesResponse:
                                    device_ids=["0000:3b:02.1"])]),
         ]),
         P(name="coredns-5d78c9869d-abcde", namespace="kube-system", containers=[C(name="coredns")]),
+        # ROCm's device plugin: amd.com/gpu devices are PCI addresses (ROCm/k8s-device-plugin
+        # internal/pkg/amdgpu/amdgpu.go GetAMDGPUs: the base name of pci:amdgpu/0000:19:00.0)
+        P(name="llama-70b-0", namespace="models", containers=[
+            C(name="vllm", devices=[D(resource_name="amd.com/gpu", device_ids=["0000:05:00.0", "0000:25:00.0"])]),
+        ]),
     ])
 
 
@@ -111,12 +116,20 @@ def test_list_returns_gpu_assignments(sockdir):
                 DeviceAssignment("models", "small-embedder-0", "tei",
                                  "nvidia.com/mig-1g.10gb", MIG),
                 DeviceAssignment("dev", "shared-a", "app", "nvidia.com/gpu", GPU1),
+                DeviceAssignment("models", "llama-70b-0", "vllm", "amd.com/gpu", "0000:05:00.0"),
+                DeviceAssignment("models", "llama-70b-0", "vllm", "amd.com/gpu", "0000:25:00.0"),
             ]
             assert client.list() == got and kubelet.calls == 2  # channel reused
         other = PodResourcesClient(str(sock), resource_prefixes=("intel.com/",)).list()
         assert [a.device_id for a in other] == ["0000:3b:02.1"]
     finally:
         server.stop(None)
+
+
+def test_pci_addresses_are_normalised_like_amdsmi_formats_them():
+    assert podresources.normalize_device_id("0000:C1:00.0") == "0000:c1:00.0"
+    assert podresources.normalize_device_id("amdgpu_xcp_30") == "amdgpu_xcp_30"   # an MI300 partition
+    assert podresources.normalize_device_id(f"{GPU1}::2") == GPU1
 
 
 def test_missing_socket(tmp_path):
@@ -252,7 +265,7 @@ def test_concurrent_lists_share_one_channel(sockdir):
             t.start()
         for t in threads:
             t.join()
-        assert results == [3, 3, 3, 3] and kubelet.calls == 4
+        assert results == [5, 5, 5, 5] and kubelet.calls == 4   # 3 NVIDIA assignments, 2 AMD
         client.close()
     finally:
         server.stop(None)

@@ -54,6 +54,27 @@ def test_check_lists_every_registered_meter_and_which_is_used(tmp_path):
     assert "meters in use: gpu simulated, cpu estimate" in text
 
 
+def test_auto_takes_amdsmi_where_nvml_is_absent(tmp_path, monkeypatch):
+    """This host has no NVML: auto tries nvml (no_library), then amdsmi, which opens here on the
+    simulated amdsmi module standing in for the real one (the hardware boundary)."""
+    from exporter.sensors import amdgpu
+    from exporter.sensors.simamdsmi import SimulatedAmdSmi
+    from support import write_scenario
+
+    import pynvml
+
+    try:
+        pynvml.nvmlInit()
+        pytest.skip("this host has NVML: auto takes it first")
+    except pynvml.NVMLError:
+        pass
+    sim = SimulatedAmdSmi.from_file(str(write_scenario(tmp_path / "amd.yaml", {"gpus": [{}, {}]})))
+    monkeypatch.setattr(amdgpu, "import_amdsmi", sim.import_module)
+    meter = registry.open_gpu(cfg(tmp_path))
+    assert isinstance(meter, amdgpu.AmdGpuMeter) and meter.status.backend == "amdsmi"
+    assert [d.name for d in meter.devices] == ["AMD Instinct MI300X"] * 2
+
+
 # --- a new meter: one module, one registry line --------------------------------------------------
 
 class ConstantMeter:

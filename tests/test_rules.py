@@ -220,7 +220,7 @@ def test_label_names_exist(name: str, expr: str):
         else:
             allowed = CATALOGUE_LABELS | TARGET_LABELS
         assert keys <= allowed, f"{name}: {metric}{{{keys - allowed}}} is not a catalogue label"
-    unknown = rules.grouping_labels(expr) - CATALOGUE_LABELS - TARGET_LABELS
+    unknown = rules.grouping_labels(expr) - CATALOGUE_LABELS - TARGET_LABELS - set(rules.DERIVED_LABELS)
     assert not unknown, f"{name}: grouping by unknown labels {unknown}"
 
 
@@ -233,12 +233,15 @@ def test_runbook_queries_use_known_names():
 
 def test_recording_rule_names_and_guards():
     for r in RECORDS:
-        assert re.fullmatch(r"wattprint:endpoint_[a-z0-9_]+:(5m|1h|increase1h)", r["record"]), r["record"]
+        if r["record"] == "wattprint:node_placement:info":  # no window: each node's GPU model and region now
+            assert not re.search(r"\[\w+\]", r["expr"]) and not rules.metric_names(r["expr"]) & RECORD_NAMES
+            continue
+        assert re.fullmatch(r"wattprint:(endpoint|model)_[a-z0-9_]+:(5m|1h|increase1h)", r["record"]), r["record"]
         window = r["record"].rsplit(":", 1)[1].removeprefix("increase")
         # a rule's window matches the ranges it reads and the rules it builds on
         for rng in re.findall(r"\[(\w+)\]", r["expr"]):
             assert rng == window, r["record"]
-        for dep in rules.metric_names(r["expr"]) & RECORD_NAMES:
+        for dep in rules.metric_names(r["expr"]) & RECORD_NAMES - {"wattprint:node_placement:info"}:
             assert dep.endswith(":" + window) and not r["record"].endswith("increase1h"), (r["record"], dep)
         # ratios never divide by zero: the denominator is filtered with `> 0`
         if re.search(r"\s/\s", r["expr"]):
@@ -332,3 +335,46 @@ def test_the_rules_command_writes_the_file(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "exporter", "rules", "--rules.job-selector=job"],
                          capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert bad.returncode == 2 and "label matchers" in bad.stderr
+
+
+def test_thresholds_are_parameters():
+    """Every __T:name__ token of the template is a THRESHOLDS name and every name is used; the
+    defaults give the file as it was written by hand; a tuned one lands in the expression and in
+    the description that states it; the command takes --rules.threshold."""
+    template = rules.TEMPLATE.read_text().partition("\ngroups:\n")[2]  # the rules, not the header notes
+    assert set(re.findall(r"__T:([a-z_]+)__", template)) == set(rules.THRESHOLDS)
+    assert "__T:" not in rules.generate() and "__T:" in rules.generate(thresholds=None)
+    text = rules.generate(thresholds={"idle_cost_ratio": 4, "gpu_idle_active_watts": 75.5})
+    alerts = {r["alert"]: r for r in rules.alerting_rules(yaml.safe_load(text))}
+    assert "> on (cluster, namespace, endpoint, model) 4 * " in alerts["WattprintReservationMostlyIdle"]["expr"]
+    assert "over 4 times" in alerts["WattprintReservationMostlyIdle"]["annotations"]["description"]
+    assert ">= 75.5" in alerts["WattprintGpuIdleWithEndpointResident"]["expr"]
+    assert "under 75.5 W" in alerts["WattprintGpuIdleWithEndpointResident"]["annotations"]["description"]
+    assert "--rules.threshold=idle_cost_ratio=4 --rules.threshold=gpu_idle_active_watts=75.5" in text
+    for bad, words in [({"idle_ratio": 4}, "not one of"), ({"idle_cost_ratio": -1}, "number >= 0"),
+                       ({"idle_cost_ratio": True}, "number >= 0")]:
+        with pytest.raises(ValueError, match=words):
+            rules.generate(thresholds=bad)
+    p = subprocess.run([sys.executable, "-m", "exporter", "rules", "--rules.threshold=gpu_idle_share=0.75"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert p.returncode == 0 and "> 0.75)" in p.stdout, p.stderr
+    bad = subprocess.run([sys.executable, "-m", "exporter", "rules", "--rules.threshold=gpu_idle_share"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert bad.returncode == 2 and "NAME=NUMBER" in bad.stderr
+
+
+def test_model_rules_keep_only_the_placement_labels():
+    """wattprint:model_* series are one per (cluster, model, gpu_model, region): each groups by
+    exactly those and joins each node's placement on (cluster, instance), so no endpoint,
+    instance or GPU label can multiply them."""
+    place = {rules.DEFAULT_CLUSTER_LABEL, "model", *rules.DERIVED_LABELS}
+    model_rules = [r for r in RECORDS if r["record"].startswith("wattprint:model_")]
+    assert len(model_rules) == 16
+    for r in model_rules:
+        for kind, labels in re.findall(r"\b(by|on|group_left)\s*\(([^)]*)\)", r["expr"]):
+            got = {x.strip() for x in labels.split(",")}
+            want = {"by": place, "on": {rules.DEFAULT_CLUSTER_LABEL, "instance"}, "group_left": set(rules.DERIVED_LABELS)}
+            assert got == want[kind], (r["record"], kind, got)
+    info = next(r for r in RECORDS if r["record"] == "wattprint:node_placement:info")
+    assert set(re.findall(r"\bby\s*\(([^)]*)\)", info["expr"])) <= {
+        "cluster, instance", "cluster, instance, gpu_model", "cluster, instance, name", "cluster, instance, region"}

@@ -48,6 +48,8 @@ ANNOTATION_ALLOWLIST: tuple[str, ...] = (
     "prometheus.io/path",
     "prometheus.io/scrape",
     "wattprint.io/engine",
+    "wattprint.io/budget-grams-per-request",  # the endpoint's own budget (pipeline/budgets.py)
+    "wattprint.io/owner",
 )
 LWS_NAME_LABEL = "leaderworkerset.sigs.k8s.io/name"
 POD_TEMPLATE_HASH_LABEL = "pod-template-hash"

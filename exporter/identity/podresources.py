@@ -3,7 +3,12 @@
 The kubelet serves `v1.PodResourcesLister/List` on /var/lib/kubelet/pod-resources/kubelet.sock
 (dcgm-exporter maps GPUs to pods the same way). Each device-plugin device assigned to a
 container comes back as `resource_name` + `device_ids`; for the NVIDIA device plugin these
-are GPU UUIDs ("GPU-…") or, with MIG, MIG device ids.
+are GPU UUIDs ("GPU-…") or, with MIG, MIG device ids. ROCm's device plugin (`amd.com/gpu`,
+ROCm/k8s-device-plugin internal/pkg/amdgpu/amdgpu.go `GetAMDGPUs`) names each GPU by its PCI
+address, the base name of /sys/module/amdgpu/drivers/pci:amdgpu/0000:19:00.0; the sampler maps
+it to the GPU's UUID through amdsmi's `amdsmi_get_gpu_device_bdf` (the same lowercase form).
+Its MI300 partition devices (`amdgpu_xcp_*` platform devices) have no PCI address of their own
+and are not mapped.
 
 grpcio/protobuf are optional: without them `PodResourcesClient.state` is
 "grpcio not installed" and `list()` raises PodResourcesError with that message.
@@ -14,6 +19,7 @@ executor, once per refresh, not per scrape.
 from __future__ import annotations
 
 import os
+import re
 import stat
 import threading
 from dataclasses import dataclass
@@ -51,12 +57,17 @@ class DeviceAssignment:
     pod: str
     container: str
     resource_name: str
-    device_id: str  # GPU UUID ("GPU-…") or MIG device id
+    device_id: str  # GPU UUID ("GPU-…"), MIG device id, or PCI address (AMD: "0000:19:00.0")
+
+
+_PCI_ADDRESS = re.compile(r"[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]")
 
 
 def normalize_device_id(device_id: str) -> str:
-    """Drop a time-slicing replica suffix ('GPU-…::3' → 'GPU-…') so ids match NVML UUIDs."""
-    return device_id.split("::", 1)[0]
+    """Drop a time-slicing replica suffix ('GPU-…::3' → 'GPU-…') so ids match NVML UUIDs; a PCI
+    address in lowercase, as amdsmi formats it."""
+    device_id = device_id.split("::", 1)[0]
+    return device_id.lower() if _PCI_ADDRESS.fullmatch(device_id) else device_id
 
 
 class PodResourcesClient:
@@ -64,7 +75,7 @@ class PodResourcesClient:
         self,
         socket_path: str = DEFAULT_SOCKET,
         timeout_s: float = 2.0,
-        resource_prefixes: Iterable[str] = ("nvidia.com/",),
+        resource_prefixes: Iterable[str] = ("nvidia.com/", "amd.com/"),
     ) -> None:
         self.socket_path = socket_path
         self.timeout_s = float(timeout_s)

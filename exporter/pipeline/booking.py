@@ -9,7 +9,7 @@ per-workload joules feed the carbon stage."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from .. import attribution
@@ -43,6 +43,9 @@ class Booking:
              procs: dict, uuids: dict[str, str],
              weights_for: Callable[[Workload], dict[str, float] | None] | None, ledger: Any) -> Booked:
         on_gpu = {pid for iv in gpu_ivs for pid in (*iv.memory_bytes, *iv.sm_util)}
+        owners = self.gpu_owners()
+        if owners:  # a MIG instance allocated to a pod belongs to it (its MIG UUID in pod-resources)
+            gpu_ivs = [with_mig_owners(iv, owners, procs) if iv.mig else iv for iv in gpu_ivs]
         try:
             shares = attribution.split_interval(gpu_ivs, cpu_iv, gpu_idle_policy=self.gpu_idle_policy,
                                                 cpu_idle_policy=self.cpu_idle_policy)
@@ -50,7 +53,6 @@ class Booking:
             self.health.fail("attribution", "invalid_input", str(e))
             shares = unattributed(gpu_ivs, cpu_iv)
         out = Booked(gpu_dt={iv.device: iv.dt_s for iv in gpu_ivs})
-        owners = self.gpu_owners()
         resolve = self.resolver.resolve
         resolved: dict[Any, Workload] = {}  # a pid has shares on several devices and modes: resolve once
         wcache: dict[Workload, Any] = {}  # and each workload's model weights once
@@ -66,6 +68,8 @@ class Booking:
                 w = owner or UNALLOCATED
             elif special and key == attribution.SYSTEM:
                 w = SYSTEM
+            elif key.__class__ is Workload:  # a MIG instance's owner, named by with_mig_owners
+                w = key
             elif owner is not None and key not in procs:
                 w = owner
             else:
@@ -145,6 +149,24 @@ class Booking:
 
     def contribute(self, snap: Any) -> None:
         snap.set("attribution_info", (self.gpu_idle_policy, self.cpu_idle_policy, self.level), 1)
+
+
+def with_mig_owners(iv: attribution.GpuInterval, owners: dict[str, Workload], procs: dict) -> attribution.GpuInterval:
+    """A MIG GPU's interval with each instance allocated to a pod owned by it: the instance's
+    energy goes to the pod when it has no process, and its processes that this host cannot see
+    (no hostPID) are the pod's too."""
+    insts = []
+    for inst in iv.mig:
+        owner = owners.get(inst.instance)
+        if owner is not None:
+            mem: dict[Any, float] = {}
+            for pid, b in inst.memory_bytes.items():
+                k = pid if pid in procs else owner
+                mem[k] = mem.get(k, 0.0) + b
+            inst = replace(inst, owner=owner, memory_bytes=mem,
+                           sm_util={(p if p in procs else owner): u for p, u in inst.sm_util.items()})
+        insts.append(inst)
+    return replace(iv, mig=tuple(insts))
 
 
 def split_models(w: Workload, joules: float, weights: dict[str, float] | None) -> list[tuple[Workload, float]]:

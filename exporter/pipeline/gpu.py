@@ -3,6 +3,7 @@ series) → :class:`~exporter.attribution.GpuInterval` per device, plus the devi
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from .. import attribution
@@ -11,6 +12,7 @@ from .device import FLOOR_MIN_DT_S, GpuAccount, quiet
 from .health import Health
 
 GPU_LABELS = ("gpu", "uuid", "name")
+FREE = ("", "free", "free", "free")  # the MIG series of slices no instance holds: mig_uuid, GI, CI, profile
 
 
 class GpuStage:
@@ -39,7 +41,7 @@ class GpuStage:
             return []
         ivs = []
         failed = False
-        power, used, total, nprocs, idle, age = {}, {}, {}, {}, {}, {}
+        power, used, total, nprocs, idle, age, mig_info = {}, {}, {}, {}, {}, {}, {}
         readings = self.backend.read()  # a backend that is not open tries again on its own schedule
         reinits = getattr(self.backend, "reinits", 0)
         if reinits != self._reinits:
@@ -77,10 +79,13 @@ class GpuStage:
                 continue
             ledger.add("gpu_energy_joules_total", labels, delta.joules)
             ledger.add("node_energy_joules_total", ("gpu",), delta.joules)
-            ivs.append(attribution.GpuInterval(
+            iv = attribution.GpuInterval(
                 device=f"gpu{d.index}", energy_j=delta.joules, dt_s=delta.dt_s, idle_power_w=idle_w,
                 memory_bytes={pid: float(b) for pid, b in r.processes.items()},
-                sm_util={pid: u for pid, u in r.sm_util.items() if u > 0}))
+                sm_util={pid: u for pid, u in r.sm_util.items() if u > 0})
+            if r.mig is not None and d.mig_slices > 0:
+                iv = self._mig_interval(iv, d, r, ledger, mig_info)
+            ivs.append(iv)
         for index, kind in self.backend.undiscovered.items():
             self.health.fail("gpu", kind, f"GPU {index} (not discovered yet)")
             failed = True
@@ -88,8 +93,30 @@ class GpuStage:
             self.health.ok("gpu")
         self.gauges = {"gpu_power_watts": power, "gpu_memory_used_bytes": used, "gpu_memory_total_bytes": total,
                        "gpu_processes": nprocs, "gpu_idle_power_watts": idle,
-                       "gpu_idle_power_age_seconds": age}
+                       "gpu_idle_power_age_seconds": age, "gpu_mig_instance_info": mig_info}
         return ivs
+
+    def _mig_interval(self, iv: attribution.GpuInterval, d: Any, r: Any, ledger: Any,
+                      info: dict[tuple[str, ...], float]) -> attribution.GpuInterval:
+        """The interval of a MIG GPU: its instances, and each instance's energy booked on the
+        GPU-level ``gpu_mig_instance_energy_joules_total`` (the split attribution makes of it)."""
+        mig = sorted(r.mig, key=lambda m: (m.gpu_instance, m.compute_instance))
+        iv = replace(iv, mig_slices=float(d.mig_slices), mig=tuple(
+            attribution.MigInstance(m.uuid, m.slices, {pid: float(b) for pid, b in m.processes.items()},
+                                    activity=m.sm_util) for m in mig))
+        try:
+            parts, method = attribution.mig_split(iv)
+        except ValueError as e:  # booking's split fails alike: the GPU's energy goes unattributed, counted
+            self.health.degraded("gpu", "mig_invalid", f"GPU {d.index} ({d.uuid}): {e}")
+            return replace(iv, mig=(), mig_slices=0.0)
+        gpu = (str(d.index), d.uuid)
+        for m, (idle_j, active_j) in zip([*mig, None], parts):
+            ids = FREE if m is None else (m.uuid, str(m.gpu_instance), str(m.compute_instance), m.profile)
+            for mode, joules in (("idle", idle_j), ("active", active_j)):
+                ledger.add("gpu_mig_instance_energy_joules_total", gpu + ids + (mode,), joules)
+            if m is not None:
+                info[gpu + ids + (f"{m.slices:g}", method)] = 1.0
+        return iv
 
     def _labels(self, d: Any) -> tuple[str, str, str]:
         labels = self._label_cache.get(d.index)
@@ -105,6 +132,14 @@ class GpuStage:
             configured = next((self.idle_cfg[k] for k in (d.uuid, str(d.index)) if k in self.idle_cfg), None)
             found = self._idle_cache[key] = (configured, idle_table.lookup(d.name))
         return found
+
+    def owners_by_uuid(self, owners: dict[str, Any]) -> dict[str, Any]:
+        """The kubelet's GPU → workload map keyed by GPU UUID: NVIDIA's device plugin names GPUs by
+        UUID already; ROCm's names them by PCI address, mapped here through each GPU's address."""
+        alias = {d.pci_bus_id: d.uuid for d in self.backend.devices if d.pci_bus_id} if self.backend else {}
+        if not alias or not owners:
+            return owners
+        return {alias.get(k, k): w for k, w in owners.items()}
 
     def uuids(self) -> dict[str, str]:
         """Attribution device name → GPU UUID."""

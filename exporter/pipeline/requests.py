@@ -23,9 +23,10 @@ Triton stub of ``vllm_model``, a llama.cpp router's per-model child) keeps its m
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from ..identity.resolver import Workload
+from .budgets import Budgets
 
 Key = tuple[str, str, str]  # (namespace, endpoint, pod): one server's processes
 
@@ -43,7 +44,8 @@ class RequestStage:
         self.multi_model: set[Key] = set()      # servers seen serving two or more models
         self._active: dict[Key, dict[str, float]] = {}   # multi-model: latest window's split
         self._weights_at: dict[Key, float] = {}
-        self.budgets: list[tuple[tuple[str, str, str], float]] = []
+        self.budgets = Budgets()           # configured (daemon.apply_engine_lists) and the pods' own
+        self.pods: Callable[[], list[Any]] | None = None  # the pod cache's live pods, in a cluster
         self._carry: list[Any] = []     # increments a failed sample drained: the next one books them
         self._drained: list[Any] = []
 
@@ -113,7 +115,9 @@ class RequestStage:
         return self._drained
 
     def contribute(self, snap: Any) -> None:
-        for labels, grams in self.budgets:
+        for labels, grams in self.budgets.series(self.pods() if self.pods else (), self.served).items():
             snap.set("endpoint_budget_grams_per_request", labels, grams)
+        if self.pods is not None:
+            snap.set("budget_annotations_invalid", (), float(self.budgets.invalid))
         if self.source is not None:
             self.source.contribute(snap)

@@ -41,6 +41,25 @@ class GpuDevice:
     mig_mode: str               # "enabled" | "disabled" | "unsupported"
     memory_total: int = 0
     power_limit_w: float = 0.0          # enforced power limit (0: unknown); bounds the idle baseline
+    mig_slices: int = 0                 # MIG mode: the GPU's slices (7 on an H100), else 0
+    mig_activity: str = ""              # MIG mode: "gpm" (per-instance SM utilisation) or "slice_share"
+    mig_activity_detail: str = ""       # why GPM is not used, where it is not
+    pci_bus_id: str = ""                # "0000:19:00.0" where the device plugin names GPUs by it (AMD)
+
+
+@dataclass
+class MigReading:
+    """One MIG device (a compute instance of a GPU instance) at one read."""
+    uuid: str                          # "MIG-…": what the kubelet's pod-resources lists
+    gpu_instance: int
+    compute_instance: int
+    profile: str                       # "3g.40gb", "1c.3g.40gb" (the device plugin's names)
+    slices: float                      # the GPU's slices it reserves (its GPU instance's, shared by CIs)
+    ci_slices: int = 1                 # its compute instance's slices (of its GPU instance's)
+    memory_total: int = 0
+    memory_used: int | None = None
+    processes: dict[int, int] = field(default_factory=dict)      # pid -> bytes (0 if unknown)
+    sm_util: float | None = None       # GPM SM utilisation of its GPU instance since the last read (%)
 
 
 @dataclass
@@ -54,6 +73,7 @@ class GpuReading:
     util_available: bool = False
     error: str | None = None           # error kind when neither energy nor power could be read
     field_errors: dict[str, str] = field(default_factory=dict)  # field -> error kind (it degraded alone)
+    mig: list[MigReading] | None = None  # MIG mode: its instances (None: not in MIG mode)
 
 
 @dataclass

@@ -4,18 +4,28 @@ Per GPU: index, UUID, name, the total-energy counter (mJ) where supported — el
 (mW), integrated by the sampler — memory, compute processes (pid, bytes) and per-process SM
 utilisation samples. A GPU that errors is reported and skipped; the others go on. No NVML library
 on the host is a normal state (``state="no_library"``), reported once, not an error storm.
+
+A GPU in MIG mode: its energy counter and power are the whole GPU's; each read also lists its
+MIG devices (``nvmlDeviceGetMigDeviceHandleByIndex`` up to ``nvmlDeviceGetMaxMigDeviceCount``,
+asked anew each read: handles change when instances are created or destroyed), each with its
+GPU/compute instance ids, slices (``nvmlDeviceGetAttributes``), memory and processes (through its
+MIG handle) and, where GPM works (Hopper and later), its GPU instance's SM utilisation between
+two reads (``nvmlGpmMigSampleGet`` + ``nvmlGpmMetricsGet``, ``NVML_GPM_METRIC_SM_UTIL``).
+Per-process utilisation is not supported under MIG and is not asked for.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
 import pynvml
 from pynvml import NVMLError
 
-from .base import GpuDevice, GpuReading, GpuStatus, MeterError, MeterSpec, Probe
+from .base import GpuDevice, GpuReading, GpuStatus, MeterSpec, MigReading, Probe
+from .session import REOPEN_AFTER_READS, REOPEN_MAX_S, REOPEN_MIN_S, LibrarySession, opened, usable
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -50,28 +60,22 @@ def advice(e: NVMLError) -> str:
 
 
 COUNTER_ABSENT = (pynvml.NVML_ERROR_NOT_SUPPORTED, pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
-REOPEN_MIN_S, REOPEN_MAX_S = 10.0, 300.0  # retrying NVML after a failed open or a lost session: backoff
-REOPEN_AFTER_READS = 2                     # every GPU failing this many reads in a row: re-initialise
+__all__ = ["GpuMeter", "REOPEN_AFTER_READS", "REOPEN_MAX_S", "REOPEN_MIN_S", "error_kind", "advice", "opened", "usable"]
 NvmlStatus = GpuStatus  # the name this module used before the meter protocols
 
 
-class GpuMeter:
+class GpuMeter(LibrarySession):
     """Reads every GPU once per sample. ``lib`` is ``pynvml`` or a ``SimulatedNVML``."""
+    library = "NVML"
 
     def __init__(self, lib: Any = pynvml, backend: str = "nvml", clock: Callable[[], float] | None = None) -> None:
+        super().__init__(backend, clock or getattr(lib, "clock", None) or time.monotonic)  # a simulated NVML brings its own
         self.lib = lib
-        self.backend = backend
-        self.clock = clock or getattr(lib, "clock", None) or time.monotonic  # a simulated NVML brings its own
-        self.reinits = 0                          # successful re-initialisations after the first open
-        self._failed_reads = 0
-        self._retry_at = 0.0
-        self._backoff = REOPEN_MIN_S
-        self.devices: list[GpuDevice] = []
-        self.status = GpuStatus("error", "not opened", backend=backend)
-        self.undiscovered: dict[int, str] = {}   # GPU index -> error kind of its last discovery try
         self._util_ts: dict[int, dict[int, int]] = {}  # gpu -> pid -> newest sample timestamp (µs)
         self._util_sum: dict[int, dict[int, float]] = {}  # gpu -> pid -> Σ smUtil not yet read
         self._residents: dict[int, int] = {}  # gpu -> processes seen at its last read
+        self._gpm: dict[tuple[int, int], Any] = {}  # (gpu, GPU instance) -> its previous GPM sample
+        self._gpm_free: list[Any] = []              # allocated sample buffers not in use
         self._proc_calls = [f for f in (getattr(lib, "nvmlDeviceGetComputeRunningProcesses", None),
                                         getattr(lib, "nvmlDeviceGetComputeRunningProcesses_v2", None)) if f]
 
@@ -83,9 +87,7 @@ class GpuMeter:
             code = getattr(e, "value", None)
             state = {pynvml.NVML_ERROR_LIBRARY_NOT_FOUND: "no_library",
                      pynvml.NVML_ERROR_DRIVER_NOT_LOADED: "driver_not_loaded"}.get(code, "error")
-            self.status = GpuStatus(state, advice(e), backend=self.backend)
-            self._retry_at = self.clock() + self._backoff  # read() tries again after the backoff
-            return self.status
+            return self._failed_open(GpuStatus(state, advice(e), backend=self.backend))
         driver = _text(_try(lib.nvmlSystemGetDriverVersion) or "")
         self.devices = []
         for i in range(lib.nvmlDeviceGetCount()):
@@ -114,55 +116,51 @@ class GpuMeter:
             mig = "unsupported"
         mem = _try(lambda: lib.nvmlDeviceGetMemoryInfo(h))
         limit_mw = _try(lambda: lib.nvmlDeviceGetEnforcedPowerLimit(h))  # mW (NVML >= 4.304)
-        return GpuDevice(i, _text(lib.nvmlDeviceGetUUID(h)), _text(lib.nvmlDeviceGetName(h)), h,
-                         method, mig, getattr(mem, "total", 0) or 0,
-                         limit_mw / 1000.0 if isinstance(limit_mw, int) and limit_mw > 0 else 0.0)
+        d = GpuDevice(i, _text(lib.nvmlDeviceGetUUID(h)), _text(lib.nvmlDeviceGetName(h)), h,
+                      method, mig, getattr(mem, "total", 0) or 0,
+                      limit_mw / 1000.0 if isinstance(limit_mw, int) and limit_mw > 0 else 0.0)
+        if mig == "enabled":
+            self._discover_mig(d)
+        return d
 
-    def read(self) -> list[GpuReading]:
-        """One reading per GPU. NVML that failed to open (no driver yet: the GPU operator installs
-        it after the DaemonSet starts) is tried again with a backoff; a session in which every
-        GPU fails REOPEN_AFTER_READS reads in a row (a driver reload: stale handles, DRIVER_NOT_LOADED,
-        UNINITIALIZED, UNKNOWN) is shut down and opened again, devices matched by UUID."""
-        if self.status.state != "ok":
-            if not self._reopen():
-                return []
-        if self.undiscovered:
-            self._retry_discovery()
-        readings = [self._read_one(d) for d in self.devices]
-        if readings and all(r.error for r in readings):
-            self._failed_reads += 1
-            if self._failed_reads >= REOPEN_AFTER_READS and self._reopen():
-                readings = [self._read_one(d) for d in self.devices]
+    def _discover_mig(self, d: GpuDevice) -> None:
+        """The GPU's slices (the largest whole-GPU profile's sliceCount) and whether GPM works."""
+        lib, h = self.lib, d.handle
+        for profile in (pynvml.NVML_GPU_INSTANCE_PROFILE_8_SLICE, pynvml.NVML_GPU_INSTANCE_PROFILE_7_SLICE):
+            info = _try(lambda: lib.nvmlDeviceGetGpuInstanceProfileInfo(h, profile))
+            if info is not None and int(info.sliceCount) > 0:
+                d.mig_slices = int(info.sliceCount)
+                break
         else:
-            self._failed_reads, self._backoff = 0, REOPEN_MIN_S
-        return readings
-
-    def _reopen(self) -> bool:
-        """Shut NVML down and open it again (at most once per backoff); True when it is open."""
-        now = self.clock()
-        if now < self._retry_at:
-            return False
-        before = (self.status, self.devices, self.undiscovered)
-        if before[0].state == "ok":
-            log.warning("NVML: every GPU has failed %d reads in a row: re-initialising", self._failed_reads)
-            _try(self.lib.nvmlShutdown)
-        self.undiscovered = {}
+            d.mig_slices = 7  # every MIG GPU so far (A100, H100, H200) has 7 compute slices
+            log.warning("GPU %d: no whole-GPU MIG profile answered: assuming 7 slices", d.index)
+        d.mig_activity, d.mig_activity_detail = "slice_share", ""
         try:
-            status = self.open()
+            supported = bool(lib.nvmlGpmQueryDeviceSupport(h).isSupportedDevice)
+        except NVMLError as e:
+            d.mig_activity_detail = f"GPM unavailable: nvmlGpmQueryDeviceSupport: {error_kind(e)}"
+            return
+        except AttributeError:  # an nvidia-ml-py older than GPM (11.525)
+            d.mig_activity_detail = "GPM unavailable: this nvidia-ml-py has no nvmlGpmQueryDeviceSupport"
+            return
+        if not supported:
+            d.mig_activity_detail = "GPM unavailable: not supported on this GPU (Hopper or later)"
+        else:
+            d.mig_activity = "gpm"
+
+    def _open_again(self) -> GpuStatus:
+        try:
+            return self.open()
         except NVMLError as e:  # the device count or a handle failed mid-open
-            status = self.status = GpuStatus("error", advice(e), backend=self.backend)
-        if status.state != "ok":
-            self._retry_at, self._backoff = now + self._backoff, min(REOPEN_MAX_S, 2 * self._backoff)
-            log.debug("NVML still unavailable (%s); next try in %.0f s", status.detail, self._retry_at - now)
-            if before[0].state == "ok":  # keep the GPUs: each read goes on failing, counted, until it works
-                self.status, self.devices, self.undiscovered = before
-            return False
+            self.status = GpuStatus("error", advice(e), backend=self.backend)
+            return self.status
+
+    def _shutdown(self) -> None:
+        _try(self.lib.nvmlShutdown)
+
+    def _new_session(self) -> None:
         self._util_ts, self._util_sum, self._residents = {}, {}, {}
-        self.reinits += 1
-        self._failed_reads, self._backoff, self._retry_at = 0, REOPEN_MIN_S, 0.0
-        log.warning("NVML opened again: %s (where the driver reloaded, its energy counters restarted: "
-                    "the gap is bridged, see wattprint_gpu_energy_resets_total)", status.detail)
-        return True
+        self._gpm, self._gpm_free = {}, []  # samples of the old session are gone with it
 
     def _retry_discovery(self) -> None:
         """A GPU that failed at start-up is tried again each sample; counted from its first good read."""
@@ -206,6 +204,9 @@ class GpuMeter:
             r.memory_used = int(lib.nvmlDeviceGetMemoryInfo(h).used)
         except NVMLError as e:
             r.field_errors["memory"] = error_kind(e)
+        if d.mig_mode == "enabled":
+            self._read_mig(d, r)
+            return r
         try:
             for p in self._processes(h):
                 used = p.usedGpuMemory
@@ -215,6 +216,99 @@ class GpuMeter:
             r.field_errors["processes"] = error_kind(e)
         self._read_util(d, r)
         return r
+
+    def _read_mig(self, d: GpuDevice, r: GpuReading) -> None:
+        """The GPU's MIG devices, each on its own: one that fails is left out and named in
+        ``field_errors`` (its slices then count as free: unallocated, never lost)."""
+        lib, h = self.lib, d.handle
+        r.mig = []
+        try:
+            count = int(lib.nvmlDeviceGetMaxMigDeviceCount(h))
+        except NVMLError as e:
+            r.field_errors["mig"] = error_kind(e)
+            count = 0
+        for i in range(count):
+            try:
+                mh = lib.nvmlDeviceGetMigDeviceHandleByIndex(h, i)
+            except NVMLError as e:
+                if getattr(e, "value", None) != pynvml.NVML_ERROR_NOT_FOUND:  # NOT_FOUND: no device there
+                    r.field_errors["mig"] = error_kind(e)
+                continue
+            try:
+                r.mig.append(self._mig_device(d, mh, r))
+            except NVMLError as e:
+                r.field_errors["mig"] = error_kind(e)
+        gi_ci: dict[int, int] = {}  # a GPU instance's slices are shared by its compute instances, by their slices
+        for m in r.mig:
+            gi_ci[m.gpu_instance] = gi_ci.get(m.gpu_instance, 0) + m.ci_slices
+        for m in r.mig:
+            m.slices = m.slices * m.ci_slices / gi_ci[m.gpu_instance]
+            for pid, b in m.processes.items():
+                r.processes[pid] = r.processes.get(pid, 0) + b
+        if d.mig_activity == "gpm":
+            self._read_gpm(d, r)
+        self._residents[d.index] = 0  # nothing to poll between samples: no per-process utilisation
+
+    def _mig_device(self, d: GpuDevice, mh: Any, r: GpuReading) -> MigReading:
+        """One MIG device; its process list may fail alone (NO_PERMISSION in an unprivileged
+        container): the instance is kept, without residents, so its owner still gets its energy."""
+        lib = self.lib
+        a = lib.nvmlDeviceGetAttributes(mh)
+        gi_slices, ci_slices, mem_mb = int(a.gpuInstanceSliceCount), int(a.computeInstanceSliceCount), int(a.memorySizeMB)
+        m = MigReading(_text(lib.nvmlDeviceGetUUID(mh)), int(lib.nvmlDeviceGetGpuInstanceId(mh)),
+                       int(lib.nvmlDeviceGetComputeInstanceId(mh)),
+                       profile_name(gi_slices, ci_slices, mem_mb, d.memory_total), float(gi_slices),
+                       ci_slices, mem_mb * 1024**2)
+        m.memory_used = _try(lambda: int(lib.nvmlDeviceGetMemoryInfo(mh).used))
+        try:
+            for p in self._processes(mh):
+                used = p.usedGpuMemory
+                m.processes[int(p.pid)] = m.processes.get(int(p.pid), 0) + (int(used) if used else 0)
+        except NVMLError as e:
+            m.processes.clear()
+            r.field_errors["processes"] = error_kind(e)
+        return m
+
+    def _read_gpm(self, d: GpuDevice, r: GpuReading) -> None:
+        """Each GPU instance's SM utilisation since the previous read, from two GPM samples. The
+        first read of an instance has no previous sample (sm_util None: the slice-share fallback
+        for that interval); an instance whose sample fails is counted in ``field_errors``."""
+        lib = self.lib
+        gis = {m.gpu_instance for m in r.mig}
+        util: dict[int, float | None] = {}
+        for gi in gis:
+            key = (d.index, gi)
+            try:
+                sample = self._gpm_free.pop() if self._gpm_free else lib.nvmlGpmSampleAlloc()
+            except NVMLError as e:
+                r.field_errors["gpm"] = error_kind(e)
+                continue
+            try:
+                lib.nvmlGpmMigSampleGet(d.handle, gi, sample)
+            except NVMLError as e:
+                self._gpm_free.append(sample)  # the buffer is reused, never leaked
+                r.field_errors["gpm"] = error_kind(e)
+                continue
+            prev, self._gpm[key] = self._gpm.get(key), sample
+            if prev is None:
+                continue
+            mg = pynvml.c_nvmlGpmMetricsGet_t()
+            mg.version, mg.numMetrics, mg.sample1, mg.sample2 = pynvml.NVML_GPM_METRICS_GET_VERSION, 1, prev, sample
+            mg.metrics[0].metricId = pynvml.NVML_GPM_METRIC_SM_UTIL
+            try:
+                lib.nvmlGpmMetricsGet(mg)
+                ret = int(mg.metrics[0].nvmlReturn)
+                if ret != pynvml.NVML_SUCCESS:
+                    raise NVMLError(ret)
+                util[gi] = max(0.0, min(100.0, float(mg.metrics[0].value)))
+            except NVMLError as e:
+                r.field_errors["gpm"] = error_kind(e)
+            finally:
+                self._gpm_free.append(prev)
+        for key in [k for k in self._gpm if k[0] == d.index and k[1] not in gis]:  # destroyed instances
+            self._gpm_free.append(self._gpm.pop(key))
+        for m in r.mig:
+            m.sm_util = util.get(m.gpu_instance)
 
     def _processes(self, h: Any) -> list:
         """The compute processes, through the newest process-list symbol the driver has:
@@ -281,7 +375,26 @@ class GpuMeter:
 
     def close(self) -> None:
         if self.status.state == "ok":
+            for sample in self._gpm_free + list(self._gpm.values()):
+                _try(lambda: self.lib.nvmlGpmSampleFree(sample))
+            self._gpm, self._gpm_free = {}, []
             _try(self.lib.nvmlShutdown)
+
+
+def profile_name(gi_slices: int, ci_slices: int, memory_mb: int, device_memory: int) -> str:
+    """A MIG profile's name as NVIDIA's device plugin spells it ("3g.40gb", "1c.3g.40gb"): the
+    memory is the instance's fraction of the GPU's, rounded up to eighths, times the GPU's whole
+    GiB (NVIDIA/go-nvlib pkg/nvlib/device/mig_profile.go at 18957773, getMigMemorySizeGB). A
+    label only (ownership goes by MIG UUID); media-extension profiles lose their "+me" suffix, which
+    go-nvlib takes from the profile id, not from the slice counts NVML's attributes give."""
+    gib = 1024**3
+    if device_memory > 0:
+        fraction = math.ceil(memory_mb * 1024**2 / device_memory * 8) / 8
+        gb = round(fraction * ((device_memory + gib - 1) // gib))
+    else:
+        gb = round(memory_mb / 1024)
+    name = f"{gi_slices}g.{gb}gb"
+    return name if ci_slices == gi_slices else f"{ci_slices}c.{name}"
 
 
 def _try(fn: Any) -> Any:
@@ -297,20 +410,13 @@ def _text(v: Any) -> str:
 
 # --- registry entry ---------------------------------------------------------------------------
 
-def opened(meter: GpuMeter, cfg: "Config", name: str) -> GpuMeter:
-    """Open ``meter``; a backend asked for by name must work (MeterError), auto may fail."""
-    status = meter.open()
-    if cfg.gpu.backend == name and status.state != "ok":
-        raise MeterError(f"gpu.backend={name}: NVML unavailable: {status.detail}")
-    return meter
+NO_LIBRARY_ADVICE = ("GPU: install the NVIDIA driver, or run the container with the NVIDIA runtime. "
+                     "Without it Wattprint measures CPU only.")
 
 
-def usable(meter: GpuMeter) -> bool:
-    return meter.status.state == "ok"
-
-
-def describe(meter: GpuMeter | None, name: str, error: str = "") -> Probe:
-    """What ``check`` shows of an NVML-API backend: its state and, per GPU, one read."""
+def describe(meter: Any, name: str, error: str = "", no_library_advice: str = NO_LIBRARY_ADVICE) -> Probe:
+    """What ``check`` shows of a GPU backend (NVML's, or another vendor's with the same protocol):
+    its state and, per GPU, one read."""
     if meter is None:
         return Probe(name, "gpu", False, f"GPU ({name}): error — {error}",
                      info={"backend": name, "state": "error", "detail": error, "driver": "", "gpus": []},
@@ -322,21 +428,41 @@ def describe(meter: GpuMeter | None, name: str, error: str = "") -> Probe:
         gpus.append({"index": d.index, "uuid": d.uuid, "name": d.name, "energy_method": d.energy_method,
                      "mig_mode": d.mig_mode, "power_w": (r.power_mw or 0) / 1000,
                      "memory_total_bytes": d.memory_total, "processes": len(r.processes),
-                     "error": r.error})
+                     "error": r.error, "degraded": dict(r.field_errors), "pci_bus_id": d.pci_bus_id})
         err = f"  ERROR {r.error}" if r.error else ""
+        err += "".join(f"  DEGRADED {f}: {k}" for f, k in r.field_errors.items())
+        pci = f", PCI {d.pci_bus_id}" if d.pci_bus_id else ""
         lines.append(f"GPU {d.index} {d.name} {d.uuid}: energy via {d.energy_method}, "
-                     f"MIG {d.mig_mode}, {(r.power_mw or 0) / 1000:.1f} W, {len(r.processes)} process(es){err}")
+                     f"MIG {d.mig_mode}{pci}, {(r.power_mw or 0) / 1000:.1f} W, {len(r.processes)} process(es){err}")
+        if d.mig_mode == "enabled":
+            gpus[-1]["mig"] = _describe_mig(d, r, lines)
     meter.close()
     advice_ = []
     if st.state == "no_library":
-        advice_.append("GPU: install the NVIDIA driver, or run the container with the NVIDIA runtime. "
-                       "Without it Wattprint measures CPU only.")
+        advice_.append(no_library_advice)
     elif st.state in ("driver_not_loaded", "error"):
         advice_.append(f"GPU: {st.detail}")
     headline = f"GPU ({st.backend}): {st.state} — {st.detail}" + (f", driver {st.driver}" if st.driver else "")
     return Probe(name, "gpu", st.state == "ok" and bool(gpus), headline, lines,
                  {"backend": st.backend, "state": st.state, "detail": st.detail, "driver": st.driver,
                   "gpus": gpus}, advice_)
+
+
+def _describe_mig(d: GpuDevice, r: GpuReading, lines: list[str]) -> dict[str, Any]:
+    """What ``check`` shows of a MIG GPU: the split's method (and why GPM is not used), and its instances."""
+    why = f" ({d.mig_activity_detail})" if d.mig_activity_detail else ""
+    instances = r.mig or []
+    lines.append(f"  MIG: {d.mig_slices} slices, {len(instances)} instance(s); idle split by slices, active by "
+                 f"{d.mig_activity}{why}" + (f"; errors: {r.field_errors}" if r.field_errors else ""))
+    for m in instances:
+        used = "?" if m.memory_used is None else f"{m.memory_used / 1024**3:.1f}"
+        lines.append(f"    GI {m.gpu_instance} CI {m.compute_instance} {m.profile} {m.uuid}: {m.slices:g} slice(s), "
+                     f"{used}/{m.memory_total / 1024**3:.1f} GiB, {len(m.processes)} process(es)")
+    return {"slices": d.mig_slices, "activity_method": d.mig_activity, "activity_detail": d.mig_activity_detail,
+            "instances": [{"uuid": m.uuid, "gpu_instance": m.gpu_instance, "compute_instance": m.compute_instance,
+                           "profile": m.profile, "slices": m.slices, "processes": len(m.processes),
+                           "memory_used_bytes": m.memory_used, "memory_total_bytes": m.memory_total}
+                          for m in instances]}
 
 
 def _probe(cfg: "Config") -> Probe:

@@ -16,12 +16,12 @@ import logging
 import math
 import os
 import re
-import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
-from .base import CpuReading, CpuZone, MeterSpec, Probe
+from .base import CpuZone, MeterSpec, Probe
+from .polled import PolledMeter
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -186,7 +186,7 @@ class _ZoneState:
     # (mod joules, seconds, power before) of gaps waiting for the power after them
 
 
-class RaplMeter:
+class RaplMeter(PolledMeter):
     """Per-zone energy in joules, wrap-aware.
 
     Every zone is read at least four times per wrap period (:func:`poll_interval_s`) by a poller
@@ -208,20 +208,11 @@ class RaplMeter:
     name = "rapl"
 
     def __init__(self, sysfs: str, clock: Callable[[], float] | None = None) -> None:
+        super().__init__(clock, REDISCOVER_S)
         self.sysfs = sysfs
         self.zones, self.problem = discover(sysfs)
-        self._clock = clock
-        self._vnow = 0.0
-        self._lock = threading.Lock()
         self._state: dict[str, _ZoneState] = {}
-        self._joules: dict[str, float] = {}      # read, not handed over yet
-        self._estimated: dict[str, float] = {}
-        self._errors: dict[str, str] = {}
-        self._handed: list[tuple[dict[str, float], dict[str, float]]] | None = None  # since the checkpoint
         self._zone_list = self._make_zone_list()
-        self._rediscover_at = REDISCOVER_S
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def _make_zone_list(self) -> list[CpuZone]:
         return [CpuZone(z.zone, z.socket, z.domain, "rapl", z.used_in_total, z.readable, z.component)
@@ -231,64 +222,8 @@ class RaplMeter:
         """The zones (the same list object until a rediscovery changes them)."""
         return self._zone_list
 
-    def _now(self) -> float:
-        return self._clock() if self._clock is not None else self._vnow
-
-    # --- the poller ---------------------------------------------------------------------------
-    def start(self) -> None:
-        if self._clock is None or self._thread is not None:
-            return
-        self._thread = threading.Thread(target=self._poll_loop, name="wattprint-rapl", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def _poll_loop(self) -> None:
-        while not self._stop.wait(poll_interval_s(self.zones)):
-            try:
-                self.poll()
-            except Exception:  # a poller hiccup must not end polling; measure() reads again
-                log.debug("RAPL poll failed", exc_info=True)
-
-    def poll(self) -> None:
-        """Read every zone now; what was read waits for the next ``measure()``."""
-        with self._lock:
-            self._poll(self._now())
-
-    # --- the sampler's side -------------------------------------------------------------------
-    def measure(self, dt_s: float, busy_ratio: float | None) -> CpuReading:
-        """Per-zone joules since the last measure (primed by the first read of a zone)."""
-        if self._clock is None:
-            self._vnow += max(0.0, dt_s)
-        with self._lock:
-            now = self._now()
-            if now >= self._rediscover_at:
-                self._rediscover(now)
-            self._poll(now)
-            joules, estimated, errors = self._joules, self._estimated, self._errors
-            self._joules, self._estimated, self._errors = {}, {}, {}
-            if self._handed is not None:  # only a caller that checkpoints can restore
-                self._handed.append((joules, estimated))
-        return CpuReading(joules, errors, estimated)
-
-    def checkpoint(self) -> Any:
-        with self._lock:
-            self._handed = []
-        return self._vnow
-
-    def restore(self, checkpoint: Any) -> None:
-        """Give back what was handed over since the checkpoint: the next measure hands it again
-        (and, without a clock, its time: the next measure's Δt covers the failed sample too)."""
-        with self._lock:
-            self._vnow = checkpoint
-            for joules, estimated in self._handed or []:
-                for into, part in ((self._joules, joules), (self._estimated, estimated)):
-                    for zone, j in part.items():
-                        into[zone] = into.get(zone, 0.0) + j
-            self._handed = []
+    def poll_interval(self) -> float:
+        return poll_interval_s(self.zones)
 
     @property
     def usable(self) -> bool:

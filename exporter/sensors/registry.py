@@ -19,10 +19,13 @@ if TYPE_CHECKING:
 # name -> module, in the order `auto` tries them
 GPU_BACKENDS: dict[str, str] = {
     "nvml": "exporter.sensors.nvml",
+    "amdsmi": "exporter.sensors.amdgpu",
     "simulated": "exporter.sensors.simnvml",   # a test double: never chosen by auto
+    "simulated-amd": "exporter.sensors.simamdsmi",   # a test double of amdsmi: never chosen by auto
 }
 CPU_METERS: dict[str, str] = {
     "rapl": "exporter.sensors.rapl",
+    "hwmon": "exporter.sensors.hwmon",             # Grace / Arm servers, amd_energy, ACPI meters
     "estimate": "exporter.sensors.cpu_estimate",   # always usable: the last resort
 }
 

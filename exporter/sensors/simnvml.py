@@ -37,6 +37,9 @@ A GPU may carry ``traffic:`` (:mod:`exporter.sensors.simtraffic`): its power is 
 server serves from the same schedule.
 
 A process may give ``pid_file: PATH`` instead of ``pid``: it is present once the file holds a pid.
+
+A GPU with ``mig: true`` may carry ``mig_instances:`` (:mod:`exporter.sensors.simmig`): its MIG
+devices, their processes and GPM utilisation, instead of ``processes``/``phases``.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ import yaml
 
 from pynvml import NVMLError
 
+from .simmig import MigCalls, MigHandle, MigScenarioError, SimMig, mig_memory_used, parse_mig
+
 
 GIB = 1024**3
 UTIL_PERIOD_S = 0.2  # an H200 (driver 580) refreshed each process's sample about every 200 ms
@@ -64,6 +69,8 @@ _CALLS = {
     "utilization": "nvmlDeviceGetProcessUtilization",
     "name": "nvmlDeviceGetName",
     "handle": "nvmlDeviceGetHandleByIndex",
+    "mig_handle": "nvmlDeviceGetMigDeviceHandleByIndex",
+    "gpm": "nvmlGpmMigSampleGet",
 }
 
 
@@ -138,6 +145,7 @@ class _Gpu:
     resets: list[float]
     base_mj: int = 0
     traffic: Any = None  # a simtraffic.Traffic: power from simulated inference traffic instead of sm_util
+    mig_state: SimMig | None = None  # MIG instances (mig_instances:), else None
 
     def power_at(self, t: float) -> float:
         if self.traffic is not None:
@@ -145,11 +153,16 @@ class _Gpu:
         return self.power_w(self.phase_at(t).procs)
 
     def power_w(self, procs: list[_Proc]) -> float:
+        if self.mig_state is not None:  # the instances' SM utilisation, each by its slices
+            return self.idle_w + (self.max_w - self.idle_w) * self.mig_state.busy_fraction()
         util = min(1.0, sum(p.sm_util for p in procs) / 100.0)
         return self.idle_w + (self.max_w - self.idle_w) * util
 
     def procs_at(self, t: float) -> list[tuple[int, _Proc]]:
-        """(pid, process) of the processes present at ``t`` (pid-file processes once their file exists)."""
+        """(pid, process) of the processes present at ``t`` (pid-file processes once their file exists);
+        in MIG mode every instance's (the aggregate a GPU handle answers)."""
+        if self.mig_state is not None:  # (no instance: no process can run on the GPU)
+            return [(pid, p) for i in self.mig_state.instances for p in i.procs if (pid := p.live_pid()) is not None]
         return [(pid, p) for p in self.phase_at(t).procs if (pid := p.live_pid()) is not None]
 
     def phase_at(self, t: float) -> _Phase:
@@ -170,6 +183,9 @@ class _Gpu:
             if hi > lo:
                 total += self.power_w(ph.procs) * (hi - lo)
         return total
+
+
+SimulatedGpu, SessionHandle = _Gpu, _Handle  # for another vendor's simulated library
 
 
 def _num(d: dict, key: str, default: Any, where: str) -> float:
@@ -195,12 +211,18 @@ def _error_code(name: str, where: str) -> int:
     return code
 
 
-def parse_scenario(data: dict) -> tuple[str, str, list[_Gpu]]:
+LIBRARIES = ("present", "missing", "driver_not_loaded")
+
+
+def parse_scenario(data: dict, error_code: Callable[[str, str], int] = _error_code,
+                   calls: dict[str, str] = _CALLS, libraries: tuple[str, ...] = LIBRARIES) -> tuple[str, str, list[_Gpu]]:
+    """The scenario's library state, driver version and GPUs. Another vendor's simulated library
+    (:mod:`exporter.sensors.simamdsmi`) passes its own error names, calls and library states."""
     if not isinstance(data, dict):
         raise ScenarioError("scenario: top level must be a mapping")
     library = str(data.get("library", "present"))
-    if library not in ("present", "missing", "driver_not_loaded"):
-        raise ScenarioError(f"library: {library!r} is not one of present, missing, driver_not_loaded")
+    if library not in libraries:
+        raise ScenarioError(f"library: {library!r} is not one of {', '.join(libraries)}")
     gpus = []
     for i, g in enumerate(data.get("gpus") or []):
         where = f"gpus[{i}]"
@@ -216,9 +238,9 @@ def parse_scenario(data: dict) -> tuple[str, str, list[_Gpu]]:
         faults = []
         for j, f in enumerate(g.get("faults") or []):
             call = f.get("call", "all")
-            if call != "all" and call not in _CALLS:
-                raise ScenarioError(f"{where}.faults[{j}].call: {call!r} not in {sorted(_CALLS)} or 'all'")
-            faults.append(_Fault(call, _error_code(f.get("error", "UNKNOWN"), f"{where}.faults[{j}]"),
+            if call != "all" and call not in calls:
+                raise ScenarioError(f"{where}.faults[{j}].call: {call!r} not in {sorted(calls)} or 'all'")
+            faults.append(_Fault(call, error_code(f.get("error", "UNKNOWN"), f"{where}.faults[{j}]"),
                                  _num(f, "after_s", 0, f"{where}.faults[{j}]"),
                                  _num(f, "for_s", float("inf"), f"{where}.faults[{j}]")))
         idle, mx = _num(g, "idle_w", 60, where), _num(g, "max_w", 700, where)
@@ -231,8 +253,15 @@ def parse_scenario(data: dict) -> tuple[str, str, list[_Gpu]]:
             energy_counter=bool(g.get("energy_counter", True)), mig=bool(g.get("mig", False)),
             phases=phases, faults=faults, resets=sorted(float(x) for x in g.get("energy_resets_at_s", [])),
             base_mj=int(_num(g, "initial_energy_mj", 1_000_000_000 + 7_919 * i, where)),
-            traffic=_traffic(g.get("traffic"), f"{where}.traffic")))
+            traffic=_traffic(g.get("traffic"), f"{where}.traffic"), mig_state=_mig(g, where, i)))
     return library, str(data.get("driver_version", "550.54.15")), gpus
+
+
+def _mig(g: dict, where: str, index: int) -> SimMig | None:
+    try:
+        return parse_mig(g, where, index, _procs, _num)
+    except MigScenarioError as e:
+        raise ScenarioError(str(e)) from None
 
 
 def _traffic(spec: Any, where: str) -> Any:
@@ -246,15 +275,25 @@ def _traffic(spec: Any, where: str) -> Any:
         raise ScenarioError(str(e)) from None
 
 
-def parse_reloads(data: dict) -> list[_Reload]:
+def parse_reloads(data: dict, error_code: Callable[[str, str], int] = _error_code,
+                  stale_default: str = "UNINITIALIZED") -> list[_Reload]:
     out = []
     for j, r in enumerate(data.get("driver_reloads") or []):
         where = f"driver_reloads[{j}]"
         if not isinstance(r, dict):
             raise ScenarioError(f"{where}: expected a mapping with at_s, down_s, stale_error")
         out.append(_Reload(_num(r, "at_s", None, where), _num(r, "down_s", 0, where),
-                           _error_code(r.get("stale_error", "UNINITIALIZED"), where)))
+                           error_code(r.get("stale_error", stale_default), where)))
     return sorted(out, key=lambda r: r.at_s)
+
+
+def read_scenario(path: str) -> Any:
+    """The parsed YAML of ``--gpu.simulation-file``; ScenarioError naming the file."""
+    try:
+        with open(path) as fh:
+            return yaml.safe_load(fh)
+    except OSError as e:
+        raise ScenarioError(f"--gpu.simulation-file {path!r}: cannot read: {e.strerror}") from None
 
 
 @dataclass
@@ -283,8 +322,9 @@ class _UtilSample:  # shape of c_nvmlProcessUtilizationSample_t
 
 
 @dataclass
-class SimulatedNVML:
-    """Duck-typed stand-in for the ``pynvml`` module."""
+class SimulatedLibrary:
+    """What every simulated vendor library holds: the scenario's GPUs, library state, driver
+    reloads and the time of its first init (``load`` fills them from the YAML)."""
 
     scenario_path: str
     clock: Callable[[], float] = time.monotonic
@@ -295,28 +335,43 @@ class SimulatedNVML:
     _reloads: list[_Reload] = field(default_factory=list, init=False)
     _session_s: float = field(default=0.0, init=False)
 
+    @classmethod
+    def from_file(cls, path: str, clock: Callable[[], float] = time.monotonic) -> Any:
+        sim = cls(path, clock)
+        sim.load(read_scenario(path))
+        return sim
+
+    def load(self, data: dict) -> None:
+        raise NotImplementedError
+
+    def start_timebase(self, data: dict) -> None:
+        """After a scenario is parsed: every reload restarts every counter, and ``start_unix``
+        makes time zero a Unix time shared by several processes (the daemon and a validation script)."""
+        for gpu in self._gpus:
+            gpu.resets = sorted(gpu.resets + [r.end_s for r in self._reloads])
+        if data.get("start_unix") is not None:
+            self.clock, self._t0 = time.time, float(data["start_unix"])
+
+    def true_energy_j(self, index: int, t0: float, t1: float) -> float:
+        """Ground truth for tests: the energy GPU ``index`` used between two elapsed times."""
+        return self._gpus[index].energy_j(t0, t1)
+
+
+@dataclass
+class SimulatedNVML(SimulatedLibrary, MigCalls):
+    """Duck-typed stand-in for the ``pynvml`` module."""
+
+    gpm_buffers: dict[int, Any] = field(default_factory=dict, init=False)   # nvmlGpmSampleAlloc'd
+    gpm_samples: dict[int, tuple[Any, int, float]] = field(default_factory=dict, init=False)
+
     # constants and errors the meter uses, re-exported from pynvml
     NVMLError = NVMLError
-
-    @classmethod
-    def from_file(cls, path: str, clock: Callable[[], float] = time.monotonic) -> "SimulatedNVML":
-        sim = cls(path, clock)
-        try:
-            with open(path) as fh:
-                data = yaml.safe_load(fh)
-        except OSError as e:
-            raise ScenarioError(f"--gpu.simulation-file {path!r}: cannot read: {e.strerror}") from None
-        sim.load(data)
-        return sim
 
     def load(self, data: dict) -> None:
         """Take a parsed scenario (the YAML's mapping)."""
         self._library, self._driver, self._gpus = parse_scenario(data)
         self._reloads = parse_reloads(data)
-        for gpu in self._gpus:  # a reload restarts every counter
-            gpu.resets = sorted(gpu.resets + [r.end_s for r in self._reloads])
-        if data.get("start_unix") is not None:  # a timebase shared by several processes
-            self.clock, self._t0 = time.time, float(data["start_unix"])
+        self.start_timebase(data)
 
     # --- helpers ---------------------------------------------------------------------------
     def elapsed(self) -> float:
@@ -329,7 +384,7 @@ class SimulatedNVML:
 
     def _gpu(self, handle: Any, call: str) -> tuple[_Gpu, float]:
         t = self.elapsed()
-        if isinstance(handle, _Handle):
+        if isinstance(handle, (_Handle, MigHandle)):
             for r in self._reloads:
                 if handle.session_s < r.end_s <= t:
                     raise NVMLError(r.stale_code)
@@ -339,10 +394,6 @@ class SimulatedNVML:
             if f.active(t) and (f.call == "all" or _CALLS[f.call] == call):
                 raise NVMLError(f.code)
         return gpu, t
-
-    def true_energy_j(self, index: int, t0: float, t1: float) -> float:
-        """Ground truth for tests: the energy GPU ``index`` used between two elapsed times."""
-        return self._gpus[index].energy_j(t0, t1)
 
     # --- the pynvml surface ----------------------------------------------------------------
     def nvmlInit(self) -> None:
@@ -375,7 +426,8 @@ class SimulatedNVML:
         return self._gpu(handle, _CALLS["name"])[0].name
 
     def nvmlDeviceGetUUID(self, handle: Any) -> str:
-        return self._gpu(handle, "nvmlDeviceGetUUID")[0].uuid
+        gpu = self._gpu(handle, "nvmlDeviceGetUUID")[0]
+        return handle.inst.uuid if isinstance(handle, MigHandle) else gpu.uuid
 
     def nvmlDeviceGetIndex(self, handle: Any) -> int:
         return self._gpu(handle, "nvmlDeviceGetIndex")[0].index
@@ -389,7 +441,7 @@ class SimulatedNVML:
 
     def nvmlDeviceGetTotalEnergyConsumption(self, handle: Any) -> int:
         gpu, t = self._gpu(handle, _CALLS["energy"])
-        if not gpu.energy_counter:
+        if not gpu.energy_counter or isinstance(handle, MigHandle):  # no per-instance energy
             raise NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
         since = max([r for r in gpu.resets if r <= t], default=None)
         base = 0 if since is not None else gpu.base_mj
@@ -397,6 +449,8 @@ class SimulatedNVML:
 
     def nvmlDeviceGetPowerUsage(self, handle: Any) -> int:
         gpu, t = self._gpu(handle, _CALLS["power"])
+        if isinstance(handle, MigHandle):
+            raise NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
         return int(round(gpu.power_at(t) * 1000))
 
     def nvmlDeviceGetEnforcedPowerLimit(self, handle: Any) -> int:
@@ -406,6 +460,10 @@ class SimulatedNVML:
 
     def nvmlDeviceGetMemoryInfo(self, handle: Any) -> _MemInfo:
         gpu, t = self._gpu(handle, _CALLS["memory"])
+        if isinstance(handle, MigHandle):  # the instance's own memory
+            total = handle.inst.memory_mb * 1024**2
+            used = mig_memory_used(handle.inst)
+            return _MemInfo(total, total - used, used)
         used = min(gpu.memory_total, 600 * 1024**2 + sum(p.memory_bytes for _, p in gpu.procs_at(t)))
         return _MemInfo(gpu.memory_total, gpu.memory_total - used, used)
 
@@ -413,17 +471,19 @@ class SimulatedNVML:
         """pynvml's default (``_v3`` since nvidia-ml-py 12.535): a fault
         ``{call: processes, error: FUNCTION_NOT_FOUND}`` plays a driver before R510."""
         gpu, t = self._gpu(handle, _CALLS["processes"])
-        return [_ProcInfo(pid, p.memory_bytes) for pid, p in gpu.procs_at(t)]
+        return _proc_infos(gpu, handle, t)
 
     def nvmlDeviceGetComputeRunningProcesses_v2(self, handle: Any) -> list[_ProcInfo]:
         gpu, t = self._gpu(handle, _CALLS["processes_v2"])
-        return [_ProcInfo(pid, p.memory_bytes) for pid, p in gpu.procs_at(t)]
+        return _proc_infos(gpu, handle, t)
 
     def nvmlDeviceGetProcessUtilization(self, handle: Any, timeStamp: int) -> list[_UtilSample]:
         """Like NVML on an H200 (driver 580): one entry per active process, its *newest* sample,
         refreshed every ``UTIL_PERIOD_S`` at a phase of its own (so processes' timestamps differ),
         returned only if newer than ``timeStamp`` (µs). NOT_FOUND when none."""
         gpu, t = self._gpu(handle, _CALLS["utilization"])
+        if gpu.mig:  # "On MIG-enabled GPUs, querying process utilization is not currently supported."
+            raise NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
         base_us = (self._t0 or 0.0) * 1e6
         out = []
         for i, (pid, p) in enumerate(gpu.procs_at(t)):
@@ -439,30 +499,51 @@ class SimulatedNVML:
         return out
 
 
+def _proc_infos(gpu: _Gpu, handle: Any, t: float) -> list[_ProcInfo]:
+    """The processes of a GPU handle (in MIG mode the aggregate, each with its instance ids) or of
+    a MIG device handle (its instance's only)."""
+    if gpu.mig_state is None:
+        return [_ProcInfo(pid, p.memory_bytes) for pid, p in gpu.procs_at(t)]
+    insts = [handle.inst] if isinstance(handle, MigHandle) else gpu.mig_state.instances
+    return [_ProcInfo(pid, p.memory_bytes, i.gpu_instance, i.compute_instance)
+            for i in insts for p in i.procs if (pid := p.live_pid()) is not None]
+
+
 # --- registry entry ---------------------------------------------------------------------------
 
-def _open(cfg: Any) -> Any:
+def load_simulation(cfg: Any, name: str, cls: type) -> Any:
+    """The simulated library of ``--gpu.simulation-file`` (MeterError when missing or bad)."""
     from .base import MeterError
-    from .nvml import GpuMeter, opened
 
     if not cfg.gpu.simulation_file:
-        raise MeterError("gpu.backend=simulated needs --gpu.simulation-file (a scenario YAML)")
+        raise MeterError(f"gpu.backend={name} needs --gpu.simulation-file (a scenario YAML)")
     try:
-        lib = SimulatedNVML.from_file(cfg.gpu.simulation_file)
+        return cls.from_file(cfg.gpu.simulation_file)
     except ScenarioError as e:
         raise MeterError(f"--gpu.simulation-file {cfg.gpu.simulation_file!r}: {e}") from None
-    return opened(GpuMeter(lib, backend="simulated"), cfg, "simulated")
+
+
+def not_selected(name: str) -> Any:
+    """What ``check`` says of a simulated backend nobody asked for."""
+    from .base import Probe
+
+    return Probe(name, "gpu", False, f"GPU ({name}): not selected — a test double, used only "
+                 f"with --gpu.backend={name} and --gpu.simulation-file",
+                 info={"backend": name, "state": "disabled", "detail": "not selected", "driver": "", "gpus": []})
+
+
+def _open(cfg: Any) -> Any:
+    from .nvml import GpuMeter, opened
+
+    return opened(GpuMeter(load_simulation(cfg, "simulated", SimulatedNVML), backend="simulated"), cfg, "simulated")
 
 
 def _probe(cfg: Any) -> Any:
-    from .base import MeterError, Probe
+    from .base import MeterError
     from .nvml import describe
 
     if cfg.gpu.backend != "simulated":
-        return Probe("simulated", "gpu", False, "GPU (simulated): not selected — a test double, used only "
-                     "with --gpu.backend=simulated and --gpu.simulation-file",
-                     info={"backend": "simulated", "state": "disabled", "detail": "not selected",
-                           "driver": "", "gpus": []})
+        return not_selected("simulated")
     try:
         meter = _open(cfg)
     except MeterError as e:

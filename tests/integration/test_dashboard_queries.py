@@ -11,11 +11,17 @@ The stack, as deployed on a simulated 4-GPU node:
   holding only this test's processes;
 - a real `wattprint serve` with counterfactual regions, training footprints and budgets;
 - a real Prometheus loading rules/wattprint.rules.yaml, rewritten for the test only: group
-  intervals of 1 s, alert `for:` of 2 s, and recording-rule windows of 20 s (5m) and 60 s (1h).
+  intervals of 1 s, alert `for:` of 2 s, and recording-rule windows of 20 s (5m) and 60 s (1h);
+  the hourly rollups become 5 s increases every 5 s (they tile the run as the hourly ones tile a year).
 
 After ~75 s every panel query runs through Prometheus's /api/v1/query, with `$namespace`,
-`$endpoint`, `$model`, `$instance` → `.*`, `$__rate_interval` → 10s and `$__range` → the run's
-length. Each must parse (HTTP 200) and return data, except those listed in EXEMPT with a reason.
+`$endpoint`, `$model`, `$instance`, `$cluster` → `.*`, `$node` → the `node` label Prometheus adds
+to the target (as the Helm chart's relabelling does), `$catch_all` → its default,
+`$__rate_interval` → 10s and `$__range` → the run's length (panels over this month / this year
+too: the run is all the stack has). Each must parse (HTTP 200) and return data, except those
+listed in EXEMPT with a reason. Every query variable of every dashboard must list values too,
+except `cluster` and `namespace` (no such labels in one Prometheus outside Kubernetes), and no
+rule may have failed to evaluate (prometheus_rule_evaluation_failures_total).
 
 With WATTPRINT_PREVIEW_DIR set, the results (instant values, and for time-series panels the range
 over the run) are saved to $WATTPRINT_PREVIEW_DIR/queries.json for scripts/render_previews.py.
@@ -26,6 +32,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -39,7 +46,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from support import (ROOT, fast_rules, free_port, make_powercap, process_tree, procfs_view, set_energy,
+from support import (ROOT, WINDOWS, fast_rules, free_port, make_powercap, process_tree, procfs_view, set_energy,
                      start_daemon, start_prometheus, start_traffic_node, traffic_spec)
 from support import drive_completions  # noqa: E402
 
@@ -101,6 +108,22 @@ def _rapl_writer(sysfs: Path, stop: threading.Event) -> None:
         last = now
 
 
+ROLLUP_S = 5  # test-only: the hourly rollups as 5 s increases evaluated every 5 s
+
+
+def tiled_rollups(rules_file: Path) -> Path:
+    """The fast rules with the rollup group's points tiling the run as the hourly ones tile a year
+    (interval = window, ROLLUP_S), so "this month" sums to the run's emissions and not to
+    overlapping windows evaluated every second."""
+    doc = yaml.safe_load(rules_file.read_text())
+    (group,) = [g for g in doc["groups"] if g["name"] == "wattprint.rollup.1h"]
+    group["interval"] = f"{ROLLUP_S}s"
+    for r in group["rules"]:
+        r["expr"] = re.sub(r"\[\w+\]", f"[{ROLLUP_S}s]", r["expr"])
+    rules_file.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return rules_file
+
+
 def panel_queries() -> list[dict]:
     """Every query of every generated dashboard: {file, uid, dashboard, panel_id, title, type,
     ref, expr, instant}."""
@@ -115,9 +138,18 @@ def panel_queries() -> list[dict]:
     return out
 
 
+# The catch_all variable's default (fleet overview): the ranked tables leave the catch-all series out.
+CATCH_ALL = "unallocated|system|overflow"
+# The node label, as the Helm chart's scrape config relabels a pod's node name into it; $node
+# selects it (so Node detail's queries are checked with a node picked, not with "All").
+NODE = "gpu-node-1"
+
+
 def substitute(expr: str, range_s: int) -> str:
-    for var in ("namespace", "endpoint", "model", "instance"):
+    expr = expr.replace("${node}", NODE).replace("$node", NODE)
+    for var in ("cluster", "namespace", "endpoint", "model", "instance"):
         expr = expr.replace(f"${{{var}}}", ".*").replace(f"${var}", ".*")
+    expr = expr.replace("${catch_all}", CATCH_ALL).replace("$catch_all", CATCH_ALL)
     return expr.replace("$__rate_interval", RATE_INTERVAL).replace("$__range", f"{range_s}s")
 
 
@@ -202,7 +234,8 @@ def test_every_panel_query_returns_data(tmp_path):
         d = start_daemon(tmp_path, "--sample.interval=1s", "--marginal.window=1s", "--gpu.backend=simulated",
                          f"--gpu.simulation-file={scenario}", f"--path.sysfs={sysfs}", f"--path.procfs={procfs}",
                          f"--config.file={cfg}")
-        prom = start_prometheus(tmp_path, [f"127.0.0.1:{d.port}"], rule_files=[str(fast_rules(tmp_path))])
+        prom = start_prometheus(tmp_path, [f"127.0.0.1:{d.port}"], rule_files=[str(tiled_rollups(fast_rules(tmp_path)))],
+                                target_labels={"node": NODE})
         started = time.time()
         time.sleep(max(0.0, started + RUN_S - time.time()))
         end = time.time()
@@ -223,6 +256,39 @@ def test_every_panel_query_returns_data(tmp_path):
             if not rec["result"]:
                 missing.append(q)
             results.append(rec)
+        # the per-model rule (each node's GPU model and region joined in by the rules) is, at the
+        # instant it was recorded, Σ CO2e / Σ requests of the model's endpoints from the raw counters
+        model_rule, w = "wattprint:model_co2e_grams_per_request:1h", WINDOWS["[1h]"]
+        _, stamps = api(prom.port, "query", query=f"timestamp({model_rule})", time=f"{end:.3f}")
+        recorded = stamps["data"]["result"]
+        assert len(recorded) >= 3, recorded
+        for s in recorded:
+            labels, at = s["metric"], float(s["value"][1])
+            assert labels["gpu_model"] == "NVIDIA H100 80GB HBM3" and labels["region"] == "aws:us-east-1", labels
+            sel = 'model="%s"' % labels["model"]
+            _, got = api(prom.port, "query", query=f"{model_rule}{{{sel}}}", time=f"{at:.3f}")
+            _, want = api(prom.port, "query", time=f"{at:.3f}", query=(
+                f"sum(rate(wattprint_endpoint_co2e_grams_total{{{sel}}}{w})) / sum(rate(wattprint_endpoint_requests_total{{{sel}}}{w}))"))
+            got_v, want_v = float(got["data"]["result"][0]["value"][1]), float(want["data"]["result"][0]["value"][1])
+            assert math.isclose(got_v, want_v, rel_tol=1e-6), (labels, got_v, want_v)
+        # no rule failed to evaluate (a many-to-many join, say): Prometheus's own counter, per group
+        with urllib.request.urlopen(f"http://127.0.0.1:{prom.port}/metrics", timeout=10) as r:
+            own = r.read().decode()
+        failures = {line.split("{", 1)[1].split("}", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in own.splitlines()
+                    if line.startswith("prometheus_rule_evaluation_failures_total{")}
+        assert failures and not any(failures.values()), failures
+        # the template variables' label_values() queries list values (Grafana asks /api/v1/series)
+        empty_vars = []
+        for path in sorted(DASHBOARDS.glob("*.json")):
+            for v in json.loads(path.read_text())["templating"]["list"]:
+                if v["type"] != "query" or v["name"] in ("cluster", "namespace"):
+                    continue
+                m = re.fullmatch(r"label_values\((.*), (\w+)\)", v["query"])
+                assert m, v["query"]
+                _, series = api(prom.port, "series", **{"match[]": substitute(m.group(1), range_s)},
+                                start=f"{started:.3f}", end=f"{end:.3f}")
+                if not {s.get(m.group(2)) for s in series.get("data", [])} - {None}:
+                    empty_vars.append(f"{path.name} ${v['name']}: {v['query']}")
     finally:
         stop.set()
         if prom:
@@ -252,6 +318,14 @@ def test_every_panel_query_returns_data(tmp_path):
             "summary": summary, "run_seconds": range_s, "start": started, "end": end,
             "rate_interval": RATE_INTERVAL, "results": results}, indent=1))
     assert not bad, "queries Prometheus rejected:\n" + "\n".join(bad)
+    assert not empty_vars, "variables without values:\n" + "\n".join(empty_vars)
+    # "this month" sums the rollups; over the run it is the run's CO2e, as increase() over the raw
+    # counters has it (each ROLLUP_S window extrapolates to its edges: close, not exact)
+    value = {(r["title"], r["ref"]): float(r["result"][0]["value"][1]) for r in results
+             if r["result"] and len(r["result"]) == 1 and "value" in r["result"][0]}
+    month_g, range_g = value[("CO2e this month", "A")] * 1e6, value[("Emitted in the time range", "A")]
+    print(f"  CO2e this month (rollups) {month_g:.4g} g, emitted in the run (increase) {range_g:.4g} g")
+    assert 0.75 < month_g / range_g < 1.25, (month_g, range_g)
     unexplained = [q for q in missing if (q["uid"], q["title"], q["ref"]) not in EXEMPT]
     assert not unexplained, (
         f"{summary}; without data and not exempt:\n"

@@ -61,7 +61,7 @@ def test_check_lists_simulated_gpus_and_rapl_zones(tmp_path):
 
 
 def test_version_and_bad_config_exit_codes():
-    assert run_cli("--version").stdout.startswith("wattprint ")
+    assert run_cli("--version").stdout.startswith("wattprint, version ")
     bad = run_cli("serve", "--log.format=xml")
     assert bad.returncode == 2 and "--log.format: invalid choice: 'xml'" in bad.stderr
     bad = run_cli("serve", "--sample.interval=0")
@@ -295,3 +295,30 @@ def test_idle_keep_alive_connections_held_by_strangers_give_way_to_a_scraper(tmp
         log = d.stop()
     assert good == 3, log[-2000:]
     assert value(m, "wattprint_http_connections_refused_total", reason="evicted") >= 1
+
+
+def test_serve_and_check_on_a_simulated_amd_mi300x_node(tmp_path):
+    """A real `wattprint serve --gpu.backend=simulated-amd` over the 8-GPU MI300X scenario: every
+    GPU is exported with backend="simulated-amd"; GPUs are sampled at the same instants, so their
+    energies stand in the ratio of their (constant) powers; `wattprint check` names the backend
+    and each GPU's method and PCI address."""
+    scenario = ROOT / "tests/fixtures/sim/mi300x-8gpu.yaml"
+    d = start_daemon(tmp_path, "--gpu.backend=simulated-amd", f"--gpu.simulation-file={scenario}",
+                     "--sample.interval=0.5s", f"--path.sysfs={tmp_path}")
+    try:
+        time.sleep(3)
+        m = parse_metrics(d.get())
+    finally:
+        log = d.stop()
+    info = [dict(k) for k in m["wattprint_gpu_info"]]
+    assert len(info) == 8 and {i["backend"] for i in info} == {"simulated-amd"}
+    assert {i["name"] for i in info} == {"AMD Instinct MI300X"} and {i["driver"] for i in info} == {"6.8.5"}
+    busy, idle = (value(m, "wattprint_gpu_energy_joules_total", gpu=g) for g in ("0", "6"))
+    assert idle > 0 and busy / idle == pytest.approx((140 + 610 * 0.7) / 140, rel=1e-3)
+    assert value(m, "wattprint_collector_up", collector="gpu") == 1
+    assert "SIMULATED GPUs in use (--gpu.backend=simulated-amd)" in log  # never silent
+    out = run_cli("check", "--gpu.backend=simulated-amd", f"--gpu.simulation-file={scenario}",
+                  f"--path.sysfs={tmp_path}")
+    assert out.returncode == 0, out.stderr
+    assert "✔ GPU (simulated-amd): ok — 8 GPU(s), driver 6.8.5" in out.stdout
+    assert "GPU 7 AMD Instinct MI300X" in out.stdout and "energy via counter, MIG unsupported, PCI 0000:e5:00.0" in out.stdout

@@ -78,6 +78,11 @@ app.kubernetes.io/name: {{ printf "%s-intensity" (include "wattprint.name" . | t
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{- define "wattprint.testSelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-test" (include "wattprint.name" . | trunc 58 | trimSuffix "-") }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
 {{- define "wattprint.intensityLabels" -}}
 helm.sh/chart: {{ include "wattprint.chart" . }}
 {{ include "wattprint.intensitySelectorLabels" . }}
@@ -109,4 +114,76 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- with $cfg }}
 {{- toYaml . }}
 {{- end }}
+{{- end }}
+
+{{/* The body of the ServiceMonitor's or PodMonitor's one endpoint (values `m`: serviceMonitor
+  or podMonitor). prometheus-operator (pkg/prometheus/promcfg.go, v0.93) gives every target the
+  labels namespace, service, pod, container (the exporter's own pod) and endpoint (the port
+  name); with honorLabels they land on every Wattprint series that has no such label of its own
+  (all node-level series, and endpoint series with namespace=""), where they would read as a
+  model endpoint. The relabelings below, which the operator appends after its own, drop them and
+  name the target by its node instead: node and instance are the node's name, cluster (values
+  cluster.name) is added when set. tests/integration/test_helm_scrape.py checks this with a real
+  Prometheus. */}}
+{{- define "wattprint.monitorEndpoint" -}}
+{{- $m := .m -}}
+{{- $ := .root -}}
+port: metrics
+path: {{ include "wattprint.telemetryPath" $ }}
+scheme: {{ include "wattprint.scheme" $ | lower }}
+interval: {{ $m.interval }}
+scrapeTimeout: {{ $m.scrapeTimeout }}
+# Wattprint's namespace/endpoint/pod labels name the model endpoint: keep them.
+honorLabels: {{ $m.honorLabels }}
+{{- with $m.tlsConfig }}
+tlsConfig:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $m.basicAuth }}
+basicAuth:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+relabelings:
+  # the operator's target labels name the exporter's own pod, not a model endpoint
+  - action: labeldrop
+    regex: (namespace|service|pod|container|endpoint)
+  - sourceLabels: [__meta_kubernetes_pod_node_name]
+    targetLabel: node
+    action: replace
+  - sourceLabels: [__meta_kubernetes_pod_node_name]
+    targetLabel: instance
+    action: replace
+  {{- with $.Values.cluster.name }}
+  - targetLabel: {{ $.Values.cluster.label }}
+    replacement: {{ . | quote }}
+    action: replace
+  {{- end }}
+  {{- with $m.relabelings }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- with $m.metricRelabelings }}
+metricRelabelings:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* The monitor's spec fields besides its endpoint (values `m`). */}}
+{{- define "wattprint.monitorSpec" -}}
+{{- $m := .m -}}
+{{- with $m.jobLabel }}
+jobLabel: {{ . }}
+{{- end }}
+{{- with $m.sampleLimit }}
+sampleLimit: {{ int . }}
+{{- end }}
+{{- with $m.scrapeProtocols }}
+scrapeProtocols:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+namespaceSelector:
+  matchNames:
+    - {{ .root.Release.Namespace }}
+selector:
+  matchLabels:
+    {{- include "wattprint.selectorLabels" .root | nindent 4 }}
 {{- end }}
