@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     from . import rules
 
     rules.add_cli(sub)
+    from . import demo
+
+    demo.add_cli(sub)
     return parser
 
 

@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from . import buildinfo
+from . import buildinfo, endpoint_table
 from .engine_targets import TargetFinder
 from .exposition import Exposition, Renderer, Snapshot
 from .identity.resolver import Workload
@@ -65,6 +65,8 @@ class Sampler:
         self.last_duration_s = 0.0
         self.last_wall = 0.0
         self.last_mono = 0.0
+        # the landing page's table: (the sample's clock time, endpoint_table view) of the last two samples
+        self.table_views: tuple[tuple[float, dict] | None, tuple[float, dict] | None] = (None, None)
         self.ready = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -198,7 +200,9 @@ class Sampler:
         self.last_duration_s = self.clock() - t0
         self.last_wall = time.time()
         self.last_mono = time.monotonic()
-        self.renderer.render(self.snapshot())
+        snap = self.snapshot()
+        self.renderer.render(snap)
+        self.table_views = (self.table_views[1], (t0, endpoint_table.view_of(snap.values)))
         self.ready.set()
 
     # --- exposition: every part contributes its own series -------------------------------------

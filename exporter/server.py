@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from aiohttp import web
 
-from . import __version__
+from . import __version__, endpoint_table
 from .exposition import CONTENT_TYPE, OPENMETRICS_TYPE
 
 if TYPE_CHECKING:
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 SAMPLER = web.AppKey("sampler", object)
 PATH = web.AppKey("telemetry_path", str)
+TABLE = web.AppKey("endpoint_table", dict)  # the landing page's table, made once per sample
 
 
 def _quality(header: str, wanted: str, explicit: bool = False) -> float:
@@ -80,20 +81,63 @@ async def readyz(request: web.Request) -> web.Response:
     return web.Response(text="ready\n")
 
 
+def endpoint_table_html(views: tuple) -> str:
+    """The node's per-endpoint table (exporter.endpoint_table) from the sampler's last two views
+    (``Sampler.table_views``) as an HTML table, every value escaped (label values come from
+    command lines and pod names)."""
+    prev, cur = views
+    if cur is None:
+        return "<p>No sample yet.</p>"
+    dt = cur[0] - prev[0] if prev is not None else 0.0
+    rows = endpoint_table.rows(cur[1], prev[1] if prev is not None else None, dt)
+    if not rows:
+        return "<p>No endpoint has energy yet.</p>"
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in endpoint_table.HEADERS)
+    body = []
+    for row in rows:
+        tds = "".join(f"<td>{html.escape(c)}</td>" for c in endpoint_table.cells(row))
+        body.append(f'<tr class="endpoint" data-endpoint="{html.escape(row.endpoint)}">{tds}</tr>')
+    return f'<table id="endpoints"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+def _cached_table(app: web.Application, sampler: "Sampler") -> str:
+    """The table of the current sample, made on the first request after it (the page costs the
+    sampler nothing, and many page loads cost one table a sample)."""
+    cache = app[TABLE]
+    views = sampler.table_views
+    if cache.get("views") is not views:
+        cache["views"], cache["html"] = views, endpoint_table_html(views)
+    return cache["html"]
+
+
+_STYLE = ("body{font-family:system-ui,sans-serif;font-size:14px;margin:1.2em 1.5em;color:#222}table{border-collapse:collapse}"
+          "th,td{padding:.3em .45em;border-bottom:1px solid #ddd;text-align:right;white-space:nowrap}"
+          "th:nth-child(-n+2),td:nth-child(-n+2),th:nth-child(9),td:nth-child(9){text-align:left}th{background:#f3f3f3}"
+          ".sim{background:#fff3cd;border:1px solid #e0c060;padding:.5em 1em;display:inline-block}")
+
+
 async def landing(request: web.Request) -> web.Response:
     sampler: Sampler = request.app[SAMPLER]  # type: ignore[assignment]
     path = html.escape(request.app[PATH])
     gpu = sampler.gpu.status if sampler.gpu is not None else None
-    gpu_line = (f"{gpu.backend}: {gpu.state} ({html.escape(gpu.detail)})" if gpu else "disabled")
+    gpu_line = (f"{html.escape(gpu.backend)}: {html.escape(gpu.state)} ({html.escape(gpu.detail)})"
+                if gpu else "disabled")
+    simulated = ('<p class="sim"><b>SIMULATED</b> GPUs (--gpu.backend=simulated): these numbers come '
+                 "from a test double, not from hardware.</p>" if gpu and gpu.backend == "simulated" else "")
     collectors = "".join(f"<li>{html.escape(n)}: {'up' if up else 'DOWN'}</li>"
                          for n, up in sorted(sampler.health.up.items()))
-    body = f"""<!doctype html><html><head><meta charset="utf-8"><title>Wattprint</title></head>
+    body = f"""<!doctype html><html><head><meta charset="utf-8"><title>Wattprint</title>
+<meta http-equiv="refresh" content="{max(2, round(sampler.interval_s * 2))}"><style>{_STYLE}</style></head>
 <body><h1>Wattprint {__version__}</h1>
-<p>Energy and carbon of AI inference, per model endpoint.</p>
+<p>Energy and carbon of AI inference, per model endpoint.</p>{simulated}
+<h2>Endpoints</h2>{_cached_table(request.app, sampler)}
+<p>Totals since the exporter started; power over the last sample; CO2e/request: operational and
+embodied grams over the requests the inference server counted; cleanest region: what the same
+energy would have emitted less in the cheapest of carbon.counterfactual_regions.</p>
 <ul><li><a href="{path}">Metrics</a></li><li><a href="/healthz">Health</a></li>
 <li><a href="/readyz">Readiness</a></li></ul>
 <h2>Status</h2><ul><li>samples: {sampler.samples}, interval {sampler.interval_s:g}s</li>
-<li>GPU: {gpu_line}</li><li>CPU energy: {sampler.cpu_method}</li>{collectors}</ul>
+<li>GPU: {gpu_line}</li><li>CPU energy: {html.escape(sampler.cpu_method)}</li>{collectors}</ul>
 </body></html>"""
     return web.Response(text=body, content_type="text/html")
 
@@ -204,6 +248,7 @@ def make_app(sampler: "Sampler", telemetry_path: str = "/metrics",
                        security, cap)
     app[SAMPLER] = sampler
     app[PATH] = telemetry_path
+    app[TABLE] = {}
     return app
 
 

@@ -13,6 +13,8 @@ if [ "${1:-}" = "test" ]; then
   command -v prometheus-node-exporter >/dev/null || apt_need+=(prometheus-node-exporter)
   command -v prometheus-alertmanager >/dev/null || apt_need+=(prometheus-alertmanager)
   command -v openssl >/dev/null || apt_need+=(openssl)
+  # a real headless browser for the landing page's test (tests/integration/test_demo.py)
+  command -v chromium >/dev/null || apt_need+=(chromium)
   # the image built and run (tests/integration/test_image.py): Debian's Docker engine (dockerd,
   # and a client with BuildKit built in) and debootstrap for a base made from Debian's packages
   # (both in /usr/sbin, which a user's PATH may lack)
@@ -25,8 +27,8 @@ if [ ${#apt_need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${apt_need[@]}"
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
-spec="."
-[ "${1:-}" = "test" ] && spec=".[test]"
+spec=".[demo]"  # demo: rich, for `wattprint demo`'s terminal view
+[ "${1:-}" = "test" ] && spec=".[test,demo]"
 echo "== installing wattprint${1:+[$1]} into .venv"
 .venv/bin/python -m pip install -q --disable-pip-version-check -e "$spec"
 if [ "${1:-}" = "test" ]; then

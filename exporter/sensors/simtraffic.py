@@ -21,6 +21,8 @@ A GPU's ``traffic:`` block (all optional but the two costs)::
       noise: 0.03                   # power noise per segment: normal, sd = this × active power
       generation_per_prompt: null   # a number: generation rate = it × prompt rate (a fixed mix)
       generation_tokens_per_request: 200
+      quiet_every_s: 60             # a quiet period every this many seconds (absent: none) …
+      quiet_for_s: 15               # … the last this many of them without traffic (idle cost shows)
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ class Traffic:
     noise: float = 0.03
     generation_per_prompt: float | None = None
     tokens_per_request: float = 200.0
+    quiet_every_s: float | None = None
+    quiet_for_s: float = 0.0
     # prefix sums at segment boundaries: (prompt tokens, generation tokens, active joules)
     _sums: list[tuple[float, float, float]] = field(default_factory=lambda: [(0.0, 0.0, 0.0)], init=False)
     _segs: list[tuple[float, float, float]] = field(default_factory=list, init=False)
@@ -71,10 +75,16 @@ class Traffic:
             raise TrafficError(f"{where}: expected a mapping")
         unknown = set(spec) - {"seed", "prefill_j_per_token", "decode_j_per_token", "segment_s",
                                "prompt_tokens_per_s", "generation_tokens_per_s", "quiet_share", "noise",
-                               "generation_per_prompt", "generation_tokens_per_request"}
+                               "generation_per_prompt", "generation_tokens_per_request", "quiet_every_s",
+                               "quiet_for_s"}
         if unknown:
             raise TrafficError(f"{where}: unknown keys {sorted(unknown)}")
         ratio = spec.get("generation_per_prompt")
+        every = spec.get("quiet_every_s")
+        every = None if every is None else _number(spec, "quiet_every_s", None, where, low=1e-3)
+        quiet_for = _number(spec, "quiet_for_s", 0.0, where)
+        if every is not None and quiet_for >= every:
+            raise TrafficError(f"{where}.quiet_for_s: expected less than quiet_every_s ({every:g}), got {quiet_for:g}")
         return cls(prefill_j=_number(spec, "prefill_j_per_token", None, where),
                    decode_j=_number(spec, "decode_j_per_token", None, where),
                    seed=int(_number(spec, "seed", 0, where)),
@@ -84,14 +94,21 @@ class Traffic:
                    quiet_share=min(1.0, _number(spec, "quiet_share", 0.1, where)),
                    noise=_number(spec, "noise", 0.03, where),
                    generation_per_prompt=None if ratio is None else _number(spec, "generation_per_prompt", None, where),
-                   tokens_per_request=_number(spec, "generation_tokens_per_request", 200.0, where, low=1e-6))
+                   tokens_per_request=_number(spec, "generation_tokens_per_request", 200.0, where, low=1e-6),
+                   quiet_every_s=every, quiet_for_s=quiet_for)
+
+    def in_quiet_period(self, i: int) -> bool:
+        """Whether segment i starts in a scheduled quiet period (quiet_every_s/quiet_for_s)."""
+        if self.quiet_every_s is None:
+            return False
+        return (i * self.segment_s) % self.quiet_every_s >= self.quiet_every_s - self.quiet_for_s
 
     def segment(self, i: int) -> tuple[float, float, float]:
         """Segment i's (prompt tokens/s, generation tokens/s, active watts), noise included."""
         while len(self._segs) <= i:
             k = len(self._segs)
             rng = random.Random(f"{self.seed}:{k}")
-            if rng.random() < self.quiet_share:
+            if rng.random() < self.quiet_share or self.in_quiet_period(k):
                 p = d = 0.0
             else:
                 p = rng.uniform(*self.prompt_rate)

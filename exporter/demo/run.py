@@ -1,0 +1,419 @@
+"""``wattprint demo``: the whole product on one machine without a GPU.
+
+It starts, as real local processes, each in its own process group:
+
+- a SIMULATED GPU node: ``--gpus`` simulated H100s (``--gpu.backend=simulated``, a scenario
+  written here; every GPU series names the GPU ``SIMULATED …`` and carries
+  ``backend="simulated"``, and the exporter's log says so);
+- three inference servers shaped like vLLM, Triton (two models) and SGLang
+  (:mod:`exporter.demo.engines`), each on its own GPU under varying simulated traffic with a
+  quiet period every ``QUIET_EVERY_S`` (idle cost shows), started with the upstream command lines
+  so that the exporter discovers them as it discovers real ones; further GPUs hold no process;
+- ``wattprint serve`` over them, with carbon accounting and candidate regions;
+- with ``--with-prometheus``, or when Prometheus is installed (Debian's ``prometheus``), a
+  Prometheus with the project's rules, on 127.0.0.1.
+
+It shows a live table per endpoint (:mod:`exporter.demo.view`) refreshed every sample, until
+``--duration`` ends, Ctrl-C or SIGTERM; then, or when one of its processes dies, it stops every
+process group it started, waits for them and checks that none of their processes remains.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from . import engines, view
+from .. import endpoint_table
+
+GPU_NAME = "SIMULATED NVIDIA H100 80GB HBM3"
+QUIET_EVERY_S, QUIET_FOR_S = 30.0, 8.0  # every 30 s, the last 8 without traffic
+SAMPLE_S = 1.0
+REGION = "aws:us-east-1"
+CANDIDATES = ["gcp:europe-north1", "aws:eu-west-3", "country:POL"]
+# (kind, served model names, prefill J/token, decode J/token, seed): one server a GPU
+SERVERS = [
+    ("vllm", ["SIMULATED/Qwen3-8B"], 0.010, 0.12, 19),
+    ("triton", ["simulated-chat", "simulated-embed"], 0.006, 0.20, 23),
+    ("sglang", ["SIMULATED/Llama-3.1-8B-Instruct"], 0.012, 0.10, 29),
+]
+STOP_TIMEOUT_S = 5.0
+
+
+class DemoError(RuntimeError):
+    pass
+
+
+class _Stop(Exception):
+    """SIGTERM or SIGHUP: stop as on Ctrl-C."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:  # in the child, before exec: no thread has been started yet
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen
+    log: Path
+
+    def tail(self, n: int = 15) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+@dataclass
+class Processes:
+    """The processes the demo started, each the leader of its own process group."""
+
+    children: list[Child] = field(default_factory=list)
+
+    def start(self, name: str, argv: Sequence[str], log: Path, env: dict[str, str] | None = None,
+              cwd: Path | None = None) -> Child:
+        fh = open(log, "wb")
+        try:
+            proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
+                                    env=env, cwd=cwd, process_group=0, preexec_fn=_die_with_parent)
+        finally:
+            fh.close()
+        child = Child(name, proc, log)
+        self.children.append(child)
+        return child
+
+    def dead(self) -> Child | None:
+        return next((c for c in self.children if c.proc.poll() is not None), None)
+
+    def stop(self) -> list[str]:
+        """SIGTERM to every group (last started first), SIGKILL to what is left after
+        STOP_TIMEOUT_S; wait for the leaders; returns what could not be stopped ([] when all
+        are gone)."""
+        for c in reversed(self.children):
+            _signal_group(c.proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for c in reversed(self.children):
+            try:
+                c.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        for c in self.children:
+            if _group_alive(c.proc.pid) or c.proc.poll() is None:
+                _signal_group(c.proc.pid, signal.SIGKILL)
+        left = []
+        for c in self.children:
+            try:
+                c.proc.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                left.append(f"{c.name} (pid {c.proc.pid})")
+            end = time.monotonic() + STOP_TIMEOUT_S
+            while _group_alive(c.proc.pid) and time.monotonic() < end:
+                time.sleep(0.05)
+            if _group_alive(c.proc.pid):
+                left.append(f"{c.name}'s process group {c.proc.pid}")
+        return left
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process (zombies aside) is still in process group ``pgid``."""
+    import psutil
+
+    for p in psutil.process_iter(["status"]):
+        try:
+            if p.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(p.pid) == pgid:
+                return True
+        except (ProcessLookupError, psutil.Error, OSError):
+            continue
+    return False
+
+
+def scenario(gpus: int, directory: Path, start_unix: float) -> dict[str, Any]:
+    """The simulated node: one traffic-driven GPU per demo server, then idle ones."""
+    out = []
+    for i in range(gpus):
+        gpu: dict[str, Any] = {"name": GPU_NAME, "idle_w": 70, "max_w": 700, "memory_total_gib": 80}
+        if i < len(SERVERS):
+            kind, _, a, b, seed = SERVERS[i]
+            gpu["traffic"] = {"seed": seed, "prefill_j_per_token": a, "decode_j_per_token": b, "segment_s": 1.0,
+                              "prompt_tokens_per_s": [500, 6000], "generation_tokens_per_s": [100, 1200],
+                              "quiet_share": 0.05, "noise": 0.03, "quiet_every_s": QUIET_EVERY_S,
+                              "quiet_for_s": QUIET_FOR_S}
+            gpu["processes"] = [{"pid_file": str(directory / f"{kind}.pid"), "memory_gib": 40, "sm_util": 50}]
+        else:
+            gpu["processes"] = []
+        out.append(gpu)
+    return {"driver_version": "550.54.15", "start_unix": start_unix, "gpus": out}
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        view.scrape(url, timeout=1.0)
+        return True
+    except OSError:
+        return False
+
+
+def _wait(what: str, ok: Any, procs: Processes, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not ok():
+        if (dead := procs.dead()) is not None:
+            raise DemoError(f"{dead.name} exited with status {dead.proc.returncode}:\n{dead.tail()}")
+        if time.monotonic() > deadline:
+            raise DemoError(f"{what} not ready in {timeout:.0f}s")
+        time.sleep(0.1)
+
+
+@dataclass
+class Options:
+    gpus: int = 4
+    duration_s: float | None = None
+    prometheus: bool | None = None  # None: when installed
+    port: int = 0
+    svg: str | None = None
+
+
+class Demo:
+    def __init__(self, opts: Options, console: Any) -> None:
+        self.opts, self.console = opts, console
+        self.procs = Processes()
+        self.dir = Path(tempfile.mkdtemp(prefix="wattprint-demo-"))
+        self.urls: dict[str, str] = {}
+        self.start_unix = 0.0
+
+    # --- starting ---------------------------------------------------------------------------
+    def _env(self, **extra: str) -> dict[str, str]:
+        root = str(Path(engines.__file__).resolve().parents[2])
+        path = os.pathsep.join(p for p in (extra.pop("PYTHONPATH", ""), root, os.environ.get("PYTHONPATH", "")) if p)
+        return {**os.environ, "PYTHONPATH": path, **extra}
+
+    def start_servers(self) -> None:
+        launch = engines.launchers(self.dir)
+        sim = self.dir / "scenario.yaml"
+        self.start_unix = time.time() + 1.0
+        sim.write_text(yaml.safe_dump(scenario(self.opts.gpus, self.dir, self.start_unix)))
+        self.sim = sim
+        checks = []
+        for i, (kind, models, *_rest) in enumerate(SERVERS):
+            port = free_port()
+            if kind == "vllm":
+                argv = [*launch["vllm"], "serve", models[0], "--port", str(port)]
+                url = f"http://127.0.0.1:{port}/metrics"
+            elif kind == "triton":
+                repo = self.dir / "models"
+                for m in models:  # a model repository: one directory a model, a version directory in it
+                    (repo / m / "1").mkdir(parents=True, exist_ok=True)
+                    (repo / m / "config.pbtxt").write_text(f'name: "{m}"\nbackend: "python"\n')
+                metrics = free_port()
+                argv = [*launch["triton"], "--model-repository", str(repo), "--http-port", str(port),
+                        "--metrics-port", str(metrics)]
+                url = f"http://127.0.0.1:{metrics}/metrics"
+            else:
+                argv = [*launch["sglang"], "--model-path", models[0], "--port", str(port), "--enable-metrics"]
+                url = f"http://127.0.0.1:{port}/metrics"
+            env = self._env(SIM_TRAFFIC=f"{sim}:{i}", SIM_PID_FILE=str(self.dir / f"{kind}.pid"),
+                            PYTHONPATH=str(self.dir / "py"))
+            self.procs.start(kind, argv, self.dir / f"{kind}.log", env=env, cwd=self.dir)
+            checks.append((kind, url))
+        for kind, url in checks:
+            _wait(f"the {kind} server", lambda u=url: _http_ok(u), self.procs, 30)
+            self.urls[kind] = url
+
+    def procfs(self) -> Path:
+        """A procfs holding the node's /proc/stat and only the demo's servers (links into /proc):
+        the simulated node is theirs alone, whatever else runs on this machine (a real vLLM, another
+        demo), as a GPU node runs only its own servers. Their CPU time still counts in the node's."""
+        root = self.dir / "proc"
+        root.mkdir()
+        (root / "stat").symlink_to("/proc/stat")
+        for c in self.procs.children:
+            (root / str(c.proc.pid)).symlink_to(f"/proc/{c.proc.pid}")
+        return root
+
+    def start_exporter(self) -> None:
+        port = self.opts.port or free_port()
+        cfg = self.dir / "wattprint.yaml"
+        cfg.write_text(yaml.safe_dump({"carbon": {"region": REGION, "counterfactual_regions": CANDIDATES}}))
+        argv = [sys.executable, "-m", "exporter", "serve", f"--web.listen-address=127.0.0.1:{port}",
+                "--gpu.backend=simulated", f"--gpu.simulation-file={self.sim}", f"--sample.interval={SAMPLE_S:g}s",
+                "--engines.interval=1s", f"--config.file={cfg}", f"--path.procfs={self.procfs()}"]
+        self.procs.start("wattprint serve", argv, self.dir / "wattprint.log", env=self._env(), cwd=self.dir)
+        base = f"http://127.0.0.1:{port}"
+        _wait("wattprint serve", lambda: _http_ok(base + "/readyz"), self.procs, 60)
+        self.urls["exporter"] = base + "/"
+        self.urls["metrics"] = base + "/metrics"
+
+    def start_prometheus(self) -> None:
+        binary = shutil.which("prometheus")
+        if self.opts.prometheus is False or (self.opts.prometheus is None and binary is None):
+            return
+        if binary is None:
+            raise DemoError("--with-prometheus: no `prometheus` on PATH (Debian: apt-get install prometheus)")
+        from .. import rules
+
+        port = free_port()
+        (self.dir / "wattprint.rules.yaml").write_text(rules.generate())
+        target = self.urls["metrics"].split("//", 1)[1].split("/", 1)[0]
+        (self.dir / "prometheus.yml").write_text(yaml.safe_dump({
+            "global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
+            "rule_files": [str(self.dir / "wattprint.rules.yaml")],
+            "scrape_configs": [{"job_name": "wattprint", "static_configs": [{"targets": [target]}]}]}))
+        argv = [binary, f"--config.file={self.dir / 'prometheus.yml'}", f"--storage.tsdb.path={self.dir / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}"]
+        self.procs.start("prometheus", argv, self.dir / "prometheus.log", cwd=self.dir)
+        base = f"http://127.0.0.1:{port}"
+        _wait("Prometheus", lambda: _http_ok(base + "/-/ready"), self.procs, 60)
+        self.urls["prometheus"] = base + "/"
+
+    # --- running ----------------------------------------------------------------------------
+    def phase(self) -> str:
+        t = time.time() - self.start_unix
+        return "quiet period: no traffic, idle cost only" if t % QUIET_EVERY_S >= QUIET_EVERY_S - QUIET_FOR_S \
+            else "traffic"
+
+    def frame(self, rows: list[endpoint_table.Row], elapsed: float) -> Any:
+        until = f" of {self.opts.duration_s:g}s" if self.opts.duration_s else " (Ctrl-C stops)"
+        title = (f"[bold]Wattprint demo[/] — [bold yellow]SIMULATED[/] node: {self.opts.gpus} × {GPU_NAME} · "
+                 f"{elapsed:.0f}s{until} · {self.phase()}")
+        caption = (f"exporter {self.urls.get('exporter', '')} · grid {REGION} · cleanest of "
+                   f"{', '.join(CANDIDATES)}" + (f" · Prometheus {self.urls['prometheus']}" if "prometheus" in self.urls else ""))
+        return view.table(rows, title, caption)
+
+    def loop(self) -> list[endpoint_table.Row]:
+        from rich.live import Live
+
+        started = time.monotonic()
+        prev: tuple[float, dict] | None = None
+        rows: list[endpoint_table.Row] = []
+        live = Live(self.frame(rows, 0.0), console=self.console, refresh_per_second=4,
+                    auto_refresh=False) if self.console.is_terminal else None
+        next_print = started + 10.0
+        if live is not None:
+            live.start()
+        try:
+            while True:
+                if (dead := self.procs.dead()) is not None:
+                    raise DemoError(f"{dead.name} exited with status {dead.proc.returncode}:\n{dead.tail()}")
+                now = time.monotonic()
+                elapsed = now - started
+                try:
+                    cur = (now, view.parse(view.scrape(self.urls["metrics"])))
+                except (OSError, ValueError) as e:
+                    self.console.print(f"[red]reading {self.urls['metrics']}: {e}[/]")
+                else:
+                    rows = endpoint_table.rows(cur[1], prev[1] if prev else None, cur[0] - prev[0] if prev else 0.0)
+                    prev = cur
+                if self.opts.duration_s is not None and elapsed >= self.opts.duration_s:
+                    return rows
+                frame = self.frame(rows, elapsed)
+                if live is not None:
+                    live.update(frame, refresh=True)
+                elif now >= next_print:  # not a terminal (a pipe, a log): a table every 10 s
+                    self.console.print(frame)
+                    next_print = now + 10.0
+                time.sleep(max(0.05, SAMPLE_S - (time.monotonic() - now)))
+        finally:
+            if live is not None:
+                live.stop()
+            self.last_frame = self.frame(rows, time.monotonic() - started)
+
+    def run(self) -> int:
+        con = self.console
+        con.print(f"[bold yellow]SIMULATED[/] GPUs: {self.opts.gpus} × {GPU_NAME} (--gpu.backend=simulated): "
+                  "every number below comes from a test double, not from hardware. Working directory "
+                  f"{self.dir}", soft_wrap=True)
+        self.last_frame: Any = None
+        status = 0
+        try:
+            self.start_servers()
+            self.start_exporter()
+            self.start_prometheus()
+            for name in ("exporter", "metrics", "prometheus"):
+                if name in self.urls:
+                    con.print(f"{name}: {self.urls[name]}", highlight=False, soft_wrap=True)
+            if "prometheus" in self.urls:
+                con.print("  with the rules (wattprint rules): try wattprint:endpoint_co2e_grams_per_request:5m, "
+                          "wattprint:endpoint_idle_share:5m", highlight=False, soft_wrap=True)
+            for kind, *_ in SERVERS:
+                con.print(f"{kind}: {self.urls[kind]}", highlight=False, soft_wrap=True)
+            self.loop()
+        except (KeyboardInterrupt, _Stop):
+            con.print("stopping …")
+        except DemoError as e:
+            con.print(f"[red]wattprint demo: {e}[/]", highlight=False)
+            status = 1
+        finally:
+            for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a second Ctrl-C must not cut the stop short
+                signal.signal(s, signal.SIG_IGN)
+            left = self.procs.stop()
+            if self.last_frame is not None and not con.is_terminal:
+                con.print(self.last_frame)
+            if self.opts.svg and self.last_frame is not None:
+                self._svg(self.last_frame)
+            if left:
+                con.print(f"[red]wattprint demo: could not stop {', '.join(left)}[/]")
+                status = 1
+            else:
+                con.print(f"stopped all {len(self.procs.children)} processes it started "
+                          f"({', '.join(c.name for c in self.procs.children)})")
+            if status:
+                con.print(f"logs kept in {self.dir}", highlight=False, soft_wrap=True)
+            else:
+                shutil.rmtree(self.dir, ignore_errors=True)
+        return status
+
+    def _svg(self, frame: Any) -> None:
+        from rich.console import Console
+
+        with open(os.devnull, "w") as sink:
+            rec = Console(record=True, width=160, file=sink, force_terminal=True)
+            rec.print(frame)
+        rec.save_svg(self.opts.svg, title="wattprint demo")
+
+
+def main(opts: Options) -> int:
+    from rich.console import Console
+
+    def stop(signum: int, frame: Any) -> None:
+        raise _Stop(signum)
+
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, stop)
+    try:
+        console = Console(highlight=False)
+        if not console.is_terminal and "COLUMNS" not in os.environ:
+            console = Console(highlight=False, width=160)  # a pipe or a log: the whole table on a line
+        return Demo(opts, console).run()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
