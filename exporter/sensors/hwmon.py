@@ -112,6 +112,7 @@ class HwmonSensor:
     used_in_total: bool = False
     interval_s: float = 0.0   # power: the sensor's own averaging window (0: unknown)
     measures: frozenset[str] = frozenset()   # ACPI power meter: the devices it measures
+    duplicate_of: str = ""    # the zone of a sensor measuring the same thing: this one is never read
 
     @property
     def method(self) -> str:
@@ -123,9 +124,21 @@ def _read_text(path: str) -> str:
         return fh.read().strip()
 
 
+_INT = re.compile(rb"-?[0-9]+")
+
+
 def _read_int(path: str) -> int:
+    """A sysfs integer ("%ld\\n"); anything else (empty, trailing garbage) is a ValueError."""
     with open(path, "rb") as fh:
-        return int(fh.read().strip())
+        raw = fh.read(64).strip()
+    if not _INT.fullmatch(raw):
+        raise ValueError(f"not an integer: {raw[:32]!r}")
+    return int(raw)
+
+
+# errors a sysfs read() returns for a moment (a firmware/bus timeout, a busy EC): the sensor stays
+# in use, each failed read is counted and the next good one covers the gap
+_TRANSIENT = {errno.EIO, errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT, errno.EINTR}
 
 
 def _attr(hdir: str, name: str) -> str | None:
@@ -229,10 +242,14 @@ def discover(sysfs: str) -> tuple[list[HwmonSensor], str]:
             try:
                 _read_int(path)
             except OSError as e:
-                s.readable, s.problem = False, _why(e)
+                if e.errno in _TRANSIENT:
+                    s.problem = f"failed a read ({_why(e)}): kept, each failed read is counted"
+                else:
+                    s.readable, s.problem = False, _why(e)
             except ValueError as e:
                 s.readable, s.problem = False, f"unparseable value: {e}"
             sensors.append(s)
+    _mark_duplicates(sensors)
     _select_totals(sensors)
     if not sensors:
         seen = ", ".join(sorted(set(chips))) or "none"
@@ -260,23 +277,47 @@ def _interval_s(hdir: str, n: str) -> float:
         return 0.0
 
 
+def _mark_duplicates(sensors: list[HwmonSensor]) -> None:
+    """Sensors that measure the same thing (two chips with the same Grace or amd_energy label: a
+    vendor driver next to the ACPI meters; an ACPI meter of processors another meter of the same
+    series already measures) would book the same joules twice into one
+    ``{socket, domain}`` series: the first (readable) one is read, the others are listed with
+    ``duplicate_of`` and never read. Whole-system meters are distinct meters and all kept."""
+    seen: dict[tuple[str, str, str], HwmonSensor] = {}
+    covered: list[HwmonSensor] = []
+    order = sorted(sensors, key=lambda s: (not s.readable, -len(s.measures)))  # widest meter first
+    for s in order:
+        if s.domain == "platform":
+            continue
+        if s.chip == "power_meter" and s.domain == "package":   # ACPI meter of the processors
+            over = next((c for c in covered if c.measures & s.measures), None)
+            if over is not None:
+                s.duplicate_of = over.zone
+            else:
+                covered.append(s)
+            continue
+        key = (s.domain, s.socket, s.label.strip().lower())
+        if key in seen:
+            s.duplicate_of = seen[key].zone
+        else:
+            seen[key] = s
+
+
 def _select_totals(sensors: list[HwmonSensor]) -> None:
     """The widest non-overlapping set that measures the CPU: per Grace socket its Grace sensor,
-    else its CPU and SysIO rails; AMD's Esocket sensors, else its Ecore ones; an ACPI meter of
-    the processors. Module and whole-system meters never."""
-    ok = [s for s in sensors if s.readable]
+    else its CPU and SysIO rails; AMD's Esocket sensors, else its Ecore ones; else the ACPI
+    meters of the processors (they overlap the others). Module and whole-system meters never,
+    duplicates never."""
+    ok = [s for s in sensors if s.readable and not s.duplicate_of]
     chosen: list[HwmonSensor] = [s for s in ok if s.domain == "package" and s.chip == "amd_energy"]
-    covered: set[str] = set()
-    for s in ok:  # ACPI meters of the processors: one whose processors another already covers is not summed
-        if s.domain == "package" and s.chip == "power_meter" and not covered & s.measures:
-            chosen.append(s)
-            covered |= s.measures
     grace_sockets = {s.socket for s in ok if s.domain == "grace"}
     for s in ok:
         if s.domain == "grace" or (s.domain in ("cpu", "sysio") and s.socket not in grace_sockets):
             chosen.append(s)
     if not any(s.chip == "amd_energy" and s.domain == "package" for s in chosen):
         chosen += [s for s in ok if s.chip == "amd_energy" and s.domain == "core"]
+    if not chosen:  # an ACPI meter of the processors measures what amd_energy or Grace sensors do
+        chosen = [s for s in ok if s.domain == "package" and s.chip == "power_meter"]
     for s in sensors:
         s.used_in_total = s in chosen
 
@@ -356,7 +397,7 @@ class HwmonMeter(PolledMeter):
     # --- reading (under the lock) -------------------------------------------------------------
     def _poll(self, now: float) -> None:
         for s in self.sensors:
-            if not s.readable:
+            if not s.readable or s.duplicate_of:
                 continue
             try:
                 cur = _read_int(s.path)
@@ -432,6 +473,10 @@ class HwmonMeter(PolledMeter):
 
 def describe(s: HwmonSensor) -> str:
     state = "readable" if s.readable else f"UNREADABLE: {s.problem}"
+    if s.duplicate_of:
+        state = f"the same sensor as {s.duplicate_of}: never read, never summed"
+    elif s.readable and s.problem:
+        state += f" ({s.problem})"
     what = f"{os.path.basename(s.path)} ({'µJ counter' if s.kind == 'energy' else 'µW, integrated'})"
     return (f"{s.zone} {s.chip} {s.label or '(no label)'!r}: domain {s.domain}, socket {s.socket}, "
             f"{what}: {state}" + (", in node total" if s.used_in_total else ", not in totals"))
@@ -458,7 +503,8 @@ def probe(cfg: "Config") -> Probe:
                   "sensors": [{"zone": s.zone, "chip": s.chip, "label": s.label, "kind": s.kind,
                                "method": s.method, "domain": s.domain, "socket": s.socket,
                                "readable": s.readable, "used_in_total": s.used_in_total,
-                               "problem": s.problem, "path": s.path} for s in meter.sensors]}, advice)
+                               "problem": s.problem, "path": s.path, "duplicate_of": s.duplicate_of}
+                              for s in meter.sensors]}, advice)
 
 
 METER = MeterSpec("hwmon", "cpu", "CPU energy from hwmon power/energy sensors (NVIDIA Grace ACPI power "
