@@ -119,3 +119,157 @@ def test_an_acpi_processor_meter_next_to_amd_energy_is_not_in_the_totals(tmp_pat
     make_acpi_meter(sysfs, 5, "CPU meter", 150_000_000, measures=("ACPI0007:00", "ACPI0007:01"))
     sensors, _ = discover(str(sysfs))
     assert [s.label for s in sensors if s.used_in_total] == ["Esocket0", "Esocket1"]
+
+
+# --- read-time errnos, as sysfs returns them ----------------------------------------------------
+
+class FailingRead:
+    """sysfs: open() succeeds, read() returns the show() callback's -errno."""
+
+    def __init__(self, err: int) -> None:
+        self.err = err
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def read(self, *_a):
+        raise OSError(self.err, os.strerror(self.err))
+
+
+@pytest.fixture
+def failing(monkeypatch):
+    """``failing[path] = errno``: reads of that file fail with it, other files read normally."""
+    table: dict[str, int] = {}   # by the file's real path (the meter reads through the links)
+
+    def fake_open(path, *a, **kw):
+        if os.path.realpath(path) in table:
+            return FailingRead(table[os.path.realpath(path)])
+        return builtins.open(path, *a, **kw)
+
+    monkeypatch.setattr(hwmon, "open", fake_open, raising=False)
+    return table
+
+
+@pytest.mark.parametrize("err", [errno.EIO, errno.EAGAIN, errno.ETIMEDOUT])
+def test_a_transient_read_error_at_discovery_keeps_the_sensor_and_counts_each_failed_read(tmp_path, failing, err):
+    files = grace_node(tmp_path / "sys", sockets=1)
+    failing[str(files["Grace Power Socket 0"])] = err
+    meter = HwmonMeter(str(tmp_path / "sys"))
+    grace = next(s for s in meter.sensors if s.domain == "grace")
+    assert grace.readable and grace.used_in_total and "counted" in grace.problem
+    assert meter.measure(0.0, None).errors == {grace.zone: "read"}
+    del failing[str(files["Grace Power Socket 0"])]
+    assert meter.measure(1.0, None).errors == {}          # primes
+    write(files["Grace Power Socket 0"], 270_000_000)
+    failing[str(files["Grace Power Socket 0"])] = err
+    assert meter.measure(1.0, None).errors == {grace.zone: "read"}
+    del failing[str(files["Grace Power Socket 0"])]
+    r = meter.measure(1.0, None)                          # the good read spans the failed one
+    assert r.errors == {} and r.joules[grace.zone] == pytest.approx((250 + 270) / 2 * 2)
+
+
+def test_enodata_or_permission_denied_on_one_sensor_only_degrades_that_socket_to_its_rails(tmp_path, failing):
+    files = grace_node(tmp_path / "sys")
+    failing[str(files["Grace Power Socket 1"])] = errno.EACCES
+    failing[str(files["Module Power Socket 0"])] = errno.ENODATA
+    sensors, problem = discover(str(tmp_path / "sys"))
+    assert problem == ""
+    by = {s.label: s for s in sensors}
+    assert not by["Grace Power Socket 1"].readable and "permission denied" in by["Grace Power Socket 1"].problem
+    assert not by["Module Power Socket 0"].readable and "ENODATA" in by["Module Power Socket 0"].problem
+    assert sorted((s.socket, s.domain) for s in sensors if s.used_in_total) == [
+        ("0", "grace"), ("1", "cpu"), ("1", "sysio")]
+
+
+# --- garbage and absurd values ------------------------------------------------------------------
+
+@pytest.mark.parametrize("text", ["", "\n", "123abc\n", "1_000\n", "0x10\n", "12 34\n", "nan\n"])
+def test_a_value_that_is_not_a_sysfs_integer_is_a_parse_error_never_a_number(tmp_path, text):
+    files = grace_node(tmp_path / "sys", sockets=1)
+    meter = HwmonMeter(str(tmp_path / "sys"))
+    zone = next(s.zone for s in meter.sensors if s.domain == "grace")
+    meter.measure(0.0, None)
+    files["Grace Power Socket 0"].write_text(text)
+    r = meter.measure(1.0, None)
+    assert r.errors == {zone: "parse"} and zone not in r.joules
+    write(files["Grace Power Socket 0"], 250_000_000)
+    assert meter.measure(1.0, None).joules[zone] == pytest.approx(500.0)   # nothing lost
+
+
+def test_a_negative_energy_count_is_a_parse_error_not_a_reset(tmp_path):
+    hw = amd_node(tmp_path / "sys")
+    meter = HwmonMeter(str(tmp_path / "sys"))
+    meter.measure(0.0, None)
+    write(hw / "energy5_input", -5)
+    r = meter.measure(1.0, None)
+    assert r.errors == {"hwmon0/energy5": "parse"} and not r.estimated
+    write(hw / "energy5_input", 5_000_000 + 240_000_000)
+    r = meter.measure(1.0, None)
+    assert r.errors == {} and r.joules["hwmon0/energy5"] == pytest.approx(240.0)
+
+
+@pytest.mark.parametrize("microwatts", [2**63 - 1, 2**64, 6_000 * 10**6])
+def test_an_absurd_power_spike_is_counted_and_never_booked(tmp_path, microwatts):
+    files = grace_node(tmp_path / "sys", sockets=1)
+    meter = HwmonMeter(str(tmp_path / "sys"))
+    zone = next(s.zone for s in meter.sensors if s.domain == "grace")
+    meter.measure(0.0, None)
+    write(files["Grace Power Socket 0"], microwatts)
+    r = meter.measure(1.0, None)
+    assert r.errors == {zone: "implausible"} and zone not in r.joules
+    write(files["Grace Power Socket 0"], 260_000_000)
+    r = meter.measure(1.0, None)                        # the trapezoid from the last good read
+    assert r.errors == {} and r.joules[zone] == pytest.approx((250 + 260) / 2 * 2)
+
+
+def test_a_module_sensor_may_read_kilowatts(tmp_path):
+    files = grace_node(tmp_path / "sys", sockets=1)
+    meter = HwmonMeter(str(tmp_path / "sys"))
+    zone = next(s.zone for s in meter.sensors if s.domain == "module")
+    meter.measure(0.0, None)
+    write(files["Module Power Socket 0"], 2_700 * 10**6)  # a GB200 superchip module
+    r = meter.measure(1.0, None)
+    assert r.errors == {} and r.joules[zone] == pytest.approx((600 + 2700) / 2)
+
+
+def test_an_absurd_energy_jump_is_estimated_not_measured(tmp_path):
+    hw = amd_node(tmp_path / "sys")
+    meter = HwmonMeter(str(tmp_path / "sys"))
+    meter.measure(0.0, None)
+    write(hw / "energy5_input", 5_000_000 + 200_000_000)        # 200 W
+    meter.measure(1.0, None)
+    write(hw / "energy5_input", 2**62)                           # a corrupted count
+    r = meter.measure(1.0, None)
+    assert r.errors == {"hwmon0/energy5": "implausible"}
+    assert r.joules["hwmon0/energy5"] == 0.0 and r.estimated["hwmon0/energy5"] == pytest.approx(200.0)
+    write(hw / "energy5_input", 2**62 + 210_000_000)             # counting on from there
+    r = meter.measure(1.0, None)
+    assert r.errors == {} and r.joules["hwmon0/energy5"] == pytest.approx(210.0)
+
+
+def test_an_amd_energy_counter_wrapping_at_2_pow_48_uj_is_measured_exactly(tmp_path):
+    hw = amd_node(tmp_path / "sys")
+    meter = HwmonMeter(str(tmp_path / "sys"))
+    top = 2**48
+    write(hw / "energy5_input", top - 500_000_000)
+    meter.measure(0.0, None)
+    write(hw / "energy5_input", top - 250_000_000)               # 250 W
+    assert meter.measure(1.0, None).joules["hwmon0/energy5"] == pytest.approx(250.0)
+    write(hw / "energy5_input", 10_000_000)                      # wrapped: 250 + 10 J
+    r = meter.measure(1.0, None)
+    assert r.errors == {} and r.joules["hwmon0/energy5"] == pytest.approx(260.0) and not r.estimated
+
+
+def test_a_reset_from_a_value_far_below_a_power_of_two_is_still_a_reset(tmp_path):
+    hw = amd_node(tmp_path / "sys")
+    meter = HwmonMeter(str(tmp_path / "sys"))
+    write(hw / "energy5_input", 3 * 2**46)
+    meter.measure(0.0, None)
+    write(hw / "energy5_input", 3 * 2**46 + 250_000_000)
+    meter.measure(1.0, None)
+    write(hw / "energy5_input", 1_000_000)                       # the driver was reloaded
+    r = meter.measure(1.0, None)
+    assert r.errors == {"hwmon0/energy5": "reset"} and r.estimated["hwmon0/energy5"] == pytest.approx(250.0)

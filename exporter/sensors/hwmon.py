@@ -322,6 +322,22 @@ def _select_totals(sensors: list[HwmonSensor]) -> None:
         s.used_in_total = s in chosen
 
 
+def _wrapped(prev: int, cur: int, span: float, power_w: float | None, limit_w: float) -> int | None:
+    """The µJ count of a counter that went from ``prev`` to ``cur`` by wrapping at the power of two
+    just above ``prev`` (amd_energy wraps at 2^(64 - ESU) µJ, a plain 64-bit count at 2^63), or
+    None when that is not what happened (a reset: a driver reload restarts near 0). A wrap is
+    taken only when the count it gives is what the sensor's power before predicts (at most 4× its
+    last interval's power + 10 W, and under ``limit_w``): a reset from a value that happens to lie
+    that close below a power of two is a one in 10^4 chance, a wrap that does not is none."""
+    m = prev.bit_length()
+    if m < 32 or power_w is None:
+        return None
+    delta = cur + (1 << m) - prev
+    if 0 <= delta / 1e6 <= min(limit_w, 4 * power_w + 10.0) * max(span, 1.0):
+        return delta
+    return None
+
+
 def trapezoid_j(p0_w: float, p1_w: float, span_s: float) -> float:
     """Energy between two power readings. When the power moves monotonically between them the
     error is at most ``bound_j``: half the change times the span."""
@@ -336,6 +352,16 @@ POLL_S = 1.0            # power sensors are read this often (or at their averagi
 POLL_MAX_S = 10.0
 MAX_GAP_S = 30.0        # a power sensor unread for longer: the gap is estimated, not measured
 REDISCOVER_S = 60.0
+
+# far above anything one sensor of the domain measures (a Grace socket draws ≈ 0.5 kW, a GB200
+# superchip module ≈ 2.7 kW, an 8-GPU server ≈ 14 kW): a reading above it is a glitch (a firmware
+# 0xFFFF…, a corrupted register), counted as kind="implausible" and never booked
+MAX_W = {"module": 20_000.0, "platform": 200_000.0}
+MAX_CPU_W = 5_000.0
+
+
+def max_w(domain: str) -> float:
+    return MAX_W.get(domain, MAX_CPU_W)
 
 
 def poll_interval_s(sensors: list[HwmonSensor]) -> float:
@@ -369,7 +395,10 @@ class HwmonMeter(PolledMeter):
     window, so a spike between reads is not lost. A sensor that fails to read keeps its last value
     and time (``kind=read|permission|parse`` counted, that zone only): the next good read covers
     the gap — an energy counter exactly; a power sensor by the trapezoid when the gap is at most
-    MAX_GAP_S, else booked as estimated (``kind="gap_estimated"``), never as measured."""
+    MAX_GAP_S, else booked as estimated (``kind="gap_estimated"``), never as measured. A power
+    above :func:`max_w` is not booked (``kind="implausible"``, the next good read covers the gap);
+    an energy jump above it is not booked either, its interval estimated as after a reset; a
+    counter that wraps (:func:`_wrapped`) is measured."""
 
     name = "hwmon"
 
@@ -407,9 +436,12 @@ class HwmonMeter(PolledMeter):
             except ValueError:
                 self._errors[s.zone] = "parse"
                 continue
-            if cur < 0 and s.kind == "power":
-                self._errors[s.zone] = "parse"  # a negative power is no reading
+            if cur < 0:
+                self._errors[s.zone] = "parse"  # a negative power or energy count is no reading
                 continue
+            if s.kind == "power" and cur / 1e6 > max_w(s.domain):
+                self._implausible(s, f"{cur} µW")
+                continue  # kept: the next good read covers the gap, as after a failed read
             st = self._state.get(s.zone)
             if st is None:
                 self._state[s.zone] = _State(cur, now)
@@ -425,22 +457,41 @@ class HwmonMeter(PolledMeter):
     def _book(self, into: dict[str, float], zone: str, j: float) -> None:
         into[zone] = into.get(zone, 0.0) + j
 
+    def _implausible(self, s: HwmonSensor, what: str) -> None:
+        log.warning("hwmon sensor %s (%s %r): %s is above %.0f W, more than any %s sensor measures: "
+                    "not booked (kind=\"implausible\")", s.zone, s.chip, s.label, what, max_w(s.domain),
+                    s.domain)
+        self._errors[s.zone] = "implausible"
+
     def _step_energy(self, s: HwmonSensor, st: _State, cur: int, span: float) -> None:
-        if cur >= st.value:
-            j = (cur - st.value) / 1e6
+        delta = cur - st.value
+        if delta < 0 and (wrap := _wrapped(st.value, cur, span, st.power_w, max_w(s.domain))) is not None:
+            delta = wrap  # the driver's µJ value wrapped (amd_energy: at 2^(64 - ESU) µJ)
+        if delta >= 0:
+            j = delta / 1e6
+            if j > max_w(s.domain) * max(span, 1.0):
+                # a jump no CPU makes: not booked; its power before × the interval is estimated
+                self._implausible(s, f"{j:.0f} J in {span:.1f} s")
+                self._estimate_interval(s, st, span)
+                return
             self._book(self._joules, s.zone, j)
             if span > 0:
                 st.power_w = j / span
             return
-        est = (st.power_w or 0.0) * max(0.0, span)
+        est = self._estimate_interval(s, st, span)
         log.warning("hwmon sensor %s (%s %r): energy counter went backwards (%d → %d µJ), a reset: "
                     "%.1f J estimated for the %.0f s interval from its power before "
                     "(wattprint_cpu_energy_estimated_joules_total)", s.zone, s.chip, s.label, st.value,
                     cur, est, span)
+        self._errors[s.zone] = "reset"
+
+    def _estimate_interval(self, s: HwmonSensor, st: _State, span: float) -> float:
+        """An interval whose count is unknown: nothing measured, its power before × span estimated."""
+        est = (st.power_w or 0.0) * max(0.0, span)
         self._book(self._joules, s.zone, 0.0)
         if est > 0:
             self._book(self._estimated, s.zone, est)
-        self._errors[s.zone] = "reset"
+        return est
 
     def _step_power(self, s: HwmonSensor, st: _State, cur: int, span: float) -> None:
         j = trapezoid_j(st.value / 1e6, cur / 1e6, span)
