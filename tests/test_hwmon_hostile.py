@@ -273,3 +273,123 @@ def test_a_reset_from_a_value_far_below_a_power_of_two_is_still_a_reset(tmp_path
     write(hw / "energy5_input", 1_000_000)                       # the driver was reloaded
     r = meter.measure(1.0, None)
     assert r.errors == {"hwmon0/energy5": "reset"} and r.estimated["hwmon0/energy5"] == pytest.approx(250.0)
+
+
+# --- hwmon devices that come and go -------------------------------------------------------------
+
+def unbind(sysfs: Path, n: int) -> None:
+    """Driver unbind / hot-unplug: the class link and the device's hwmon directory go away."""
+    import shutil
+
+    link = sysfs / "class" / "hwmon" / f"hwmon{n}"
+    if link.is_symlink():
+        target = link.resolve()
+        link.unlink()
+        shutil.rmtree(target)
+    else:  # make_acpi_meter's hwmonN directory (the ACPI device it links to stays, as it does)
+        shutil.rmtree(link)
+
+
+def test_a_chip_that_disappears_is_counted_then_dropped_and_a_new_one_is_found(tmp_path):
+    sysfs = tmp_path / "sys"
+    grace_node(sysfs, sockets=1)
+    make_linked_chip(sysfs, 9, "k10temp", {"temp1_input": "45000"}, parent="devices/pci0000:00/0000:00:18.3")
+    meter = HwmonMeter(str(sysfs))
+    meter.measure(0.0, None)
+    grace = next(s for s in meter.sensors if s.domain == "grace")
+    unbind(sysfs, 1)                                   # the Grace socket meter's hwmon1
+    r = meter.measure(10.0, None)
+    assert r.errors == {grace.zone: "read"}            # counted until the next discovery
+    for _ in range(5):
+        r = meter.measure(10.0, None)                  # 60 s: found again
+    assert grace.zone not in {s.zone for s in meter.sensors}
+    assert sorted(s.domain for s in meter.sensors if s.used_in_total) == ["cpu", "sysio"]
+    assert r.errors == {} and meter.cpu_zones() is not None
+    assert {z.zone for z in meter.cpu_zones()} == {s.zone for s in meter.sensors}
+    # a driver loaded later (everything else reads fine): found within 60 s
+    amd = {"energy1_input": "1000000", "energy1_label": "Esocket0"}
+    make_linked_chip(sysfs, 12, "amd_energy", amd, parent="devices/platform/amd_energy.0")
+    for _ in range(6):
+        meter.measure(10.0, None)
+    assert "hwmon12/energy1" in {s.zone for s in meter.sensors}
+
+
+def test_a_sensor_that_comes_back_primes_again_instead_of_estimating_its_absence(tmp_path):
+    sysfs = tmp_path / "sys"
+    hw = make_linked_chip(sysfs, 3, "amd_energy", {"energy1_input": "1000000", "energy1_label": "Esocket0"},
+                          parent="devices/platform/amd_energy.0")
+    meter = HwmonMeter(str(sysfs))
+    meter.measure(0.0, None)
+    write(hw / "energy1_input", 1_000_000 + 100_000_000)
+    assert meter.measure(1.0, None).joules["hwmon3/energy1"] == pytest.approx(100.0)
+    unbind(sysfs, 3)
+    for _ in range(6):
+        meter.measure(10.0, None)
+    assert meter.sensors == [] and not meter.usable
+    hw = make_linked_chip(sysfs, 3, "amd_energy", {"energy1_input": "2000000", "energy1_label": "Esocket0"},
+                          parent="devices/platform/amd_energy.0")   # reloaded: counting from 0 again
+    for _ in range(6):
+        r = meter.measure(10.0, None)
+    assert meter.usable and not r.estimated and "reset" not in r.errors.values()
+    write(hw / "energy1_input", 2_000_000 + 50_000_000)
+    r = meter.measure(1.0, None)
+    assert r.errors == {} and r.joules["hwmon3/energy1"] == pytest.approx(50.0)
+
+
+def test_a_grace_node_at_a_host_sysfs_mount_through_the_sampler_survives_an_unbind(tmp_path, monkeypatch):
+    """``--path.sysfs=/host/sys`` (the DaemonSet's hostPath mount), no RAPL (no class/powercap),
+    the real symlinked layout; one meter's driver is unbound mid-run: the sampling loop goes on,
+    the socket's total moves to its CPU + SysIO rails after the next discovery."""
+    from test_hwmon import FakeTime, cfg
+    from support import make_procfs
+
+    sysfs = tmp_path / "host" / "sys"
+    files = {}
+    for n, (label, watts) in enumerate([("Grace Power Socket 0", 250), ("CPU Power Socket 0", 180),
+                                        ("SysIO Power Socket 0", 40)]):
+        hdir = make_linked_chip(sysfs, n, "power_meter", {}, parent=f"devices/LNXSYSTM:00/ACPI000D:0{n}")
+        dev = hdir.parent.parent
+        for leaf, value in (("power1_average", str(watts * 10**6)), ("power1_oem_info", label),
+                            ("power1_average_interval", "1000")):
+            (dev / leaf).write_text(value + "\n")
+        files[label] = dev / "power1_average"
+        (hdir / "name").unlink()
+        (dev / "name").write_text("power_meter\n")   # acpi_power_meter: name on the ACPI device
+    clock = FakeTime(now=100.0)
+    monkeypatch.setattr(hwmon, "time", clock)
+    c = cfg(tmp_path, gpu__backend="none", kubernetes__enabled="off", path__sysfs=str(sysfs))
+    from exporter import daemon
+
+    sampler = daemon.build_sampler(c)
+    assert sampler.cpu_method == "hwmon"
+    t = [0.0]
+    sampler.clock = lambda: t[0]
+    sampler.sample()
+
+    def node_cpu() -> float:
+        text = sampler.metrics_text()
+        line = next(ln for ln in text.splitlines()
+                    if ln.startswith('wattprint_node_energy_joules_total{component="cpu"}'))
+        return float(line.split()[-1])
+
+    for i in range(1, 3):
+        t[0], clock.now = float(i), 100.0 + i
+        make_procfs(tmp_path / "proc", {}, 100 * i + 100, 100 * i + 100)
+        sampler.sample()
+    assert node_cpu() == pytest.approx(500.0)
+    unbind(sysfs, 0)
+    for i in range(3, 70):
+        t[0], clock.now = float(i), 100.0 + i
+        make_procfs(tmp_path / "proc", {}, 100 * i + 100, 100 * i + 100)
+        sampler.sample()
+    text = sampler.metrics_text()
+    assert 'wattprint_collector_errors_total{collector="hwmon",kind="read"}' in text
+    # the sample that finds the Grace sensor gone (counted) books nothing for it; the next one
+    # looks again at once: CPU + SysIO (220 W) from then on
+    got = node_cpu()
+    assert got == pytest.approx(500.0 + 220 * 66)
+    later = got
+    t[0], clock.now = 70.0, 170.0
+    make_procfs(tmp_path / "proc", {}, 7200, 7200)
+    sampler.sample()
+    assert node_cpu() - later == pytest.approx(220.0)

@@ -432,6 +432,9 @@ class HwmonMeter(PolledMeter):
                 cur = _read_int(s.path)
             except OSError as e:
                 self._errors[s.zone] = "permission" if e.errno in (errno.EACCES, errno.EPERM) else "read"
+                if e.errno in (errno.ENOENT, errno.ENODEV) and s.used_in_total and not os.path.lexists(
+                        os.path.join(self.sysfs, "class", "hwmon", s.zone.split("/")[0])):
+                    self._rediscover_at = now  # its hwmonN is gone (unbound): look again next measure
                 continue
             except ValueError:
                 self._errors[s.zone] = "parse"
@@ -507,13 +510,18 @@ class HwmonMeter(PolledMeter):
         self._errors[s.zone] = "gap_estimated"
 
     def _rediscover(self, now: float) -> None:
+        """Every REDISCOVER_S, even when every sensor reads: a driver unbound (its hwmonN gone, or
+        back under another number) or loaded later (modprobe amd_energy) changes the set. A zone
+        no longer read loses its last value: should it come back, its first read primes again
+        (its gap was measured by the sensors that stood in for it, never estimated twice)."""
         self._rediscover_at = now + REDISCOVER_S
-        if self.sensors and all(s.readable for s in self.sensors):
-            return
         sensors, problem = discover(self.sysfs)
-        key = [(s.zone, s.readable, s.used_in_total) for s in sensors]
-        if key == [(s.zone, s.readable, s.used_in_total) for s in self.sensors]:
+        key = [(s.zone, s.path, s.readable, s.used_in_total, s.duplicate_of) for s in sensors]
+        if key == [(s.zone, s.path, s.readable, s.used_in_total, s.duplicate_of) for s in self.sensors]:
             return
+        read = {s.zone for s in sensors if s.readable and not s.duplicate_of}
+        for zone in [z for z in self._state if z not in read]:
+            del self._state[zone]
         log.info("hwmon sensors changed: %s", ", ".join(
             f"{s.zone} {s.label!r}{'' if s.readable else ' (unreadable)'}" for s in sensors) or "none")
         self.sensors, self.problem = sensors, problem
