@@ -393,3 +393,25 @@ def test_a_grace_node_at_a_host_sysfs_mount_through_the_sampler_survives_an_unbi
     make_procfs(tmp_path / "proc", {}, 7200, 7200)
     sampler.sample()
     assert node_cpu() - later == pytest.approx(220.0)
+
+
+# --- names and labels as firmware writes them --------------------------------------------------
+
+def test_names_and_labels_with_whitespace_or_bytes_that_are_not_utf8(tmp_path):
+    """``power1_oem_info`` is the ACPI _PMD/OEM string, whatever bytes the firmware holds; ``name``
+    and labels end in a newline (and, from some drivers, padding)."""
+    sysfs = tmp_path / "sys"
+    grace = make_acpi_meter(sysfs, 0, "Grace Power Socket 0", 250_000_000)
+    (grace.parent / "name").write_bytes(b"power_meter \n")
+    (grace.parent / "power1_oem_info").write_bytes(b"  Grace Power Socket 0\t\n")
+    odd = make_acpi_meter(sysfs, 1, "", 400_000_000, measures=("LNXSYBUS:00",))
+    (odd.parent / "power1_oem_info").write_bytes(b"Syst\xe8me \xff\xfe\n")        # Latin-1, junk
+    chip = make_linked_chip(sysfs, 2, "x", {}, parent="devices/platform/odd.0")
+    (chip / "name").write_bytes(b"\xc3\x28\n")                                      # invalid UTF-8
+    meter = HwmonMeter(str(sysfs))
+    by = {s.zone: s for s in meter.sensors}
+    assert by["hwmon0/power1"].domain == "grace" and by["hwmon0/power1"].used_in_total
+    assert by["hwmon1/power1"].domain == "platform" and "\ufffd" in by["hwmon1/power1"].label
+    for _ in range(7):
+        meter.measure(10.0, None)      # rediscovery reads them again: never raises
+    assert meter.usable

@@ -120,8 +120,10 @@ class HwmonSensor:
 
 
 def _read_text(path: str) -> str:
-    with open(path) as fh:
-        return fh.read().strip()
+    """A string attribute, whitespace stripped; bytes that are not UTF-8 (``power1_oem_info`` is
+    whatever the firmware wrote) become U+FFFD rather than an exception."""
+    with open(path, "rb") as fh:
+        return fh.read(4096).decode("utf-8", "replace").strip()
 
 
 _INT = re.compile(rb"-?[0-9]+")
