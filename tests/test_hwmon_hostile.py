@@ -415,3 +415,20 @@ def test_names_and_labels_with_whitespace_or_bytes_that_are_not_utf8(tmp_path):
     for _ in range(7):
         meter.measure(10.0, None)      # rediscovery reads them again: never raises
     assert meter.usable
+
+
+def test_a_discovery_that_raises_never_ends_the_sampling_loop(tmp_path, monkeypatch):
+    grace_node(tmp_path / "sys", sockets=1)
+    meter = HwmonMeter(str(tmp_path / "sys"))
+    meter.measure(0.0, None)
+
+    def broken(_sysfs):
+        raise RuntimeError("a tree no one foresaw")
+
+    monkeypatch.setattr(hwmon, "discover", broken)
+    for _ in range(5):
+        assert meter.measure(10.0, None).errors == {}
+    r = meter.measure(10.0, None)                     # 60 s: rediscovery is due
+    zone = next(s.zone for s in meter.sensors if s.domain == "grace")
+    assert r.errors == {"discovery": "discovery"} and r.joules[zone] == pytest.approx(250 * 10)
+    assert meter.measure(1.0, None).errors == {}      # not retried at every sample
