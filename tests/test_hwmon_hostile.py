@@ -432,3 +432,21 @@ def test_a_discovery_that_raises_never_ends_the_sampling_loop(tmp_path, monkeypa
     zone = next(s.zone for s in meter.sensors if s.domain == "grace")
     assert r.errors == {"discovery": "discovery"} and r.joules[zone] == pytest.approx(250 * 10)
     assert meter.measure(1.0, None).errors == {}      # not retried at every sample
+
+
+def test_a_stuck_absurd_reading_is_counted_every_sample_and_logged_once_a_run(tmp_path, caplog):
+    import logging
+
+    files = grace_node(tmp_path / "sys", sockets=1)
+    meter = HwmonMeter(str(tmp_path / "sys"))
+    zone = next(s.zone for s in meter.sensors if s.domain == "grace")
+    meter.measure(0.0, None)
+    write(files["Grace Power Socket 0"], 2**63 - 1)
+    with caplog.at_level(logging.WARNING, "exporter.sensors.hwmon"):
+        for _ in range(5):
+            assert meter.measure(1.0, None).errors == {zone: "implausible"}
+        write(files["Grace Power Socket 0"], 250_000_000)
+        meter.measure(1.0, None)
+        write(files["Grace Power Socket 0"], 2**63 - 1)
+        meter.measure(1.0, None)
+    assert sum("implausible" in r.getMessage() for r in caplog.records) == 2

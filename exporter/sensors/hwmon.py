@@ -409,6 +409,7 @@ class HwmonMeter(PolledMeter):
         self.sysfs = sysfs
         self.sensors, self.problem = discover(sysfs)
         self._state: dict[str, _State] = {}
+        self._implausible_logged: set[str] = set()
         self._zone_list = self._make_zone_list()
 
     def _make_zone_list(self) -> list[CpuZone]:
@@ -447,6 +448,7 @@ class HwmonMeter(PolledMeter):
             if s.kind == "power" and cur / 1e6 > max_w(s.domain):
                 self._implausible(s, f"{cur} µW")
                 continue  # kept: the next good read covers the gap, as after a failed read
+            self._implausible_logged.discard(s.zone)
             st = self._state.get(s.zone)
             if st is None:
                 self._state[s.zone] = _State(cur, now)
@@ -463,10 +465,13 @@ class HwmonMeter(PolledMeter):
         into[zone] = into.get(zone, 0.0) + j
 
     def _implausible(self, s: HwmonSensor, what: str) -> None:
+        self._errors[s.zone] = "implausible"
+        if s.zone in self._implausible_logged:   # counted at every read, logged once a run of them
+            return
+        self._implausible_logged.add(s.zone)
         log.warning("hwmon sensor %s (%s %r): %s is above %.0f W, more than any %s sensor measures: "
                     "not booked (kind=\"implausible\")", s.zone, s.chip, s.label, what, max_w(s.domain),
                     s.domain)
-        self._errors[s.zone] = "implausible"
 
     def _step_energy(self, s: HwmonSensor, st: _State, cur: int, span: float) -> None:
         delta = cur - st.value
