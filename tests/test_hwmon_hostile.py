@@ -450,3 +450,28 @@ def test_a_stuck_absurd_reading_is_counted_every_sample_and_logged_once_a_run(tm
         write(files["Grace Power Socket 0"], 2**63 - 1)
         meter.measure(1.0, None)
     assert sum("implausible" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_check_at_a_host_sysfs_mount_lists_the_duplicates_and_exits_0(tmp_path, capsys):
+    """``wattprint check --path.sysfs=/host/sys --cpu.meter=hwmon`` on a Grace node whose rails a
+    vendor driver exposes a second time (the symlinked layout throughout)."""
+    import json
+
+    from exporter import cli
+    from support import make_procfs
+
+    sysfs = tmp_path / "host" / "sys"
+    grace_driver_chip(sysfs, 0, sockets=2)
+    make_linked_chip(sysfs, 1, "grace_hwmon", {"power1_input": "250000000", "power1_label": "Grace Power Socket 0"},
+                     parent="devices/platform/grace_hwmon.1")
+    make_procfs(tmp_path / "proc", {}, 100, 100)
+    args = ["check", f"--path.sysfs={sysfs}", f"--path.procfs={tmp_path / 'proc'}", "--gpu.backend=none",
+            "--carbon.region=FR", "--carbon.detect-region=off", "--cpu.meter=hwmon"]
+    assert cli.main([*args, "--output=json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    sensors = rep["hwmon"]["sensors"]
+    assert [x["zone"] for x in sensors if x["used_in_total"]] == ["hwmon0/power2", "hwmon0/power6"]
+    assert [(x["zone"], x["duplicate_of"]) for x in sensors if x["duplicate_of"]] == [("hwmon1/power1", "hwmon0/power2")]
+    assert cli.main(args) == 0
+    assert ("hwmon1/power1 grace_hwmon 'Grace Power Socket 0': domain grace, socket 0, power1_input (µW, "
+            "integrated): the same sensor as hwmon0/power2: never read, never summed, not in totals") in capsys.readouterr().out
