@@ -16,6 +16,7 @@ accumulated count, so the µJ value wraps at 2^(64 − ESU) µJ — 2^48 µJ (�
 from __future__ import annotations
 
 import builtins
+import math
 import errno
 import os
 from pathlib import Path
@@ -475,3 +476,55 @@ def test_check_at_a_host_sysfs_mount_lists_the_duplicates_and_exits_0(tmp_path, 
     assert cli.main(args) == 0
     assert ("hwmon1/power1 grace_hwmon 'Grace Power Socket 0': domain grace, socket 0, power1_input (µW, "
             "integrated): the same sensor as hwmon0/power2: never read, never summed, not in totals") in capsys.readouterr().out
+
+
+# --- any hwmon tree -----------------------------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+FUZZ = settings(max_examples=int(os.environ.get("WATTPRINT_FUZZ_EXAMPLES", "150")), deadline=None)
+VALUE = st.sampled_from(["0\n", "250000000\n", "-5\n", "", "x", "1_000", " 42 ", "9" * 40, str(2**63 - 1),
+                         str(2**48 - 1), "18446744073709551615\n"]) | st.integers(-10, 2**64).map(str) \
+    | st.binary(max_size=8).map(lambda b: b.decode("latin-1"))
+LABEL = st.sampled_from(["Grace Power Socket 0", "grace power socket 0 ", "CPU Power Socket 0", "SysIO Power Socket 1",
+                         "Module Power Socket 0", "Esocket0", "Ecore000", "Esocket1", ""]) | st.text(max_size=10)
+ATTR = st.sampled_from(["power1_average", "power1_input", "power2_input", "energy1_input", "energy2_input"])
+CHIP = st.tuples(st.sampled_from(["power_meter", "amd_energy", "grace_hwmon", "k10temp"]) | st.text(max_size=6),
+                 st.dictionaries(ATTR, st.tuples(VALUE, LABEL), max_size=3))
+KINDS = {"permission", "read", "parse", "implausible", "reset", "gap_estimated", "discovery"}
+
+
+@FUZZ
+@given(chips=st.lists(CHIP, max_size=4),
+       reads=st.lists(st.tuples(st.integers(0, 3), ATTR, VALUE, st.sampled_from([0.0, 1.0, 10.0, 45.0])), max_size=6))
+def test_fuzz_hwmon_tree(chips: list, reads: list) -> None:
+    """Any hwmon content, symlinked as the kernel does: discovery and reads never raise; errors are
+    the documented kinds; every zone's joules are finite, ≥ 0 and at most what its domain can draw
+    over the interval; no two zones read measure the same labelled sensor."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        sysfs = Path(d)
+        dirs = []
+        for n, (chip, attrs) in enumerate(chips):
+            files = {}
+            for attr, (value, label) in attrs.items():
+                files[attr] = value.replace("\x00", "")
+                files[attr.replace("_average", "_label").replace("_input", "_label")] = label.replace("\x00", "")
+            dirs.append(make_linked_chip(sysfs, n, chip.replace("\x00", "") or "x", files,
+                                         parent=f"devices/platform/chip.{n}"))
+        meter = HwmonMeter(str(sysfs))
+        assert isinstance(meter.problem, str)
+        for i, attr, value, dt in [(0, "power1_input", "1", 0.0), *reads]:
+            if i < len(dirs) and (dirs[i] / attr).exists():
+                (dirs[i] / attr).write_text(value.replace("\x00", ""))
+            r = meter.measure(dt, None)
+            assert set(r.errors.values()) <= KINDS, r.errors
+            domains = {s.zone: s.domain for s in meter.sensors}
+            for zone, j in [*r.joules.items(), *r.estimated.items()]:
+                assert math.isfinite(j) and 0 <= j <= hwmon.max_w(domains.get(zone, "")) * max(dt, 1.0) + 1e-6, (zone, j)
+            read = [s for s in meter.sensors if s.zone in r.joules and s.domain != "platform"
+                    and not (s.chip == "power_meter" and s.domain == "package")]
+            keys = [(s.domain, s.socket, s.label.strip().lower()) for s in read]
+            assert len(keys) == len(set(keys)), keys
