@@ -71,3 +71,38 @@ def test_owner_is_bounded():
     got = b.series([meta(VLLM, **{BUDGET_ANNOTATION: "1", OWNER_ANNOTATION: "é" * 200})], {})
     (owner,) = {k[3] for k in got}
     assert len(owner.encode()) <= 128 and owner == "é" * 64
+
+
+# --- hostile annotation values -----------------------------------------------------------------
+
+@pytest.mark.parametrize("text", ["1_000", "1_0", "\u0660.\u0665", "\uff11", "infinity", "+inf", "-0", "1e400",
+                                  "1e-400", "0x1p-1", "0.5 g", "5%", "1,5", "9" * 300, "1" + "0" * 70,
+                                  "\x00", " \t\n", "0.5\n0.6", "١"])
+def test_hostile_budget_values_are_rejected(text):
+    assert parse_grams(text) is None
+
+
+@pytest.mark.parametrize("text, grams", [("+0.5", 0.5), (".25", 0.25), ("3.", 3.0), ("2E-2", 0.02), ("\t1\n", 1.0)])
+def test_plain_decimals_are_taken(text, grams):
+    assert parse_grams(text) == grams
+
+
+def test_hostile_owners_never_crash_and_stay_bounded(caplog):
+    b = Budgets()
+    for owner in ["a\nb\"c\\d", "\ud800lone surrogate", "x" * 300_000, "\x00\x1b[31m", "模" * 100]:
+        got = b.series([meta(VLLM, **{BUDGET_ANNOTATION: "1", OWNER_ANNOTATION: owner})], {})
+        (o,) = {k[3] for k in got}
+        assert len(o.encode()) <= 128
+        o.encode("utf-8")                               # always encodable: the exposition writes it
+    with caplog.at_level(logging.WARNING, "exporter.pipeline.budgets"):
+        b.series([meta(VLLM, **{BUDGET_ANNOTATION: "\ud800" + "y" * 300_000})], {})
+    assert b.invalid == 1 and len(caplog.records[-1].getMessage()) < 1000
+
+
+def test_the_warned_set_keeps_no_annotation_values():
+    """10,000 pods × a 256 KiB annotation (the API server's limit) must not be held: only digests."""
+    b = Budgets()
+    for i in range(50):
+        b.series([meta(VLLM, **{BUDGET_ANNOTATION: f"{i}" + "z" * 200_000})], {})
+    assert b.invalid == 1 and len(b._warned) == 50
+    assert max(len(v) for _uid, v in b._warned) <= 64

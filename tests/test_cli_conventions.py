@@ -173,3 +173,49 @@ def test_serve_on_a_taken_port_logs_an_error_naming_the_address_and_exits_non_ze
         assert errors[0].split(" ")[1] == "level=error"
         assert f'msg="cannot listen on {address}: ' in errors[0] and f" address={address} " in errors[0]
     assert "Traceback" not in out.stderr
+
+
+# --- command lines as people type them (tests/test_cli_conventions.py, adversarial review) -------
+
+def test_serve_on_an_address_not_on_this_host_is_one_error_line_and_exit_1(tmp_path):
+    """192.0.2.1 (TEST-NET-1, RFC 5737) is on no interface here: bind() fails with EADDRNOTAVAIL."""
+    address = "192.0.2.1:10066"
+    probe = socket.socket()
+    try:
+        probe.bind(("192.0.2.1", 0))
+        pytest.skip("192.0.2.1 is configured on this host")
+    except OSError:
+        pass
+    finally:
+        probe.close()
+    out = run("serve", f"--web.listen-address={address}", "--gpu.backend=none", "--carbon.region=FR",
+              "--carbon.detect-region=off", f"--path.sysfs={tmp_path}", "--log.format=json")
+    assert out.returncode == 1, out.stderr
+    errors = [json.loads(ln) for ln in out.stderr.splitlines() if '"level": "error"' in ln or '"level":"error"' in ln]
+    assert len(errors) == 1, out.stderr
+    assert errors[0]["address"] == address and "cannot assign requested address" in errors[0]["err"]
+    assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("flag, says", [
+    ("--log.level=verbose", "invalid choice: 'verbose' (choose from 'debug', 'info', 'warn', 'error')"),
+    ("--web.listen-address=:notaport", "web.listen_address=':notaport' (from flag --web.listen-address): "
+                                       "not a listen address"),
+    ("--web.listen-address=127.0.0.1:99999", "not a listen address: '127.0.0.1:99999'"),
+])
+def test_a_bad_flag_value_is_a_usage_error_naming_it(tmp_path, flag, says):
+    out = run("serve", flag, "--gpu.backend=none", f"--path.sysfs={tmp_path}")
+    assert out.returncode == 2 and says in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and out.stdout == ""
+
+
+def test_check_json_with_an_unusable_explicit_backend_is_valid_json_and_exit_1(tmp_path):
+    probe = run("check", "--output=json", f"--path.sysfs={tmp_path}", "--carbon.region=FR",
+                "--carbon.detect-region=off")
+    if json.loads(probe.stdout)["gpu"]["state"] == "ok":
+        pytest.skip("this host has a working NVIDIA driver")
+    out = run("check", "--gpu.backend=nvml", "--output=json", f"--path.sysfs={tmp_path}", "--carbon.region=FR",
+              "--carbon.detect-region=off")
+    assert out.returncode == 1, out.stderr
+    rep = json.loads(out.stdout)                       # the whole of stdout: nothing else printed there
+    assert any(r.startswith("--gpu.backend=nvml: GPU (nvml): ") for r in rep["unavailable_requested"])

@@ -631,6 +631,11 @@ def test_ci_nonroot_with_the_permission_init_container(docs):
     assert {"CKV_K8S_23", "CKV_K8S_40"}.isdisjoint(skip_annotations(one(objs, "DaemonSet")))
     with pytest.raises(helm.HelmError, match="permissionInit.enabled is for a non-root exporter"):
         helm.Chart.load(str(CHART)).render({"permissionInit": {"enabled": True}}, name=RELEASE, namespace=NAMESPACE)
+    # GID 0 would chown energy_uj to group root: readable by every GID-0 process on the node
+    for sc in ({"runAsUser": 0, "runAsGroup": 10066}, {"runAsUser": 10066, "runAsGroup": 0}):
+        with pytest.raises(helm.HelmError, match="permissionInit.enabled is for a non-root exporter"):
+            helm.Chart.load(str(CHART)).render({"permissionInit": {"enabled": True}, "securityContext": sc},
+                                               name=RELEASE, namespace=NAMESPACE)
 
 
 def test_ci_openshift_scc_and_podmonitor(docs):

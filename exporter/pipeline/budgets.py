@@ -10,14 +10,17 @@ watches the node's pods: editing it (``kubectl annotate``, or the pod template, 
 pods) changes the series within one pod-watch event, without restarting the exporter. Where an
 endpoint has both, the annotation wins over the configuration; where its pods on a node disagree
 (a rollout between two templates), the lowest budget wins, so a lowered budget applies at once.
-An annotation that is not a number of grams in (0, 1e6) is ignored, logged once per pod and
+An annotation that is not a plain decimal number of grams in (0, 1e6) ("1_000", non-ASCII digits,
+"inf", over 64 characters: none is) is ignored, logged once per pod and
 value, and counted in wattprint_budget_annotations_invalid. Pure: no I/O.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -31,13 +34,25 @@ MAX_OWNER_BYTES = 128
 Labels = tuple[str, str, str, str]  # namespace, endpoint, model, owner
 
 
+# a plain decimal number, as a person writes it: not Python's float() grammar, which also takes
+# "1_000" (1000), "٠٫٥"-style non-ASCII digits, "infinity"; at most 64 characters
+_DECIMAL = re.compile(r"\+?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})?")
+
+
 def parse_grams(text: Any) -> float | None:
     """Grams per request from an annotation value, or None when it is not one."""
-    try:
-        g = float(str(text).strip())
-    except ValueError:
+    t = str(text).strip()
+    if len(t) > 64 or not _DECIMAL.fullmatch(t):
         return None
+    g = float(t)
     return g if math.isfinite(g) and 0 < g < MAX_GRAMS else None
+
+
+def bounded(text: Any, max_bytes: int = MAX_OWNER_BYTES) -> str:
+    """An annotation as a label value or log text: at most ``max_bytes`` of UTF-8 (never half a
+    character), anything not encodable (a lone surrogate from a JSON escape) replaced."""
+    raw = str(text).encode("utf-8", "replace")[:max_bytes]
+    return raw.decode("utf-8", "ignore")
 
 
 class Budgets:
@@ -62,13 +77,14 @@ class Budgets:
             grams = parse_grams(raw)
             if grams is None:
                 invalid += 1
-                if (p.uid, raw) not in self._warned and len(self._warned) < 10_000:
-                    self._warned.add((p.uid, raw))
+                seen = (p.uid, hashlib.sha256(str(raw).encode("utf-8", "replace")).hexdigest()[:16])
+                if seen not in self._warned and len(self._warned) < 10_000:  # not the value: ≤ 256 KiB each
+                    self._warned.add(seen)
                     log.warning("pod %s/%s: annotation %s=%r is not a number of grams per request in "
                                 "(0, %g); its endpoint keeps the configured budget, if any",
-                                p.namespace, p.name, BUDGET_ANNOTATION, str(raw)[:64], MAX_GRAMS)
+                                p.namespace, p.name, BUDGET_ANNOTATION, bounded(raw, 64), MAX_GRAMS)
                 continue
-            owner = str(p.annotations.get(OWNER_ANNOTATION, "")).encode()[:MAX_OWNER_BYTES].decode(errors="ignore")
+            owner = bounded(p.annotations.get(OWNER_ANNOTATION, ""))
             key = (p.namespace, p.endpoint)
             if key not in owned or grams < owned[key][0]:
                 owned[key] = (grams, owner)

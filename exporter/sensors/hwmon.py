@@ -112,6 +112,7 @@ class HwmonSensor:
     used_in_total: bool = False
     interval_s: float = 0.0   # power: the sensor's own averaging window (0: unknown)
     measures: frozenset[str] = frozenset()   # ACPI power meter: the devices it measures
+    duplicate_of: str = ""    # the zone of a sensor measuring the same thing: this one is never read
 
     @property
     def method(self) -> str:
@@ -119,13 +120,27 @@ class HwmonSensor:
 
 
 def _read_text(path: str) -> str:
-    with open(path) as fh:
-        return fh.read().strip()
+    """A string attribute, whitespace stripped; bytes that are not UTF-8 (``power1_oem_info`` is
+    whatever the firmware wrote) become U+FFFD rather than an exception."""
+    with open(path, "rb") as fh:
+        return fh.read(4096).decode("utf-8", "replace").strip()
+
+
+_INT = re.compile(rb"-?[0-9]+")
 
 
 def _read_int(path: str) -> int:
+    """A sysfs integer ("%ld\\n"); anything else (empty, trailing garbage) is a ValueError."""
     with open(path, "rb") as fh:
-        return int(fh.read().strip())
+        raw = fh.read(64).strip()
+    if not _INT.fullmatch(raw):
+        raise ValueError(f"not an integer: {raw[:32]!r}")
+    return int(raw)
+
+
+# errors a sysfs read() returns for a moment (a firmware/bus timeout, a busy EC): the sensor stays
+# in use, each failed read is counted and the next good one covers the gap
+_TRANSIENT = {errno.EIO, errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT, errno.EINTR}
 
 
 def _attr(hdir: str, name: str) -> str | None:
@@ -229,10 +244,14 @@ def discover(sysfs: str) -> tuple[list[HwmonSensor], str]:
             try:
                 _read_int(path)
             except OSError as e:
-                s.readable, s.problem = False, _why(e)
+                if e.errno in _TRANSIENT:
+                    s.problem = f"failed a read ({_why(e)}): kept, each failed read is counted"
+                else:
+                    s.readable, s.problem = False, _why(e)
             except ValueError as e:
                 s.readable, s.problem = False, f"unparseable value: {e}"
             sensors.append(s)
+    _mark_duplicates(sensors)
     _select_totals(sensors)
     if not sensors:
         seen = ", ".join(sorted(set(chips))) or "none"
@@ -260,25 +279,65 @@ def _interval_s(hdir: str, n: str) -> float:
         return 0.0
 
 
+def _mark_duplicates(sensors: list[HwmonSensor]) -> None:
+    """Sensors that measure the same thing (two chips with the same Grace or amd_energy label: a
+    vendor driver next to the ACPI meters; an ACPI meter of processors another meter of the same
+    series already measures) would book the same joules twice into one
+    ``{socket, domain}`` series: the first (readable) one is read, the others are listed with
+    ``duplicate_of`` and never read. Whole-system meters are distinct meters and all kept."""
+    seen: dict[tuple[str, str, str], HwmonSensor] = {}
+    covered: list[HwmonSensor] = []
+    order = sorted(sensors, key=lambda s: (not s.readable, -len(s.measures)))  # widest meter first
+    for s in order:
+        if s.domain == "platform":
+            continue
+        if s.chip == "power_meter" and s.domain == "package":   # ACPI meter of the processors
+            over = next((c for c in covered if c.measures & s.measures), None)
+            if over is not None:
+                s.duplicate_of = over.zone
+            else:
+                covered.append(s)
+            continue
+        key = (s.domain, s.socket, s.label.strip().lower())
+        if key in seen:
+            s.duplicate_of = seen[key].zone
+        else:
+            seen[key] = s
+
+
 def _select_totals(sensors: list[HwmonSensor]) -> None:
     """The widest non-overlapping set that measures the CPU: per Grace socket its Grace sensor,
-    else its CPU and SysIO rails; AMD's Esocket sensors, else its Ecore ones; an ACPI meter of
-    the processors. Module and whole-system meters never."""
-    ok = [s for s in sensors if s.readable]
+    else its CPU and SysIO rails; AMD's Esocket sensors, else its Ecore ones; else the ACPI
+    meters of the processors (they overlap the others). Module and whole-system meters never,
+    duplicates never."""
+    ok = [s for s in sensors if s.readable and not s.duplicate_of]
     chosen: list[HwmonSensor] = [s for s in ok if s.domain == "package" and s.chip == "amd_energy"]
-    covered: set[str] = set()
-    for s in ok:  # ACPI meters of the processors: one whose processors another already covers is not summed
-        if s.domain == "package" and s.chip == "power_meter" and not covered & s.measures:
-            chosen.append(s)
-            covered |= s.measures
     grace_sockets = {s.socket for s in ok if s.domain == "grace"}
     for s in ok:
         if s.domain == "grace" or (s.domain in ("cpu", "sysio") and s.socket not in grace_sockets):
             chosen.append(s)
     if not any(s.chip == "amd_energy" and s.domain == "package" for s in chosen):
         chosen += [s for s in ok if s.chip == "amd_energy" and s.domain == "core"]
+    if not chosen:  # an ACPI meter of the processors measures what amd_energy or Grace sensors do
+        chosen = [s for s in ok if s.domain == "package" and s.chip == "power_meter"]
     for s in sensors:
         s.used_in_total = s in chosen
+
+
+def _wrapped(prev: int, cur: int, span: float, power_w: float | None, limit_w: float) -> int | None:
+    """The µJ count of a counter that went from ``prev`` to ``cur`` by wrapping at the power of two
+    just above ``prev`` (amd_energy wraps at 2^(64 - ESU) µJ, a plain 64-bit count at 2^63), or
+    None when that is not what happened (a reset: a driver reload restarts near 0). A wrap is
+    taken only when the count it gives is what the sensor's power before predicts (at most 4× its
+    last interval's power + 10 W, and under ``limit_w``): a reset from a value that happens to lie
+    that close below a power of two is a one in 10^4 chance, a wrap that does not is none."""
+    m = prev.bit_length()
+    if m < 32 or power_w is None:
+        return None
+    delta = cur + (1 << m) - prev
+    if 0 <= delta / 1e6 <= min(limit_w, 4 * power_w + 10.0) * max(span, 1.0):
+        return delta
+    return None
 
 
 def trapezoid_j(p0_w: float, p1_w: float, span_s: float) -> float:
@@ -295,6 +354,16 @@ POLL_S = 1.0            # power sensors are read this often (or at their averagi
 POLL_MAX_S = 10.0
 MAX_GAP_S = 30.0        # a power sensor unread for longer: the gap is estimated, not measured
 REDISCOVER_S = 60.0
+
+# far above anything one sensor of the domain measures (a Grace socket draws ≈ 0.5 kW, a GB200
+# superchip module ≈ 2.7 kW, an 8-GPU server ≈ 14 kW): a reading above it is a glitch (a firmware
+# 0xFFFF…, a corrupted register), counted as kind="implausible" and never booked
+MAX_W = {"module": 20_000.0, "platform": 200_000.0}
+MAX_CPU_W = 5_000.0
+
+
+def max_w(domain: str) -> float:
+    return MAX_W.get(domain, MAX_CPU_W)
 
 
 def poll_interval_s(sensors: list[HwmonSensor]) -> float:
@@ -328,7 +397,10 @@ class HwmonMeter(PolledMeter):
     window, so a spike between reads is not lost. A sensor that fails to read keeps its last value
     and time (``kind=read|permission|parse`` counted, that zone only): the next good read covers
     the gap — an energy counter exactly; a power sensor by the trapezoid when the gap is at most
-    MAX_GAP_S, else booked as estimated (``kind="gap_estimated"``), never as measured."""
+    MAX_GAP_S, else booked as estimated (``kind="gap_estimated"``), never as measured. A power
+    above :func:`max_w` is not booked (``kind="implausible"``, the next good read covers the gap);
+    an energy jump above it is not booked either, its interval estimated as after a reset; a
+    counter that wraps (:func:`_wrapped`) is measured."""
 
     name = "hwmon"
 
@@ -337,6 +409,7 @@ class HwmonMeter(PolledMeter):
         self.sysfs = sysfs
         self.sensors, self.problem = discover(sysfs)
         self._state: dict[str, _State] = {}
+        self._implausible_logged: set[str] = set()
         self._zone_list = self._make_zone_list()
 
     def _make_zone_list(self) -> list[CpuZone]:
@@ -356,19 +429,26 @@ class HwmonMeter(PolledMeter):
     # --- reading (under the lock) -------------------------------------------------------------
     def _poll(self, now: float) -> None:
         for s in self.sensors:
-            if not s.readable:
+            if not s.readable or s.duplicate_of:
                 continue
             try:
                 cur = _read_int(s.path)
             except OSError as e:
                 self._errors[s.zone] = "permission" if e.errno in (errno.EACCES, errno.EPERM) else "read"
+                if e.errno in (errno.ENOENT, errno.ENODEV) and s.used_in_total and not os.path.lexists(
+                        os.path.join(self.sysfs, "class", "hwmon", s.zone.split("/")[0])):
+                    self._rediscover_at = now  # its hwmonN is gone (unbound): look again next measure
                 continue
             except ValueError:
                 self._errors[s.zone] = "parse"
                 continue
-            if cur < 0 and s.kind == "power":
-                self._errors[s.zone] = "parse"  # a negative power is no reading
+            if cur < 0:
+                self._errors[s.zone] = "parse"  # a negative power or energy count is no reading
                 continue
+            if s.kind == "power" and cur / 1e6 > max_w(s.domain):
+                self._implausible(s, f"{cur} µW")
+                continue  # kept: the next good read covers the gap, as after a failed read
+            self._implausible_logged.discard(s.zone)
             st = self._state.get(s.zone)
             if st is None:
                 self._state[s.zone] = _State(cur, now)
@@ -384,22 +464,44 @@ class HwmonMeter(PolledMeter):
     def _book(self, into: dict[str, float], zone: str, j: float) -> None:
         into[zone] = into.get(zone, 0.0) + j
 
+    def _implausible(self, s: HwmonSensor, what: str) -> None:
+        self._errors[s.zone] = "implausible"
+        if s.zone in self._implausible_logged:   # counted at every read, logged once a run of them
+            return
+        self._implausible_logged.add(s.zone)
+        log.warning("hwmon sensor %s (%s %r): %s is above %.0f W, more than any %s sensor measures: "
+                    "not booked (kind=\"implausible\")", s.zone, s.chip, s.label, what, max_w(s.domain),
+                    s.domain)
+
     def _step_energy(self, s: HwmonSensor, st: _State, cur: int, span: float) -> None:
-        if cur >= st.value:
-            j = (cur - st.value) / 1e6
+        delta = cur - st.value
+        if delta < 0 and (wrap := _wrapped(st.value, cur, span, st.power_w, max_w(s.domain))) is not None:
+            delta = wrap  # the driver's µJ value wrapped (amd_energy: at 2^(64 - ESU) µJ)
+        if delta >= 0:
+            j = delta / 1e6
+            if j > max_w(s.domain) * max(span, 1.0):
+                # a jump no CPU makes: not booked; its power before × the interval is estimated
+                self._implausible(s, f"{j:.0f} J in {span:.1f} s")
+                self._estimate_interval(s, st, span)
+                return
             self._book(self._joules, s.zone, j)
             if span > 0:
                 st.power_w = j / span
             return
-        est = (st.power_w or 0.0) * max(0.0, span)
+        est = self._estimate_interval(s, st, span)
         log.warning("hwmon sensor %s (%s %r): energy counter went backwards (%d → %d µJ), a reset: "
                     "%.1f J estimated for the %.0f s interval from its power before "
                     "(wattprint_cpu_energy_estimated_joules_total)", s.zone, s.chip, s.label, st.value,
                     cur, est, span)
+        self._errors[s.zone] = "reset"
+
+    def _estimate_interval(self, s: HwmonSensor, st: _State, span: float) -> float:
+        """An interval whose count is unknown: nothing measured, its power before × span estimated."""
+        est = (st.power_w or 0.0) * max(0.0, span)
         self._book(self._joules, s.zone, 0.0)
         if est > 0:
             self._book(self._estimated, s.zone, est)
-        self._errors[s.zone] = "reset"
+        return est
 
     def _step_power(self, s: HwmonSensor, st: _State, cur: int, span: float) -> None:
         j = trapezoid_j(st.value / 1e6, cur / 1e6, span)
@@ -415,13 +517,18 @@ class HwmonMeter(PolledMeter):
         self._errors[s.zone] = "gap_estimated"
 
     def _rediscover(self, now: float) -> None:
+        """Every REDISCOVER_S, even when every sensor reads: a driver unbound (its hwmonN gone, or
+        back under another number) or loaded later (modprobe amd_energy) changes the set. A zone
+        no longer read loses its last value: should it come back, its first read primes again
+        (its gap was measured by the sensors that stood in for it, never estimated twice)."""
         self._rediscover_at = now + REDISCOVER_S
-        if self.sensors and all(s.readable for s in self.sensors):
-            return
         sensors, problem = discover(self.sysfs)
-        key = [(s.zone, s.readable, s.used_in_total) for s in sensors]
-        if key == [(s.zone, s.readable, s.used_in_total) for s in self.sensors]:
+        key = [(s.zone, s.path, s.readable, s.used_in_total, s.duplicate_of) for s in sensors]
+        if key == [(s.zone, s.path, s.readable, s.used_in_total, s.duplicate_of) for s in self.sensors]:
             return
+        read = {s.zone for s in sensors if s.readable and not s.duplicate_of}
+        for zone in [z for z in self._state if z not in read]:
+            del self._state[zone]
         log.info("hwmon sensors changed: %s", ", ".join(
             f"{s.zone} {s.label!r}{'' if s.readable else ' (unreadable)'}" for s in sensors) or "none")
         self.sensors, self.problem = sensors, problem
@@ -432,6 +539,10 @@ class HwmonMeter(PolledMeter):
 
 def describe(s: HwmonSensor) -> str:
     state = "readable" if s.readable else f"UNREADABLE: {s.problem}"
+    if s.duplicate_of:
+        state = f"the same sensor as {s.duplicate_of}: never read, never summed"
+    elif s.readable and s.problem:
+        state += f" ({s.problem})"
     what = f"{os.path.basename(s.path)} ({'µJ counter' if s.kind == 'energy' else 'µW, integrated'})"
     return (f"{s.zone} {s.chip} {s.label or '(no label)'!r}: domain {s.domain}, socket {s.socket}, "
             f"{what}: {state}" + (", in node total" if s.used_in_total else ", not in totals"))
@@ -458,7 +569,8 @@ def probe(cfg: "Config") -> Probe:
                   "sensors": [{"zone": s.zone, "chip": s.chip, "label": s.label, "kind": s.kind,
                                "method": s.method, "domain": s.domain, "socket": s.socket,
                                "readable": s.readable, "used_in_total": s.used_in_total,
-                               "problem": s.problem, "path": s.path} for s in meter.sensors]}, advice)
+                               "problem": s.problem, "path": s.path, "duplicate_of": s.duplicate_of}
+                              for s in meter.sensors]}, advice)
 
 
 METER = MeterSpec("hwmon", "cpu", "CPU energy from hwmon power/energy sensors (NVIDIA Grace ACPI power "

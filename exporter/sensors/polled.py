@@ -30,6 +30,7 @@ class PolledMeter:
         self._errors: dict[str, str] = {}
         self._handed: list[tuple[dict[str, float], dict[str, float]]] | None = None  # since the checkpoint
         self._rediscover_at = rediscover_s
+        self._rediscover_s = rediscover_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -78,7 +79,13 @@ class PolledMeter:
         with self._lock:
             now = self._now()
             if now >= self._rediscover_at:
-                self._rediscover(now)
+                try:
+                    self._rediscover(now)
+                except Exception:  # a tree no one foresaw: keep the zones we have, count it, go on
+                    log.warning("%s: looking for zones again failed; the known zones stay",
+                                self.name, exc_info=True)
+                    self._rediscover_at = now + self._rediscover_s
+                    self._errors["discovery"] = "discovery"
             self._poll(now)
             joules, estimated, errors = self._joules, self._estimated, self._errors
             self._joules, self._estimated, self._errors = {}, {}, {}
