@@ -4,8 +4,12 @@ Read from the upstream source (ROCm/amdsmi ``amd_smi_lib`` 24.7.0 for ROCm 6.3, 
 and ROCm/rocm-systems ``projects/amdsmi`` commit 019df16 for ROCm 7):
 
 * ``amdsmi_init(AmdSmiInitFlags.INIT_AMD_GPUS)``, ``amdsmi_get_processor_handles()``,
-  ``amdsmi_shut_down()``; every failure raises ``AmdSmiLibraryException`` whose
-  ``get_error_code()`` is an ``amdsmi_status_t`` (``include/amd_smi/amdsmi.h``, :data:`STATUS`).
+  ``amdsmi_shut_down()``; a failed call raises ``AmdSmiLibraryException`` whose
+  ``get_error_code()`` is an ``amdsmi_status_t`` (``include/amd_smi/amdsmi.h``, :data:`STATUS`),
+  or its subclasses ``AmdSmiRetryException``/``AmdSmiTimeoutException``; a bad argument raises
+  ``AmdSmiParameterException``, which derives from the base ``AmdSmiException`` only, without a
+  code (``amdsmi_exception.py``). Every ``AmdSmiException`` is caught (kind ``parameter`` when it
+  has no code), as the binding's README tells callers to.
 * ``amdsmi_get_energy_count(h)`` → ``{"energy_accumulator", "counter_resolution", "timestamp"}``
   (ROCm 7); 24.7 adds the same count as ``"power"`` ("deprecating in 6.4"); ROCm 6.0 returned only
   ``"power"``. The count × ``counter_resolution`` (µJ, a C float: 15.3 hard-coded in
@@ -196,14 +200,14 @@ class AmdGpuMeter(LibrarySession):
         try:
             lib.amdsmi_init(lib.AmdSmiInitFlags.INIT_AMD_GPUS)
             self._handles = list(lib.amdsmi_get_processor_handles())
-        except lib.AmdSmiLibraryException as e:
+        except self._errors as e:
             state = "driver_not_loaded" if _code(e) == STATUS["DRIVER_NOT_LOADED"] else "error"
             return self._failed(state, f"{advice(e)} (AMDSMI_STATUS_{error_kind(e).upper()})")
         self.devices, self.undiscovered = [], {}
         for i, h in enumerate(self._handles):
             try:
                 self.devices.append(self._discover(i, h))
-            except lib.AmdSmiLibraryException as e:
+            except self._errors as e:
                 self.undiscovered[i] = error_kind(e)
                 log.warning("AMD GPU %d not discovered yet (retried every sample): %s", i, advice(e))
         driver = ""
@@ -224,7 +228,7 @@ class AmdGpuMeter(LibrarySession):
         try:
             if _count(lib.amdsmi_get_energy_count(h)) is None:
                 method = "power_integration"
-        except lib.AmdSmiLibraryException as e:
+        except self._errors as e:
             if _code(e) not in COUNTER_ABSENT:
                 raise
             method = "power_integration"
@@ -248,7 +252,7 @@ class AmdGpuMeter(LibrarySession):
         for i in list(self.undiscovered):
             try:
                 self.devices.append(self._discover(i, self._handles[i]))
-            except self.lib.AmdSmiLibraryException as e:
+            except self._errors as e:
                 self.undiscovered[i] = error_kind(e)
                 continue
             del self.undiscovered[i]
@@ -259,7 +263,7 @@ class AmdGpuMeter(LibrarySession):
         degrades alone (``field_errors``); an energy-counter error fails the reading, except a
         counter the ASIC lacks, which switches the GPU to power integration."""
         lib, h = self.lib, d.handle
-        Error = lib.AmdSmiLibraryException
+        Error = self._errors
         r = GpuReading(d)
         now = self.clock()
         if d.energy_method == "counter":
@@ -358,10 +362,17 @@ class AmdGpuMeter(LibrarySession):
         if self.status.state == "ok":
             self._try(self.lib.amdsmi_shut_down)
 
+    @property
+    def _errors(self) -> type[Exception]:
+        """What the binding raises: the base ``AmdSmiException`` (an older or stand-in module
+        without it: ``AmdSmiLibraryException``)."""
+        lib = self.lib
+        return getattr(lib, "AmdSmiException", None) or lib.AmdSmiLibraryException
+
     def _try(self, fn: Callable[[], Any]) -> Any:
         try:
             return fn()
-        except self.lib.AmdSmiLibraryException:
+        except self._errors:
             return None
 
 
