@@ -74,3 +74,89 @@ def test_a_parameter_exception_on_the_energy_fails_that_gpu_only(tmp_path):
 def test_a_parameter_exception_at_discovery_leaves_the_gpu_undiscovered(tmp_path):
     m, _, _ = meter(tmp_path, [MI300X, {**MI300X, "faults": [{"call": "uuid", "error": "PARAMETER"}]}])
     assert [d.index for d in m.devices] == [0] and m.undiscovered == {1: "parameter"}
+
+
+# --- "N/A" and odd types in the fields -----------------------------------------------------------
+
+def patch(monkeypatch, s, name, edit):
+    """Wrap one of the simulated binding's calls so that its result is edited (a shape the real
+    binding can return: "N/A" from _validate_if_max_uint, another type in a newer version)."""
+    real = getattr(s, name)
+    monkeypatch.setattr(s, name, lambda *a: edit(real(*a)))
+
+
+@pytest.mark.parametrize("resolution,method", [
+    (15.3, "counter"), ("15.3", "counter"),                        # a float, a numeric string
+    ("N/A", "power_integration"), ({"value": 15.3, "unit": "uJ"}, "power_integration"), (None, "power_integration"),
+])
+def test_counter_resolution_of_any_type_never_crashes(tmp_path, monkeypatch, resolution, method):
+    m, s, clock = meter(tmp_path, [MI300X])
+    patch(monkeypatch, s, "amdsmi_get_energy_count", lambda e: {**e, "counter_resolution": resolution})
+    m.read()
+    clock.t += 5
+    r = m.read()[0]
+    assert r.error is None and m.devices[0].energy_method == method
+    if method == "counter":
+        assert not r.field_errors
+    else:  # counted, and the GPU's energy still comes, from power
+        assert m.read()[0].power_mw == 140_000 and m.devices[0].energy_method == "power_integration"
+
+
+def test_vram_used_not_available_is_a_degraded_field_not_zero(tmp_path, monkeypatch):
+    m, s, _ = meter(tmp_path, [MI300X])
+    patch(monkeypatch, s, "amdsmi_get_gpu_vram_usage", lambda v: {**v, "vram_used": "N/A"})
+    r = m.read()[0]
+    assert r.memory_used is None and r.field_errors == {"memory": "not_available"}
+
+
+@pytest.mark.parametrize("bad", [
+    {"name": "python3", "mem": 1 << 30, "engine_usage": {"gfx": 5, "enc": 0}},                 # no pid
+    {"name": "python3", "pid": "N/A", "mem": 1 << 30, "engine_usage": {"gfx": 5, "enc": 0}},   # pid N/A
+    {"name": "python3", "pid": 0, "mem": 1 << 30},                                             # pid 0
+])
+def test_a_malformed_process_entry_is_skipped_and_counted(tmp_path, monkeypatch, bad):
+    clock = Clock()
+    m, s, clock = meter(tmp_path, [{**MI300X, "processes": [{"pid": 11, "memory_gib": 4, "sm_util": 50}]}], clock)
+    patch(monkeypatch, s, "amdsmi_get_gpu_process_list", lambda ps: [*ps, dict(bad)])
+    m.read()
+    clock.t += 10
+    r = m.read()[0]
+    assert r.error is None and r.processes == {11: 4 << 30}
+    assert r.sm_util == pytest.approx({11: 50.0}) and r.field_errors == {"processes": "unexpected_data"}
+
+
+@pytest.mark.parametrize("usage", ["N/A", None, {"enc": 0}, {"gfx": "N/A", "enc": 0}])
+def test_engine_usage_missing_keeps_the_process_without_a_utilisation_sample(tmp_path, monkeypatch, usage):
+    """A pid without GFX engine time is a resident (its memory counts) with no sample; a zero
+    would claim it idle."""
+    m, s, clock = meter(tmp_path, [{**MI300X, "processes": [{"pid": 11, "memory_gib": 4, "sm_util": 50},
+                                                            {"pid": 12, "memory_gib": 2, "sm_util": 10}]}])
+
+    def edit(ps):
+        out = [dict(p) for p in ps]
+        for p in out:
+            if p["pid"] == 12:
+                p["engine_usage"] = usage
+        return out
+    patch(monkeypatch, s, "amdsmi_get_gpu_process_list", edit)
+    m.read()
+    clock.t += 10
+    r = m.read()[0]
+    assert r.processes == {11: 4 << 30, 12: 2 << 30}
+    assert r.sm_util == pytest.approx({11: 50.0}) and r.field_errors == {"processes": "unexpected_data"}
+
+
+def test_a_process_gone_between_list_and_info_is_skipped_alone(tmp_path, monkeypatch):
+    """amdsmi before 6.2: the list gives handles, each read with amdsmi_get_gpu_process_info; a
+    process that exited in between answers NOT_FOUND (the fake's, as the real C library's)."""
+    m, s, clock = meter(tmp_path, [{**MI300X, "process_api": "handles",
+                                    "processes": [{"pid": 11, "memory_gib": 4}, {"pid": 12, "memory_gib": 2}]}])
+    real = s.amdsmi_get_gpu_process_info
+
+    def info(h, p):
+        if p.value == 12:
+            raise AmdSmiLibraryException(31)  # AMDSMI_STATUS_NOT_FOUND
+        return real(h, p)
+    monkeypatch.setattr(s, "amdsmi_get_gpu_process_info", info)
+    r = m.read()[0]
+    assert r.processes == {11: 4 << 30} and not r.field_errors

@@ -269,9 +269,11 @@ class AmdGpuMeter(LibrarySession):
         if d.energy_method == "counter":
             try:
                 e = lib.amdsmi_get_energy_count(h)
-                raw, res = _count(e), float(e.get("counter_resolution") or 0.0)
-                if raw is None or res <= 0:
-                    raise ValueError(f"no energy count in {sorted(e)}")
+                if not isinstance(e, dict):
+                    raise ValueError(f"amdsmi_get_energy_count returned {type(e).__name__}, not a dict")
+                raw, res = _count(e), _number(e.get("counter_resolution"))
+                if raw is None or not res:
+                    raise ValueError(f"no energy count in {e!r}")
                 acc = self._energy.setdefault(d.uuid, Accumulator())
                 r.energy_mj = int(acc.extend(raw, now, res, d.power_limit_w) * res / 1000.0)
             except Error as e:
@@ -298,17 +300,15 @@ class AmdGpuMeter(LibrarySession):
         if r.energy_mj is not None and r.power_mw is not None:
             self._check_stall(d, r, now)
         try:
-            r.memory_used = _int(lib.amdsmi_get_gpu_vram_usage(h).get("vram_used")) * MIB
+            used = (lib.amdsmi_get_gpu_vram_usage(h) or {}).get("vram_used")
+            if _is_count(used):
+                r.memory_used = used * MIB
+            else:  # "N/A": unknown, not 0
+                r.field_errors["memory"] = "not_available"
         except Error as e:
             r.field_errors["memory"] = error_kind(e)
         try:
-            gfx: dict[int, int] = {}
-            for p in lib.amdsmi_get_gpu_process_list(h):
-                if not isinstance(p, dict):  # before amdsmi 6.2: a handle for amdsmi_get_gpu_process_info
-                    p = lib.amdsmi_get_gpu_process_info(h, p)
-                pid = int(p["pid"])
-                r.processes[pid] = r.processes.get(pid, 0) + _int(p.get("mem"))
-                gfx[pid] = gfx.get(pid, 0) + _int((p.get("engine_usage") or {}).get("gfx"))
+            gfx = self._process_list(h, r)
         except Error as e:
             r.processes.clear()  # residents unknown: the energy goes to the GPU's owner or unallocated
             r.field_errors["processes"] = error_kind(e)
@@ -316,6 +316,41 @@ class AmdGpuMeter(LibrarySession):
             return r
         self._util(d, r, now, gfx)
         return r
+
+    def _process_list(self, h: Any, r: GpuReading) -> dict[int, int]:
+        """The GPU's processes into ``r.processes`` (pid -> bytes); their cumulative GFX engine
+        ns. An entry without a usable pid is skipped, a pid without GFX engine time kept without
+        it (no utilisation sample: a zero would call it idle); either is counted as
+        ``processes: unexpected_data``. With the handles of amdsmi before 6.2, a process that
+        exited between the list and ``amdsmi_get_gpu_process_info`` (NOT_FOUND) is just gone."""
+        lib = self.lib
+        gfx: dict[int, int] = {}
+        no_gfx: set[int] = set()
+        bad = False
+        for p in lib.amdsmi_get_gpu_process_list(h) or []:
+            if not isinstance(p, dict):  # before amdsmi 6.2: a handle for amdsmi_get_gpu_process_info
+                try:
+                    p = lib.amdsmi_get_gpu_process_info(h, p)
+                except self._errors as e:
+                    if _code(e) == STATUS["NOT_FOUND"]:
+                        continue
+                    raise
+            pid = p.get("pid") if isinstance(p, dict) else None
+            if not _is_count(pid) or pid == 0:
+                bad = True
+                continue
+            r.processes[pid] = r.processes.get(pid, 0) + _int(p.get("mem"))
+            usage = p.get("engine_usage")
+            ns = usage.get("gfx") if isinstance(usage, dict) else None
+            if _is_count(ns):
+                gfx[pid] = gfx.get(pid, 0) + ns
+            else:
+                no_gfx.add(pid)
+        for pid in no_gfx:  # one of its entries lacks the count: its sum would be short
+            gfx.pop(pid, None)
+        if bad or no_gfx:
+            r.field_errors["processes"] = "unexpected_data"
+        return gfx
 
     def _check_stall(self, d: GpuDevice, r: GpuReading, now: float) -> None:
         assert r.energy_mj is not None and r.power_mw is not None
@@ -394,8 +429,24 @@ def _socket_power(info: dict) -> float | None:
     return None
 
 
+def _is_count(v: Any) -> bool:
+    """A non-negative int (not a bool, not "N/A", the binding's mark of a field not filled in)."""
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
 def _int(v: Any) -> int:
-    return int(v) if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else 0
+    return int(v) if _is_count(v) else 0
+
+
+def _number(v: Any) -> float | None:
+    """A finite number > 0, also from a numeric string ("15.3"); None for "N/A", a dict, anything else."""
+    if isinstance(v, bool):
+        return None
+    try:
+        x = float(v) if isinstance(v, (int, float, str)) else None
+    except ValueError:
+        return None
+    return x if x is not None and 0 < x < float("inf") else None
 
 
 # --- what `check` shows --------------------------------------------------------------------------
