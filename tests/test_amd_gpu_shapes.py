@@ -16,7 +16,7 @@ from exporter.sampler import Sampler
 from exporter.sensors.amdgpu import AmdGpuMeter
 from exporter.sensors.simamdsmi import (AmdSmiLibraryException, AmdSmiParameterException, AmdSmiRetryException,
                                         AmdSmiTimeoutException, SimulatedAmdSmi)
-from support import write_scenario
+from support import value, write_scenario
 from test_sampler import Clock
 
 MI300X = {"name": "AMD Instinct MI300X", "idle_w": 140, "max_w": 750}
@@ -160,3 +160,23 @@ def test_a_process_gone_between_list_and_info_is_skipped_alone(tmp_path, monkeyp
     monkeypatch.setattr(s, "amdsmi_get_gpu_process_info", info)
     r = m.read()[0]
     assert r.processes == {11: 4 << 30} and not r.field_errors
+
+
+# --- one GPU's read raising something nobody expected ----------------------------------------------
+
+def test_an_unexpected_exception_on_one_gpu_fails_that_gpu_alone_through_the_sampler(tmp_path, monkeypatch):
+    """A binding that answers one GPU with a shape the meter does not know (here power info as a
+    list: AttributeError) fails that GPU's reading, counted as ``unexpected_attributeerror``; the
+    other GPU's energy is still booked each sample (the loop is not rolled back every time)."""
+    from test_amd_gpu import AmdNode
+
+    node = AmdNode(tmp_path, [MI300X, MI300X], {})
+    s, bad = node.sim, node.meter.devices[1].handle
+    real = s.amdsmi_get_power_info
+    monkeypatch.setattr(s, "amdsmi_get_power_info", lambda h: ["N/A"] if h is bad else real(h))
+    for _ in range(4):
+        node.step()
+    m = node.metrics()
+    assert value(m, "wattprint_gpu_energy_joules_total", gpu="0") == pytest.approx(140 * 4, rel=1e-6)
+    assert value(m, "wattprint_collector_errors_total", collector="gpu", kind="unexpected_attributeerror") == 5
+    assert node.meter.reinits == 0   # one GPU failing is not a lost session

@@ -3,7 +3,8 @@
 A library that failed to open (no driver yet: a GPU operator installs it after the DaemonSet
 starts) is tried again with a backoff; a session in which every GPU fails REOPEN_AFTER_READS
 reads in a row (a driver reload: stale handles, DRIVER_NOT_LOADED, UNINITIALIZED) is shut down
-and opened again, GPUs matched by UUID downstream. A backend subclasses :class:`LibrarySession`
+and opened again, GPUs matched by UUID downstream. An exception a backend did not expect fails
+that one GPU's reading (``unexpected_<exception>``), never the sample of every GPU. A backend subclasses :class:`LibrarySession`
 and supplies ``open``, ``_open_again``, ``_shutdown``, ``_new_session``, ``_read_one`` and
 ``_retry_discovery``.
 """
@@ -37,6 +38,7 @@ class LibrarySession:
         self.devices: list[GpuDevice] = []
         self.status = GpuStatus("error", "not opened", backend=backend)
         self.undiscovered: dict[int, str] = {}   # GPU index -> error kind of its last discovery try
+        self._unexpected_logged: set[str] = set()
 
     # --- what a backend supplies -----------------------------------------------------------
     def open(self) -> GpuStatus:
@@ -72,14 +74,31 @@ class LibrarySession:
                 return []
         if self.undiscovered:
             self._retry_discovery()
-        readings = [self._read_one(d) for d in self.devices]
-        if readings and all(r.error for r in readings):
+        readings = [self._read_guarded(d) for d in self.devices]
+        if readings and all(r.error for r in readings) and not all(_unexpected(r) for r in readings):
             self._failed_reads += 1
             if self._failed_reads >= REOPEN_AFTER_READS and self._reopen():
-                readings = [self._read_one(d) for d in self.devices]
+                readings = [self._read_guarded(d) for d in self.devices]
         else:
             self._failed_reads, self._backoff = 0, REOPEN_MIN_S
         return readings
+
+    def _read_guarded(self, d: GpuDevice) -> GpuReading:
+        """``_read_one``, an exception it did not expect (a library's answer of a shape nobody
+        wrote for: TypeError, AttributeError, …) failing that GPU's reading alone, as
+        ``unexpected_<exception>`` (logged once per kind), never the sample of every GPU.
+        Not a lost session: such readings alone do not re-initialise the library."""
+        try:
+            return self._read_one(d)
+        except Exception as e:  # noqa: BLE001 - one GPU's odd answer must not cost the others
+            kind = "unexpected_" + type(e).__name__.lower()
+            if kind not in self._unexpected_logged:
+                self._unexpected_logged.add(kind)
+                log.exception("%s: GPU %d: unexpected answer (%s); its reading fails, the others go on",
+                              self.library, d.index, kind)
+            r = GpuReading(d)
+            r.error = kind
+            return r
 
     def _reopen(self) -> bool:
         """Shut the library down and open it again (at most once per backoff); True when open."""
@@ -106,6 +125,10 @@ class LibrarySession:
         log.warning("%s opened again: %s (where the driver reloaded, its energy counters restarted: "
                     "the gap is bridged, see wattprint_gpu_energy_resets_total)", self.library, status.detail)
         return True
+
+
+def _unexpected(r: GpuReading) -> bool:
+    return bool(r.error and r.error.startswith("unexpected_"))
 
 
 # --- registry entries ----------------------------------------------------------------------------
