@@ -272,7 +272,8 @@ class GpuMeter(LibrarySession):
     def _read_gpm(self, d: GpuDevice, r: GpuReading) -> None:
         """Each GPU instance's SM utilisation since the previous read, from two GPM samples. The
         first read of an instance has no previous sample (sm_util None: the slice-share fallback
-        for that interval); an instance whose sample fails is counted in ``field_errors``."""
+        for that interval); an instance whose sample fails, or whose value is not finite, is
+        counted in ``field_errors``."""
         lib = self.lib
         gis = {m.gpu_instance for m in r.mig}
         util: dict[int, float | None] = {}
@@ -300,7 +301,11 @@ class GpuMeter(LibrarySession):
                 ret = int(mg.metrics[0].nvmlReturn)
                 if ret != pynvml.NVML_SUCCESS:
                     raise NVMLError(ret)
-                util[gi] = max(0.0, min(100.0, float(mg.metrics[0].value)))
+                value = float(mg.metrics[0].value)
+                if math.isfinite(value):  # a little past 0..100 is rounding: clamped
+                    util[gi] = max(0.0, min(100.0, value))
+                else:  # NaN or ±inf (min/max would make NaN 100 %): this interval falls back
+                    r.field_errors["gpm"] = "not_finite"
             except NVMLError as e:
                 r.field_errors["gpm"] = error_kind(e)
             finally:
