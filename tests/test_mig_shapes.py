@@ -34,17 +34,22 @@ def gpm_meter(tmp_path, gpus=None):
 
 # --- GPM values that are not a percentage -----------------------------------------------------------
 
-@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
-def test_gpm_value_not_finite_falls_back_counted(tmp_path, monkeypatch, bad):
-    meter, lib, clock = gpm_meter(tmp_path)
+def gpm_value_of_3g(monkeypatch, lib, value):
+    """nvmlGpmMetricsGet answering ``value`` for the 3g instance (80 % in the scenario)."""
     real = lib.nvmlGpmMetricsGet
 
     def metrics(mg):
         out = real(mg)
-        if mg.metrics[0].value == 80.0:   # the 3g instance's
-            mg.metrics[0].value = bad
+        if mg.metrics[0].value == 80.0:
+            mg.metrics[0].value = value
         return out
     monkeypatch.setattr(lib, "nvmlGpmMetricsGet", metrics)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_gpm_value_not_finite_falls_back_counted(tmp_path, monkeypatch, bad):
+    meter, lib, clock = gpm_meter(tmp_path)
+    gpm_value_of_3g(monkeypatch, lib, bad)
     meter.read()
     clock.t += 5
     r = meter.read()[0]
@@ -55,14 +60,7 @@ def test_gpm_value_not_finite_falls_back_counted(tmp_path, monkeypatch, bad):
 @pytest.mark.parametrize("raw,util", [(100.4, 100.0), (-0.2, 0.0), (37.5, 37.5)])
 def test_gpm_value_slightly_out_of_range_is_clamped(tmp_path, monkeypatch, raw, util):
     meter, lib, clock = gpm_meter(tmp_path)
-    real = lib.nvmlGpmMetricsGet
-
-    def metrics(mg):
-        out = real(mg)
-        if mg.metrics[0].value == 80.0:
-            mg.metrics[0].value = raw
-        return out
-    monkeypatch.setattr(lib, "nvmlGpmMetricsGet", metrics)
+    gpm_value_of_3g(monkeypatch, lib, raw)
     meter.read()
     clock.t += 5
     r = meter.read()[0]
