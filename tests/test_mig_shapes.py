@@ -65,3 +65,103 @@ def test_gpm_value_slightly_out_of_range_is_clamped(tmp_path, monkeypatch, raw, 
     clock.t += 5
     r = meter.read()[0]
     assert r.mig[0].sm_util == util and not r.field_errors
+
+
+# --- the instance set changing while the exporter runs ------------------------------------------------
+
+MIG_SERIES = "wattprint_gpu_mig_instance_energy_joules_total"
+
+
+def mig_series(m: dict) -> dict:
+    return dict(m.get(MIG_SERIES, {}))
+
+
+def assert_mig_books_the_gpu(m: dict) -> None:
+    """Σ of every MIG series (destroyed instances' included, the free slices') = the GPU's energy."""
+    assert math.fsum(mig_series(m).values()) == pytest.approx(value(m, "wattprint_gpu_energy_joules_total"),
+                                                             rel=1e-12)
+
+
+def assert_monotonic(before: dict, after: dict) -> None:
+    for name, series in before.items():
+        if name.endswith("_total"):
+            for labels, v in series.items():
+                assert after.get(name, {}).get(labels, -1) >= v, (name, labels)
+
+
+def test_instances_destroyed_and_created_between_samples(tmp_path):
+    """GPU instance 5 (2g) is destroyed and a 2g GPU instance 6 created in its place: its series
+    keep their value, the new one starts, every counter stays monotonic, and the GPU's energy is
+    booked in exactly one MIG series each interval."""
+    node, _, m1, _ = run_node(tmp_path, mig_gpus())
+    insts = node.sim._gpus[0].mig_state.instances
+    gone = next(i for i in insts if i.gpu_instance == 5)
+    old = {k: v for k, v in mig_series(m1).items() if dict(k)["gpu_instance"] == "5"}
+    assert len(old) == 2 and all(v > 0 for v in old.values())
+    insts.remove(gone)                      # nvidia-smi mig -dci -gi 5; -dgi -gi 5 (its process gone too)
+    # the simulated power is one constant over the whole run (its energy integrates it from the
+    # start): the 1g GPU instance 10 takes up the 2g's work (100 % × 1 slice = 50 % × 2), so the
+    # truth stays exact
+    next(i for i in insts if i.gpu_instance == 10).sm_util = 100.0
+    m2 = node.step()
+    assert_monotonic(m1, m2)
+    assert_mig_books_the_gpu(m2)
+    assert {k: mig_series(m2)[k] for k in old} == old                       # kept, not dropped, not grown
+    assert value(m2, MIG_SERIES, gpu_instance="free") > value(m1, MIG_SERIES, gpu_instance="free")
+    new = type(gone)("MIG-0000-new-2g", 6, 0, 2, 2, gone.memory_mb, 0.0, [])
+    insts.append(new)                       # nvidia-smi mig -cgi 2g.20gb -C
+    m3 = node.step()
+    m4 = node.step()
+    assert_monotonic(m2, m3), assert_monotonic(m3, m4)
+    assert_mig_books_the_gpu(m4)
+    assert value(m4, MIG_SERIES, gpu_instance="6", mode="idle") > 0
+    assert value(m4, MIG_SERIES, gpu_instance="10", mode="active") > value(m2, MIG_SERIES, gpu_instance="10", mode="active")
+    assert {k: mig_series(m4)[k] for k in old} == old
+    assert value(m4, "wattprint_gpu_energy_joules_total") == pytest.approx(node.gpu_truth(0), rel=1e-9)
+    assert len(node.sim.gpm_buffers) <= 8   # the destroyed GI's sample buffer is reused, not leaked
+
+
+class GapAt:
+    """The real driver's index space after an instance in the middle was destroyed: index 1 is
+    empty (NOT_FOUND), the devices after it keep their indices."""
+
+    def __init__(self, lib, index, error=pynvml.NVML_ERROR_NOT_FOUND):
+        self._lib, self._index, self._error = lib, index, error
+
+    def __getattr__(self, name):
+        return getattr(self._lib, name)
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, h, i):
+        if i == self._index:
+            raise NVMLError(self._error)
+        return self._lib.nvmlDeviceGetMigDeviceHandleByIndex(h, i - (i > self._index))
+
+
+@pytest.mark.parametrize("error,kind", [(pynvml.NVML_ERROR_NOT_FOUND, None), (pynvml.NVML_ERROR_UNKNOWN, "unknown"),
+                                        (pynvml.NVML_ERROR_GPU_IS_LOST, "gpu_is_lost")])
+def test_a_gap_or_a_failing_mig_handle_keeps_the_others_and_the_gpus_energy(tmp_path, error, kind):
+    clock = Clock()
+    lib = sim(tmp_path, mig_gpus(), clock)
+    meter = GpuMeter(GapAt(lib, 1, error), backend="simulated")
+    meter.open()
+    meter.read()
+    clock.t += 2
+    r = meter.read()[0]
+    assert r.error is None and r.energy_mj is not None
+    assert [m.gpu_instance for m in r.mig] == [1, 5, 9, 10]   # the 4 devices, at indices 0, 2, 3, 4
+    assert r.field_errors == ({} if kind is None else {"mig": kind})
+
+
+def test_max_mig_device_count_raising_books_the_gpu_as_free(tmp_path):
+    node, before, m, _ = run_node(tmp_path, mig_gpus(faults=[{"call": "mig_count", "error": "UNKNOWN",
+                                                              "after_s": 0, "for_s": 1e9}]))
+    assert_mig_books_the_gpu(m)
+    assert value(m, MIG_SERIES, gpu_instance="free") == pytest.approx(value(m, "wattprint_gpu_energy_joules_total"))
+    assert value(m, "wattprint_collector_errors_total", collector="gpu", kind="mig_unknown") > 0
+
+
+def test_mig_on_a_gpu_without_an_energy_counter_is_still_split(tmp_path):
+    node, before, m, _ = run_node(tmp_path, mig_gpus(energy_counter=False))
+    assert dict(next(iter(m["wattprint_gpu_info"])))["energy_method"] == "power_integration"
+    assert_mig_books_the_gpu(m)
+    assert value(m, MIG_SERIES, gpu_instance="1", mode="active") > value(m, MIG_SERIES, gpu_instance="5", mode="active") > 0
