@@ -165,3 +165,88 @@ def test_mig_on_a_gpu_without_an_energy_counter_is_still_split(tmp_path):
     assert dict(next(iter(m["wattprint_gpu_info"])))["energy_method"] == "power_integration"
     assert_mig_books_the_gpu(m)
     assert value(m, MIG_SERIES, gpu_instance="1", mode="active") > value(m, MIG_SERIES, gpu_instance="5", mode="active") > 0
+
+
+# --- the MIG mode: current rules, and it can change under a running exporter -------------------------
+
+class Pending:
+    """nvmlDeviceGetMigMode answering (current, pending) = ``modes``: `nvidia-smi -mig 0` done,
+    the reset that applies it not yet."""
+
+    def __init__(self, lib, modes):
+        self._lib, self.modes = lib, modes
+
+    def __getattr__(self, name):
+        return getattr(self._lib, name)
+
+    def nvmlDeviceGetMigMode(self, h):
+        self._lib.nvmlDeviceGetMigMode(h)
+        return list(self.modes)
+
+
+def test_the_current_mig_mode_rules_not_the_pending_one(tmp_path):
+    clock = Clock()
+    lib = sim(tmp_path, mig_gpus(), clock)
+    meter = GpuMeter(Pending(lib, (pynvml.NVML_DEVICE_MIG_ENABLE, pynvml.NVML_DEVICE_MIG_DISABLE)), backend="simulated")
+    meter.open()
+    assert meter.devices[0].mig_mode == "enabled"
+    r = meter.read()[0]
+    assert len(r.mig) == 4 and not r.field_errors
+
+
+def switch_to_whole_gpu(node, tmp_path, util):
+    """The pending mode applied by a GPU reset: MIG off, the vLLM process on the whole GPU at
+    ``util`` % (the simulated power stays the constant it was, so the truth stays exact)."""
+    whole = sim(tmp_path / "whole", [{"name": "NVIDIA H100 80GB HBM3", "idle_w": 70, "max_w": 700,
+                                      "processes": [{"pid": 1001, "memory_gib": 30, "sm_util": util}]}], Clock())
+    gpu = node.sim._gpus[0]
+    gpu.mig, gpu.mig_state, gpu.phases = False, None, whole._gpus[0].phases
+
+
+def test_mig_disabled_under_a_running_exporter_books_the_whole_gpu_to_its_processes(tmp_path):
+    """Before: the GPU was still read as a MIG GPU, MaxMigDeviceCount 0 ("zero if MIG is not ...
+    enabled"): no instance, every joule to the free slices, unallocated, though vLLM ran on it."""
+    node, _, m1, _ = run_node(tmp_path, mig_gpus())
+    (tmp_path / "whole").mkdir()
+    switch_to_whole_gpu(node, tmp_path, 340 / 7)   # Σ util × slices / 7 of the MIG layout
+    for _ in range(3):
+        m2 = node.step()
+    assert_monotonic(m1, m2)
+    info = dict(next(iter(m2["wattprint_gpu_info"])))
+    assert info["mig_mode"] == "disabled"
+    assert value(m2, MIG_SERIES, gpu_instance="free") == value(m1, MIG_SERIES, gpu_instance="free")
+    gpu_delta = value(m2, "wattprint_gpu_energy_joules_total") - value(m1, "wattprint_gpu_energy_joules_total")
+    got = [value(m, "wattprint_endpoint_energy_joules_total", endpoint="vllm-8001", component="gpu") for m in (m1, m2)]
+    assert got[1] - got[0] == pytest.approx(gpu_delta, rel=1e-9) and gpu_delta > 0
+    assert value(m2, "wattprint_gpu_energy_joules_total") == pytest.approx(node.gpu_truth(0), rel=1e-9)
+    assert value(m2, "wattprint_collector_errors_total", collector="gpu", kind="mig_mode_changed") == 1
+
+
+def test_mig_enabled_under_a_running_exporter_is_split_by_instances(tmp_path):
+    """The other way: a GPU discovered without MIG, MIG enabled by a reset, instances created."""
+    whole = [{"name": "NVIDIA H100 80GB HBM3", "idle_w": 70, "max_w": 700,
+              "processes": [{"pid": 1001, "memory_gib": 30, "sm_util": 340 / 7}]}]
+    node, _, m1, _ = run_node(tmp_path, whole)
+    assert dict(next(iter(m1["wattprint_gpu_info"])))["mig_mode"] == "disabled"
+    (tmp_path / "mig").mkdir()
+    mig = sim(tmp_path / "mig", mig_gpus(), Clock())
+    gpu = node.sim._gpus[0]
+    gpu.mig, gpu.mig_state = True, mig._gpus[0].mig_state
+    for _ in range(3):
+        m2 = node.step()
+    assert dict(next(iter(m2["wattprint_gpu_info"])))["mig_mode"] == "enabled"
+    assert len(m2["wattprint_gpu_mig_instance_info"]) == 4
+    assert_monotonic(m1, m2)
+    assert value(m2, "wattprint_gpu_energy_joules_total") == pytest.approx(node.gpu_truth(0), rel=1e-9)
+    assert value(m2, "wattprint_collector_errors_total", collector="gpu", kind="mig_mode_changed") == 1
+    assert value(m2, MIG_SERIES, gpu_instance="1", mode="idle") > 0
+
+
+def test_mig_mode_query_failing_keeps_the_known_mode_counted(tmp_path):
+    clock = Clock()
+    lib = sim(tmp_path, mig_gpus(faults=[{"call": "mig_mode", "error": "UNKNOWN", "after_s": 1, "for_s": 1e9}]), clock)
+    meter = GpuMeter(lib, backend="simulated")
+    meter.open()
+    clock.t += 2
+    r = meter.read()[0]
+    assert meter.devices[0].mig_mode == "enabled" and len(r.mig) == 4 and r.field_errors == {"mig_mode": "unknown"}

@@ -5,7 +5,8 @@ Per GPU: index, UUID, name, the total-energy counter (mJ) where supported — el
 utilisation samples. A GPU that errors is reported and skipped; the others go on. No NVML library
 on the host is a normal state (``state="no_library"``), reported once, not an error storm.
 
-A GPU in MIG mode: its energy counter and power are the whole GPU's; each read also lists its
+A GPU in MIG mode (the current mode, asked each read: a pending one applies at a GPU reset,
+under a running exporter): its energy counter and power are the whole GPU's; each read also lists its
 MIG devices (``nvmlDeviceGetMigDeviceHandleByIndex`` up to ``nvmlDeviceGetMaxMigDeviceCount``,
 asked anew each read: handles change when instances are created or destroyed), each with its
 GPU/compute instance ids, slices (``nvmlDeviceGetAttributes``), memory and processes (through its
@@ -204,6 +205,8 @@ class GpuMeter(LibrarySession):
             r.memory_used = int(lib.nvmlDeviceGetMemoryInfo(h).used)
         except NVMLError as e:
             r.field_errors["memory"] = error_kind(e)
+        if d.mig_mode != "unsupported":
+            self._check_mig_mode(d, r)
         if d.mig_mode == "enabled":
             self._read_mig(d, r)
             return r
@@ -216,6 +219,29 @@ class GpuMeter(LibrarySession):
             r.field_errors["processes"] = error_kind(e)
         self._read_util(d, r)
         return r
+
+    def _check_mig_mode(self, d: GpuDevice, r: GpuReading) -> None:
+        """The MIG mode, asked anew each read: a pending mode (``nvidia-smi -mig``) takes effect
+        at the next GPU reset, under a running exporter. The current mode rules, never the
+        pending one. A change is logged and counted (``mig_mode: changed``); a MIG GPU's
+        slices and GPM support are looked up again. A failed query keeps the known mode, counted."""
+        try:
+            current, _pending = self.lib.nvmlDeviceGetMigMode(d.handle)
+        except NVMLError as e:
+            r.field_errors["mig_mode"] = error_kind(e)
+            return
+        mode = "enabled" if current == pynvml.NVML_DEVICE_MIG_ENABLE else "disabled"
+        if mode == d.mig_mode:
+            return
+        log.warning("GPU %d: MIG mode is now %s (was %s)", d.index, mode, d.mig_mode)
+        d.mig_mode = mode
+        r.field_errors["mig_mode"] = "changed"
+        for key in [k for k in self._gpm if k[0] == d.index]:  # GPM samples of the old layout
+            self._gpm_free.append(self._gpm.pop(key))
+        self._util_ts.pop(d.index, None)
+        self._util_sum.pop(d.index, None)
+        if mode == "enabled":
+            self._discover_mig(d)
 
     def _read_mig(self, d: GpuDevice, r: GpuReading) -> None:
         """The GPU's MIG devices, each on its own: one that fails is left out and named in
