@@ -180,3 +180,51 @@ def test_an_unexpected_exception_on_one_gpu_fails_that_gpu_alone_through_the_sam
     assert value(m, "wattprint_gpu_energy_joules_total", gpu="0") == pytest.approx(140 * 4, rel=1e-6)
     assert value(m, "wattprint_collector_errors_total", collector="gpu", kind="unexpected_attributeerror") == 5
     assert node.meter.reinits == 0   # one GPU failing is not a lost session
+
+
+# --- shapes the design already handles, pinned ------------------------------------------------------
+
+@pytest.mark.parametrize("cap", ["N/A", 0, None])
+def test_power_cap_not_available_bounds_a_wrap_by_the_largest_device(tmp_path, monkeypatch, cap):
+    from exporter.sensors.amdgpu import MAX_DEVICE_W, WRAP_COUNTS, Accumulator
+    clock = Clock()
+    s = sim(tmp_path, {"gpus": [MI300X]}, clock)
+    monkeypatch.setattr(s, "amdsmi_get_power_cap_info", lambda h: {"power_cap": cap, "default_power_cap": cap})
+    m = AmdGpuMeter(s.import_module, "simulated-amd", clock)
+    m.open()
+    assert m.devices[0].power_limit_w == 0.0
+    a = Accumulator()
+    a.extend(WRAP_COUNTS - 10, 0.0, 15.3, m.devices[0].power_limit_w)
+    assert a.extend(10, 1.0, 15.3, m.devices[0].power_limit_w) == WRAP_COUNTS + 10 and a.wraps == 1
+    # and the bound is MAX_DEVICE_W: a gap in which it could have wrapped twice is a restart
+    gap = 2 * WRAP_COUNTS * 15.3e-6 / MAX_DEVICE_W
+    assert a.extend(5, 1.0 + gap, 15.3, 0.0) == 5
+
+
+def test_a_node_without_gpus_is_ok_and_books_nothing(tmp_path):
+    from exporter.sensors.amdgpu import describe
+    m, _, clock = meter(tmp_path, [])
+    assert m.devices == [] and m.status.detail == "0 GPU(s)" and m.read() == []
+    clock.t += 30
+    assert m.read() == [] and m.reinits == 0      # no GPU is not "every GPU failing"
+    probe = describe(m, "simulated-amd")
+    assert not probe.usable and probe.info["gpus"] == []
+
+
+def test_engine_time_going_back_is_a_new_process_without_a_sample(tmp_path, monkeypatch):
+    """A process restarted under the same pid (a container's pid 1): its GFX engine time starts
+    again below the last one; no negative sample, and the next interval has its growth again."""
+    m, s, clock = meter(tmp_path, [{**MI300X, "processes": [{"pid": 11, "memory_gib": 4, "sm_util": 50}]}])
+    offset = {"ns": 0}
+    real = s.amdsmi_get_gpu_process_list
+    monkeypatch.setattr(s, "amdsmi_get_gpu_process_list", lambda h: [
+        {**p, "engine_usage": {**p["engine_usage"], "gfx": p["engine_usage"]["gfx"] - offset["ns"]}} for p in real(h)])
+    m.read()
+    clock.t += 10
+    assert m.read()[0].sm_util == pytest.approx({11: 50.0})
+    clock.t += 10
+    offset["ns"] = real(m.devices[0].handle)[0]["engine_usage"]["gfx"] - 10**9   # restarted: 1 s of GFX time
+    r = m.read()[0]
+    assert r.sm_util == {} and not r.field_errors
+    clock.t += 10
+    assert m.read()[0].sm_util == pytest.approx({11: 50.0})
