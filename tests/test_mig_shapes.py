@@ -250,3 +250,22 @@ def test_mig_mode_query_failing_keeps_the_known_mode_counted(tmp_path):
     clock.t += 2
     r = meter.read()[0]
     assert meter.devices[0].mig_mode == "enabled" and len(r.mig) == 4 and r.field_errors == {"mig_mode": "unknown"}
+
+
+# --- a MIG GPU that does not have 7 slices --------------------------------------------------------
+
+def test_a30_has_four_slices_and_no_phantom_free_ones(tmp_path):
+    """An A30 (24 GB): MIG profiles 1g.6gb, 2g.12gb, 4g.24gb; its whole-GPU profile is the 4-slice
+    one (NVML_GPU_INSTANCE_PROFILE_7_SLICE and _8_SLICE answer NOT_SUPPORTED). Two 2g instances
+    hold the whole GPU: nothing is free. Assuming 7 slices gave 3 phantom free slices 3/7 of the idle."""
+    a30 = [{"name": "NVIDIA A30", "idle_w": 30, "max_w": 165, "memory_total_gib": 24, "mig": True, "mig_slices": 4,
+            "mig_instances": [{"profile": "2g.12gb", "gpu_instance": 1, "sm_util": 60,
+                               "processes": [{"pid": 1001, "memory_gib": 8}]},
+                              {"profile": "2g.12gb", "gpu_instance": 2, "sm_util": 20,
+                               "processes": [{"pid": 1002, "memory_gib": 8}]}]}]
+    node, before, m, _ = run_node(tmp_path, a30)
+    assert node.sampler.gpu.devices[0].mig_slices == 4
+    assert value(m, MIG_SERIES, gpu_instance="free") == 0
+    assert_mig_books_the_gpu(m)
+    held = [value(m, MIG_SERIES, gpu_instance=gi) for gi in ("1", "2")]   # no GPM on an A30: by slices
+    assert held[0] == pytest.approx(held[1]) and held[0] > 0

@@ -61,6 +61,9 @@ def advice(e: NVMLError) -> str:
 
 
 COUNTER_ABSENT = (pynvml.NVML_ERROR_NOT_SUPPORTED, pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
+# GPU instance profiles by size, largest first: the first a MIG GPU answers is its whole GPU
+WHOLE_GPU_PROFILES = tuple(getattr(pynvml, f"NVML_GPU_INSTANCE_PROFILE_{n}_SLICE") for n in (8, 7, 6, 4, 3, 2, 1)
+                           if hasattr(pynvml, f"NVML_GPU_INSTANCE_PROFILE_{n}_SLICE"))
 __all__ = ["GpuMeter", "REOPEN_AFTER_READS", "REOPEN_MAX_S", "REOPEN_MIN_S", "error_kind", "advice", "opened", "usable"]
 NvmlStatus = GpuStatus  # the name this module used before the meter protocols
 
@@ -125,15 +128,16 @@ class GpuMeter(LibrarySession):
         return d
 
     def _discover_mig(self, d: GpuDevice) -> None:
-        """The GPU's slices (the largest whole-GPU profile's sliceCount) and whether GPM works."""
+        """The GPU's slices (the largest GPU instance profile it answers, the whole-GPU one:
+        7 on A100/H100/H200, 4 on an A30, 8 where there is an 8-slice profile) and whether GPM works."""
         lib, h = self.lib, d.handle
-        for profile in (pynvml.NVML_GPU_INSTANCE_PROFILE_8_SLICE, pynvml.NVML_GPU_INSTANCE_PROFILE_7_SLICE):
+        for profile in WHOLE_GPU_PROFILES:
             info = _try(lambda: lib.nvmlDeviceGetGpuInstanceProfileInfo(h, profile))
             if info is not None and int(info.sliceCount) > 0:
                 d.mig_slices = int(info.sliceCount)
                 break
         else:
-            d.mig_slices = 7  # every MIG GPU so far (A100, H100, H200) has 7 compute slices
+            d.mig_slices = 7  # A100, H100, H200 have 7 compute slices
             log.warning("GPU %d: no whole-GPU MIG profile answered: assuming 7 slices", d.index)
         d.mig_activity, d.mig_activity_detail = "slice_share", ""
         try:
