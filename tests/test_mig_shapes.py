@@ -269,3 +269,32 @@ def test_a30_has_four_slices_and_no_phantom_free_ones(tmp_path):
     assert_mig_books_the_gpu(m)
     held = [value(m, MIG_SERIES, gpu_instance=gi) for gi in ("1", "2")]   # no GPM on an A30: by slices
     assert held[0] == pytest.approx(held[1]) and held[0] > 0
+
+
+# --- nvmlInit works, the device count does not (yet) ------------------------------------------------
+
+class CountFails:
+    def __init__(self, lib, times):
+        self._lib, self.times = lib, times
+
+    def __getattr__(self, name):
+        return getattr(self._lib, name)
+
+    def nvmlDeviceGetCount(self):
+        if self.times > 0:
+            self.times -= 1
+            raise NVMLError(pynvml.NVML_ERROR_UNKNOWN)
+        return self._lib.nvmlDeviceGetCount()
+
+
+def test_device_count_failing_at_open_is_a_failed_open_retried_not_a_crash(tmp_path):
+    """The first open (the daemon's start, `wattprint check`) reports it; read() opens again
+    after the backoff and the GPU is there."""
+    from exporter.sensors.session import REOPEN_MIN_S
+    clock = Clock()
+    lib = sim(tmp_path, mig_gpus(), clock)
+    meter = GpuMeter(CountFails(lib, 1), backend="simulated", clock=clock)
+    st = meter.open()
+    assert st.state == "error" and meter.read() == []
+    clock.t += REOPEN_MIN_S + 1
+    assert [r.error for r in meter.read()] == [None] and meter.status.state == "ok"

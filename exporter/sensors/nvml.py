@@ -93,8 +93,13 @@ class GpuMeter(LibrarySession):
                      pynvml.NVML_ERROR_DRIVER_NOT_LOADED: "driver_not_loaded"}.get(code, "error")
             return self._failed_open(GpuStatus(state, advice(e), backend=self.backend))
         driver = _text(_try(lib.nvmlSystemGetDriverVersion) or "")
+        try:
+            count = int(lib.nvmlDeviceGetCount())
+        except NVMLError as e:  # initialised, but no device list (yet): a failed open, retried
+            _try(lib.nvmlShutdown)
+            return self._failed_open(GpuStatus("error", f"nvmlDeviceGetCount: {advice(e)}", backend=self.backend))
         self.devices = []
-        for i in range(lib.nvmlDeviceGetCount()):
+        for i in range(count):
             try:
                 self.devices.append(self._discover(i))
             except NVMLError as e:
