@@ -298,3 +298,23 @@ def test_device_count_failing_at_open_is_a_failed_open_retried_not_a_crash(tmp_p
     assert st.state == "error" and meter.read() == []
     clock.t += REOPEN_MIN_S + 1
     assert [r.error for r in meter.read()] == [None] and meter.status.state == "ok"
+
+
+def test_a_gpu_instance_id_made_again_starts_its_gpm_anew(tmp_path):
+    """GPU instance 5 destroyed and a new one created between two reads: NVML hands out the
+    lowest free id, 5 again. Its previous GPM sample is the old instance's: not paired with the
+    new one's (that interval falls back), the next interval has GPM again."""
+    meter, lib, clock = gpm_meter(tmp_path)
+    meter.read()
+    clock.t += 2
+    assert [m.sm_util for m in meter.read()[0].mig] == [80.0, 50.0, 0.0, 0.0]
+    insts = lib._gpus[0].mig_state.instances
+    k = next(j for j, i in enumerate(insts) if i.gpu_instance == 5)
+    insts[k] = type(insts[k])("MIG-0000-remade-5", 5, 0, 2, 2, insts[k].memory_mb, 50.0, [])
+    clock.t += 2
+    r = meter.read()[0]
+    assert [m.sm_util for m in r.mig] == [80.0, None, 0.0, 0.0] and not r.field_errors
+    clock.t += 2
+    assert [m.sm_util for m in meter.read()[0].mig] == [80.0, 50.0, 0.0, 0.0]
+    meter.close()
+    assert not lib.gpm_buffers

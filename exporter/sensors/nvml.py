@@ -79,6 +79,7 @@ class GpuMeter(LibrarySession):
         self._util_sum: dict[int, dict[int, float]] = {}  # gpu -> pid -> Σ smUtil not yet read
         self._residents: dict[int, int] = {}  # gpu -> processes seen at its last read
         self._gpm: dict[tuple[int, int], Any] = {}  # (gpu, GPU instance) -> its previous GPM sample
+        self._gpm_members: dict[tuple[int, int], frozenset[str]] = {}  # … and the MIG UUIDs it had then
         self._gpm_free: list[Any] = []              # allocated sample buffers not in use
         self._proc_calls = [f for f in (getattr(lib, "nvmlDeviceGetComputeRunningProcesses", None),
                                         getattr(lib, "nvmlDeviceGetComputeRunningProcesses_v2", None)) if f]
@@ -170,7 +171,7 @@ class GpuMeter(LibrarySession):
 
     def _new_session(self) -> None:
         self._util_ts, self._util_sum, self._residents = {}, {}, {}
-        self._gpm, self._gpm_free = {}, []  # samples of the old session are gone with it
+        self._gpm, self._gpm_free, self._gpm_members = {}, [], {}  # samples of the old session are gone with it
 
     def _retry_discovery(self) -> None:
         """A GPU that failed at start-up is tried again each sample; counted from its first good read."""
@@ -307,10 +308,12 @@ class GpuMeter(LibrarySession):
     def _read_gpm(self, d: GpuDevice, r: GpuReading) -> None:
         """Each GPU instance's SM utilisation since the previous read, from two GPM samples. The
         first read of an instance has no previous sample (sm_util None: the slice-share fallback
-        for that interval); an instance whose sample fails, or whose value is not finite, is
+        for that interval), nor has a GPU instance id whose MIG devices changed (destroyed and
+        made again between two reads, or a compute instance added); an instance whose sample fails, or whose value is not finite, is
         counted in ``field_errors``."""
         lib = self.lib
         gis = {m.gpu_instance for m in r.mig}
+        members = {gi: frozenset(m.uuid for m in r.mig if m.gpu_instance == gi) for gi in gis}
         util: dict[int, float | None] = {}
         for gi in gis:
             key = (d.index, gi)
@@ -326,6 +329,10 @@ class GpuMeter(LibrarySession):
                 r.field_errors["gpm"] = error_kind(e)
                 continue
             prev, self._gpm[key] = self._gpm.get(key), sample
+            if prev is not None and self._gpm_members.get(key) != members[gi]:
+                self._gpm_free.append(prev)  # the GPU instance id was destroyed and made again (its
+                prev = None                  # MIG devices are new): the old sample is another instance's
+            self._gpm_members[key] = members[gi]
             if prev is None:
                 continue
             mg = pynvml.c_nvmlGpmMetricsGet_t()
@@ -347,6 +354,7 @@ class GpuMeter(LibrarySession):
                 self._gpm_free.append(prev)
         for key in [k for k in self._gpm if k[0] == d.index and k[1] not in gis]:  # destroyed instances
             self._gpm_free.append(self._gpm.pop(key))
+            self._gpm_members.pop(key, None)
         for m in r.mig:
             m.sm_util = util.get(m.gpu_instance)
 
