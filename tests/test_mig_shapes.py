@@ -318,3 +318,30 @@ def test_a_gpu_instance_id_made_again_starts_its_gpm_anew(tmp_path):
     assert [m.sm_util for m in meter.read()[0].mig] == [80.0, 50.0, 0.0, 0.0]
     meter.close()
     assert not lib.gpm_buffers
+
+
+def test_mig_pids_this_host_cannot_see_keep_their_energy(tmp_path):
+    """A container without hostPID: the MIG handles list host pids that /proc here does not have.
+    Their instances' energy is still booked, to the instance's pod where the kubelet says whose it
+    is, else to an endpoint of its own: Σ endpoints = the GPU's energy."""
+    from exporter.identity.resolver import Workload
+    from test_faults import assert_conserved
+    gpus = mig_gpus()
+    for inst in gpus[0]["mig_instances"]:
+        for p in inst.get("processes", []):
+            p["pid"] += 50000            # not in the fake /proc
+    (tmp_path / "ids").mkdir()
+    lib = sim(tmp_path / "ids", gpus, Clock())
+    lib.nvmlInit()
+    uuid0 = lib.nvmlDeviceGetUUID(lib.nvmlDeviceGetMigDeviceHandleByIndex(lib.nvmlDeviceGetHandleByIndex(0), 0))
+    pod = Workload("models", "llama", "llama-3", "llama-0")
+    node, before, m, _ = run_node(tmp_path, gpus, owners={uuid0: pod})
+    assert_conserved(m)
+    gpu_delta = value(m, "wattprint_gpu_energy_joules_total") - value(before, "wattprint_gpu_energy_joules_total")
+    ep = [value(x, "wattprint_endpoint_energy_joules_total", component="gpu") for x in (before, m)]
+    assert ep[1] - ep[0] == pytest.approx(gpu_delta, rel=1e-9)
+    got = value(m, "wattprint_endpoint_energy_joules_total", endpoint="llama", component="gpu") - \
+        value(before, "wattprint_endpoint_energy_joules_total", endpoint="llama", component="gpu")
+    inst1 = math.fsum(v for k, v in mig_series(m).items() if dict(k)["gpu_instance"] == "1") - \
+        math.fsum(v for k, v in mig_series(before).items() if dict(k)["gpu_instance"] == "1")
+    assert got == pytest.approx(inst1, rel=1e-9) and got > 0   # the 3g's invisible process: its pod's
