@@ -345,3 +345,34 @@ def test_mig_pids_this_host_cannot_see_keep_their_energy(tmp_path):
     inst1 = math.fsum(v for k, v in mig_series(m).items() if dict(k)["gpu_instance"] == "1") - \
         math.fsum(v for k, v in mig_series(before).items() if dict(k)["gpu_instance"] == "1")
     assert got == pytest.approx(inst1, rel=1e-9) and got > 0   # the 3g's invisible process: its pod's
+
+
+class OddAttributes(GapAt):
+    """nvmlDeviceGetAttributes of MIG device 1 answering ``slices`` (gpuInstanceSliceCount,
+    computeInstanceSliceCount), or index 2 answering index 0's device again."""
+
+    def __init__(self, lib, slices=None, repeat=False):
+        super().__init__(lib, -1)
+        self.slices, self.repeat = slices, repeat
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, h, i):
+        return self._lib.nvmlDeviceGetMigDeviceHandleByIndex(h, 0 if self.repeat and i == 2 else i)
+
+    def nvmlDeviceGetAttributes(self, mh):
+        a = self._lib.nvmlDeviceGetAttributes(mh)
+        if self.slices is not None and self._lib.nvmlDeviceGetGpuInstanceId(mh) == 5:
+            a.gpuInstanceSliceCount, a.computeInstanceSliceCount = self.slices
+        return a
+
+
+@pytest.mark.parametrize("odd", [{"slices": (0, 0)}, {"slices": (2, 0)}, {"slices": (1, 2)}, {"repeat": True}])
+def test_a_mig_device_with_senseless_attributes_is_left_out_alone(tmp_path, odd):
+    """Before: computeInstanceSliceCount 0 divided by zero (every read of the GPU failed, its
+    energy booked nowhere); a device listed twice held its slices twice (the split invalid)."""
+    clock = Clock()
+    meter = GpuMeter(OddAttributes(sim(tmp_path, mig_gpus(), clock), **odd), backend="simulated")
+    meter.open()
+    r = meter.read()[0]
+    assert r.error is None and r.field_errors == {"mig": "unexpected_data"}
+    assert len(r.mig) == 3 and len({m.uuid for m in r.mig}) == 3
+    assert sum(m.slices for m in r.mig) <= 7

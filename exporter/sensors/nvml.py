@@ -254,8 +254,9 @@ class GpuMeter(LibrarySession):
             self._discover_mig(d)
 
     def _read_mig(self, d: GpuDevice, r: GpuReading) -> None:
-        """The GPU's MIG devices, each on its own: one that fails is left out and named in
-        ``field_errors`` (its slices then count as free: unallocated, never lost)."""
+        """The GPU's MIG devices, each on its own: one that fails, or whose attributes make no
+        sense (no slices, more compute than GPU instance slices, a UUID listed twice), is left
+        out and named in ``field_errors`` (its slices then count as free: unallocated, never lost)."""
         lib, h = self.lib, d.handle
         r.mig = []
         try:
@@ -271,9 +272,14 @@ class GpuMeter(LibrarySession):
                     r.field_errors["mig"] = error_kind(e)
                 continue
             try:
-                r.mig.append(self._mig_device(d, mh, r))
+                m = self._mig_device(d, mh, r)
             except NVMLError as e:
                 r.field_errors["mig"] = error_kind(e)
+                continue
+            if not 0 < m.ci_slices <= m.slices or any(o.uuid == m.uuid for o in r.mig):
+                r.field_errors["mig"] = "unexpected_data"  # no slices, or listed twice: left out
+                continue
+            r.mig.append(m)
         gi_ci: dict[int, int] = {}  # a GPU instance's slices are shared by its compute instances, by their slices
         for m in r.mig:
             gi_ci[m.gpu_instance] = gi_ci.get(m.gpu_instance, 0) + m.ci_slices
