@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.sampler import Sampler
 from exporter.sensors.amdgpu import AmdGpuMeter
 from exporter.sensors.simamdsmi import (AmdSmiLibraryException, AmdSmiParameterException, AmdSmiRetryException,
                                         AmdSmiTimeoutException, SimulatedAmdSmi)
