@@ -227,3 +227,19 @@ def test_engine_time_going_back_is_a_new_process_without_a_sample(tmp_path, monk
     assert r.sm_util == {} and not r.field_errors
     clock.t += 10
     assert m.read()[0].sm_util == pytest.approx({11: 50.0})
+
+
+def test_an_unexpected_answer_at_discovery_leaves_that_gpu_undiscovered_and_retried(tmp_path, monkeypatch):
+    """amdsmi_get_gpu_asic_info answering a string for GPU 1 (a shape no version documents):
+    GPU 0 is read, GPU 1 stays undiscovered (counted each sample), and is found once it answers."""
+    clock = Clock()
+    s = sim(tmp_path, {"gpus": [MI300X, MI300X]}, clock)
+    real, odd = s.amdsmi_get_gpu_asic_info, {"on": True}
+    monkeypatch.setattr(s, "amdsmi_get_gpu_asic_info",
+                        lambda h: "N/A" if odd["on"] and h.gpu.index == 1 else real(h))
+    m = AmdGpuMeter(s.import_module, "simulated-amd", clock)
+    assert m.open().state == "ok"
+    assert [d.index for d in m.devices] == [0] and m.undiscovered == {1: "unexpected_attributeerror"}
+    assert [r.device.index for r in m.read()] == [0]
+    odd["on"] = False
+    assert [r.device.index for r in m.read()] == [0, 1] and m.undiscovered == {}

@@ -205,11 +205,7 @@ class AmdGpuMeter(LibrarySession):
             return self._failed(state, f"{advice(e)} (AMDSMI_STATUS_{error_kind(e).upper()})")
         self.devices, self.undiscovered = [], {}
         for i, h in enumerate(self._handles):
-            try:
-                self.devices.append(self._discover(i, h))
-            except self._errors as e:
-                self.undiscovered[i] = error_kind(e)
-                log.warning("AMD GPU %d not discovered yet (retried every sample): %s", i, advice(e))
+            self._discover_into(i, lambda i=i, h=h: self._discover(i, h), first=True)
         driver = ""
         if self._handles:
             info = self._try(lambda: lib.amdsmi_get_gpu_driver_info(self._handles[0])) or {}
@@ -250,13 +246,10 @@ class AmdGpuMeter(LibrarySession):
     # --- reading ---------------------------------------------------------------------------
     def _retry_discovery(self) -> None:
         for i in list(self.undiscovered):
-            try:
-                self.devices.append(self._discover(i, self._handles[i]))
-            except self._errors as e:
-                self.undiscovered[i] = error_kind(e)
-                continue
-            del self.undiscovered[i]
-            self.devices.sort(key=lambda d: d.index)
+            self._discover_into(i, lambda i=i: self._discover(i, self._handles[i]), first=False)
+
+    def _error(self, e: Exception) -> tuple[str, str]:
+        return (error_kind(e), advice(e)) if isinstance(e, self._errors) else super()._error(e)
 
     def _read_one(self, d: GpuDevice) -> GpuReading:
         """Energy (or power) first, each other field on its own, as for NVML: a field that fails

@@ -101,11 +101,7 @@ class GpuMeter(LibrarySession):
             return self._failed_open(GpuStatus("error", f"nvmlDeviceGetCount: {advice(e)}", backend=self.backend))
         self.devices = []
         for i in range(count):
-            try:
-                self.devices.append(self._discover(i))
-            except NVMLError as e:
-                self.undiscovered[i] = error_kind(e)
-                log.warning("GPU %d not discovered yet (retried every sample): %s", i, advice(e))
+            self._discover_into(i, lambda i=i: self._discover(i), first=True)
         self.status = GpuStatus("ok", f"{len(self.devices)} GPU(s)", driver, self.backend)
         return self.status
 
@@ -176,14 +172,10 @@ class GpuMeter(LibrarySession):
     def _retry_discovery(self) -> None:
         """A GPU that failed at start-up is tried again each sample; counted from its first good read."""
         for i in list(self.undiscovered):
-            try:
-                self.devices.append(self._discover(i))
-            except NVMLError as e:
-                self.undiscovered[i] = error_kind(e)
-                continue
-            del self.undiscovered[i]
-            self.devices.sort(key=lambda d: d.index)
-            log.info("GPU %d discovered", i)
+            self._discover_into(i, lambda i=i: self._discover(i), first=False)
+
+    def _error(self, e: Exception) -> tuple[str, str]:
+        return (error_kind(e), advice(e)) if isinstance(e, NVMLError) else super()._error(e)
 
     def _read_one(self, d: GpuDevice) -> GpuReading:
         """Energy (or power) first, each other field on its own: a field that fails degrades alone

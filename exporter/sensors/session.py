@@ -5,8 +5,9 @@ starts) is tried again with a backoff; a session in which every GPU fails REOPEN
 reads in a row (a driver reload: stale handles, DRIVER_NOT_LOADED, UNINITIALIZED) is shut down
 and opened again, GPUs matched by UUID downstream. An exception a backend did not expect fails
 that one GPU's reading (``unexpected_<exception>``), never the sample of every GPU. A backend subclasses :class:`LibrarySession`
-and supplies ``open``, ``_open_again``, ``_shutdown``, ``_new_session``, ``_read_one`` and
-``_retry_discovery``.
+and supplies ``open``, ``_open_again``, ``_shutdown``, ``_new_session``, ``_read_one``,
+``_retry_discovery`` (both discover each GPU through ``_discover_into``) and ``_error`` (the kind
+and advice of its library's errors).
 """
 
 from __future__ import annotations
@@ -83,6 +84,27 @@ class LibrarySession:
             self._failed_reads, self._backoff = 0, REOPEN_MIN_S
         return readings
 
+    def _error(self, e: Exception) -> tuple[str, str]:
+        """(kind, what a person should do) of a library error; see ``_discover_into``."""
+        return unexpected_kind(e), str(e)
+
+    def _discover_into(self, i: int, discover: Callable[[], GpuDevice], first: bool) -> None:
+        """Discover GPU ``i`` into ``devices``; on any failure (the library's error, or an answer
+        of a shape nobody wrote for) it stays in ``undiscovered`` with its kind, retried each
+        sample, and the others go on. Logged at the first try."""
+        try:
+            d = discover()
+        except Exception as e:  # noqa: BLE001 - one GPU's discovery must not cost the others
+            kind, why = self._error(e)
+            self.undiscovered[i] = kind
+            if first:
+                log.warning("%s: GPU %d not discovered yet (retried every sample): %s", self.library, i, why)
+            return
+        if self.undiscovered.pop(i, None) is not None:
+            log.info("%s: GPU %d discovered", self.library, i)
+        self.devices.append(d)
+        self.devices.sort(key=lambda g: g.index)
+
     def _read_guarded(self, d: GpuDevice) -> GpuReading:
         """``_read_one``, an exception it did not expect (a library's answer of a shape nobody
         wrote for: TypeError, AttributeError, …) failing that GPU's reading alone, as
@@ -91,7 +113,7 @@ class LibrarySession:
         try:
             return self._read_one(d)
         except Exception as e:  # noqa: BLE001 - one GPU's odd answer must not cost the others
-            kind = "unexpected_" + type(e).__name__.lower()
+            kind = unexpected_kind(e)
             if kind not in self._unexpected_logged:
                 self._unexpected_logged.add(kind)
                 log.exception("%s: GPU %d: unexpected answer (%s); its reading fails, the others go on",
@@ -125,6 +147,11 @@ class LibrarySession:
         log.warning("%s opened again: %s (where the driver reloaded, its energy counters restarted: "
                     "the gap is bridged, see wattprint_gpu_energy_resets_total)", self.library, status.detail)
         return True
+
+
+def unexpected_kind(e: Exception) -> str:
+    """The error kind of an exception a backend did not expect (``unexpected_typeerror``)."""
+    return "unexpected_" + type(e).__name__.lower()
 
 
 def _unexpected(r: GpuReading) -> bool:
