@@ -4,8 +4,8 @@ A library that failed to open (no driver yet: a GPU operator installs it after t
 starts) is tried again with a backoff; a session in which every GPU fails REOPEN_AFTER_READS
 reads in a row (a driver reload: stale handles, DRIVER_NOT_LOADED, UNINITIALIZED) is shut down
 and opened again, GPUs matched by UUID downstream. An exception a backend did not expect fails
-that one GPU's reading (``unexpected_<exception>``), never the sample of every GPU. A backend subclasses :class:`LibrarySession`
-and supplies ``open``, ``_open_again``, ``_shutdown``, ``_new_session``, ``_read_one``,
+that one GPU's reading (``unexpected_<exception>``), never the sample of every GPU. A backend
+subclasses :class:`LibrarySession` and supplies ``open``, ``_open_again``, ``_shutdown``, ``_new_session``, ``_read_one``,
 ``_retry_discovery`` (both discover each GPU through ``_discover_into``) and ``_error`` (the kind
 and advice of its library's errors).
 """
