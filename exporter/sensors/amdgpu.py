@@ -4,8 +4,12 @@ Read from the upstream source (ROCm/amdsmi ``amd_smi_lib`` 24.7.0 for ROCm 6.3, 
 and ROCm/rocm-systems ``projects/amdsmi`` commit 019df16 for ROCm 7):
 
 * ``amdsmi_init(AmdSmiInitFlags.INIT_AMD_GPUS)``, ``amdsmi_get_processor_handles()``,
-  ``amdsmi_shut_down()``; every failure raises ``AmdSmiLibraryException`` whose
-  ``get_error_code()`` is an ``amdsmi_status_t`` (``include/amd_smi/amdsmi.h``, :data:`STATUS`).
+  ``amdsmi_shut_down()``; a failed call raises ``AmdSmiLibraryException`` whose
+  ``get_error_code()`` is an ``amdsmi_status_t`` (``include/amd_smi/amdsmi.h``, :data:`STATUS`),
+  or its subclasses ``AmdSmiRetryException``/``AmdSmiTimeoutException``; a bad argument raises
+  ``AmdSmiParameterException``, which derives from the base ``AmdSmiException`` only, without a
+  code (``amdsmi_exception.py``). Every ``AmdSmiException`` is caught (kind ``parameter`` when it
+  has no code), as the binding's README tells callers to.
 * ``amdsmi_get_energy_count(h)`` → ``{"energy_accumulator", "counter_resolution", "timestamp"}``
   (ROCm 7); 24.7 adds the same count as ``"power"`` ("deprecating in 6.4"); ROCm 6.0 returned only
   ``"power"``. The count × ``counter_resolution`` (µJ, a C float: 15.3 hard-coded in
@@ -196,16 +200,12 @@ class AmdGpuMeter(LibrarySession):
         try:
             lib.amdsmi_init(lib.AmdSmiInitFlags.INIT_AMD_GPUS)
             self._handles = list(lib.amdsmi_get_processor_handles())
-        except lib.AmdSmiLibraryException as e:
+        except self._errors as e:
             state = "driver_not_loaded" if _code(e) == STATUS["DRIVER_NOT_LOADED"] else "error"
             return self._failed(state, f"{advice(e)} (AMDSMI_STATUS_{error_kind(e).upper()})")
         self.devices, self.undiscovered = [], {}
         for i, h in enumerate(self._handles):
-            try:
-                self.devices.append(self._discover(i, h))
-            except lib.AmdSmiLibraryException as e:
-                self.undiscovered[i] = error_kind(e)
-                log.warning("AMD GPU %d not discovered yet (retried every sample): %s", i, advice(e))
+            self._discover_into(i, lambda i=i, h=h: self._discover(i, h), first=True)
         driver = ""
         if self._handles:
             info = self._try(lambda: lib.amdsmi_get_gpu_driver_info(self._handles[0])) or {}
@@ -224,7 +224,7 @@ class AmdGpuMeter(LibrarySession):
         try:
             if _count(lib.amdsmi_get_energy_count(h)) is None:
                 method = "power_integration"
-        except lib.AmdSmiLibraryException as e:
+        except self._errors as e:
             if _code(e) not in COUNTER_ABSENT:
                 raise
             method = "power_integration"
@@ -246,28 +246,27 @@ class AmdGpuMeter(LibrarySession):
     # --- reading ---------------------------------------------------------------------------
     def _retry_discovery(self) -> None:
         for i in list(self.undiscovered):
-            try:
-                self.devices.append(self._discover(i, self._handles[i]))
-            except self.lib.AmdSmiLibraryException as e:
-                self.undiscovered[i] = error_kind(e)
-                continue
-            del self.undiscovered[i]
-            self.devices.sort(key=lambda d: d.index)
+            self._discover_into(i, lambda i=i: self._discover(i, self._handles[i]), first=False)
+
+    def _error(self, e: Exception) -> tuple[str, str]:
+        return (error_kind(e), advice(e)) if isinstance(e, self._errors) else super()._error(e)
 
     def _read_one(self, d: GpuDevice) -> GpuReading:
         """Energy (or power) first, each other field on its own, as for NVML: a field that fails
         degrades alone (``field_errors``); an energy-counter error fails the reading, except a
         counter the ASIC lacks, which switches the GPU to power integration."""
         lib, h = self.lib, d.handle
-        Error = lib.AmdSmiLibraryException
+        Error = self._errors
         r = GpuReading(d)
         now = self.clock()
         if d.energy_method == "counter":
             try:
                 e = lib.amdsmi_get_energy_count(h)
-                raw, res = _count(e), float(e.get("counter_resolution") or 0.0)
-                if raw is None or res <= 0:
-                    raise ValueError(f"no energy count in {sorted(e)}")
+                if not isinstance(e, dict):
+                    raise ValueError(f"amdsmi_get_energy_count returned {type(e).__name__}, not a dict")
+                raw, res = _count(e), _number(e.get("counter_resolution"))
+                if raw is None or not res:
+                    raise ValueError(f"no energy count in {e!r}")
                 acc = self._energy.setdefault(d.uuid, Accumulator())
                 r.energy_mj = int(acc.extend(raw, now, res, d.power_limit_w) * res / 1000.0)
             except Error as e:
@@ -294,17 +293,15 @@ class AmdGpuMeter(LibrarySession):
         if r.energy_mj is not None and r.power_mw is not None:
             self._check_stall(d, r, now)
         try:
-            r.memory_used = _int(lib.amdsmi_get_gpu_vram_usage(h).get("vram_used")) * MIB
+            used = (lib.amdsmi_get_gpu_vram_usage(h) or {}).get("vram_used")
+            if _is_count(used):
+                r.memory_used = used * MIB
+            else:  # "N/A": unknown, not 0
+                r.field_errors["memory"] = "not_available"
         except Error as e:
             r.field_errors["memory"] = error_kind(e)
         try:
-            gfx: dict[int, int] = {}
-            for p in lib.amdsmi_get_gpu_process_list(h):
-                if not isinstance(p, dict):  # before amdsmi 6.2: a handle for amdsmi_get_gpu_process_info
-                    p = lib.amdsmi_get_gpu_process_info(h, p)
-                pid = int(p["pid"])
-                r.processes[pid] = r.processes.get(pid, 0) + _int(p.get("mem"))
-                gfx[pid] = gfx.get(pid, 0) + _int((p.get("engine_usage") or {}).get("gfx"))
+            gfx = self._process_list(h, r)
         except Error as e:
             r.processes.clear()  # residents unknown: the energy goes to the GPU's owner or unallocated
             r.field_errors["processes"] = error_kind(e)
@@ -312,6 +309,41 @@ class AmdGpuMeter(LibrarySession):
             return r
         self._util(d, r, now, gfx)
         return r
+
+    def _process_list(self, h: Any, r: GpuReading) -> dict[int, int]:
+        """The GPU's processes into ``r.processes`` (pid -> bytes); their cumulative GFX engine
+        ns. An entry without a usable pid is skipped, a pid without GFX engine time kept without
+        it (no utilisation sample: a zero would call it idle); either is counted as
+        ``processes: unexpected_data``. With the handles of amdsmi before 6.2, a process that
+        exited between the list and ``amdsmi_get_gpu_process_info`` (NOT_FOUND) is just gone."""
+        lib = self.lib
+        gfx: dict[int, int] = {}
+        no_gfx: set[int] = set()
+        bad = False
+        for p in lib.amdsmi_get_gpu_process_list(h) or []:
+            if not isinstance(p, dict):  # before amdsmi 6.2: a handle for amdsmi_get_gpu_process_info
+                try:
+                    p = lib.amdsmi_get_gpu_process_info(h, p)
+                except self._errors as e:
+                    if _code(e) == STATUS["NOT_FOUND"]:
+                        continue
+                    raise
+            pid = p.get("pid") if isinstance(p, dict) else None
+            if not _is_count(pid) or pid == 0:
+                bad = True
+                continue
+            r.processes[pid] = r.processes.get(pid, 0) + _int(p.get("mem"))
+            usage = p.get("engine_usage")
+            ns = usage.get("gfx") if isinstance(usage, dict) else None
+            if _is_count(ns):
+                gfx[pid] = gfx.get(pid, 0) + ns
+            else:
+                no_gfx.add(pid)
+        for pid in no_gfx:  # one of its entries lacks the count: its sum would be short
+            gfx.pop(pid, None)
+        if bad or no_gfx:
+            r.field_errors["processes"] = "unexpected_data"
+        return gfx
 
     def _check_stall(self, d: GpuDevice, r: GpuReading, now: float) -> None:
         assert r.energy_mj is not None and r.power_mw is not None
@@ -358,10 +390,17 @@ class AmdGpuMeter(LibrarySession):
         if self.status.state == "ok":
             self._try(self.lib.amdsmi_shut_down)
 
+    @property
+    def _errors(self) -> type[Exception]:
+        """What the binding raises: the base ``AmdSmiException`` (an older or stand-in module
+        without it: ``AmdSmiLibraryException``)."""
+        lib = self.lib
+        return getattr(lib, "AmdSmiException", None) or lib.AmdSmiLibraryException
+
     def _try(self, fn: Callable[[], Any]) -> Any:
         try:
             return fn()
-        except self.lib.AmdSmiLibraryException:
+        except self._errors:
             return None
 
 
@@ -383,8 +422,24 @@ def _socket_power(info: dict) -> float | None:
     return None
 
 
+def _is_count(v: Any) -> bool:
+    """A non-negative int (not a bool, not "N/A", the binding's mark of a field not filled in)."""
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
 def _int(v: Any) -> int:
-    return int(v) if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else 0
+    return int(v) if _is_count(v) else 0
+
+
+def _number(v: Any) -> float | None:
+    """A finite number > 0, also from a numeric string ("15.3"); None for "N/A", a dict, anything else."""
+    if isinstance(v, bool):
+        return None
+    try:
+        x = float(v) if isinstance(v, (int, float, str)) else None
+    except ValueError:
+        return None
+    return x if x is not None and 0 < x < float("inf") else None
 
 
 # --- what `check` shows --------------------------------------------------------------------------

@@ -5,7 +5,8 @@ Per GPU: index, UUID, name, the total-energy counter (mJ) where supported — el
 utilisation samples. A GPU that errors is reported and skipped; the others go on. No NVML library
 on the host is a normal state (``state="no_library"``), reported once, not an error storm.
 
-A GPU in MIG mode: its energy counter and power are the whole GPU's; each read also lists its
+A GPU in MIG mode (the current mode, asked each read: a pending one applies at a GPU reset,
+under a running exporter): its energy counter and power are the whole GPU's; each read also lists its
 MIG devices (``nvmlDeviceGetMigDeviceHandleByIndex`` up to ``nvmlDeviceGetMaxMigDeviceCount``,
 asked anew each read: handles change when instances are created or destroyed), each with its
 GPU/compute instance ids, slices (``nvmlDeviceGetAttributes``), memory and processes (through its
@@ -60,6 +61,9 @@ def advice(e: NVMLError) -> str:
 
 
 COUNTER_ABSENT = (pynvml.NVML_ERROR_NOT_SUPPORTED, pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
+# GPU instance profiles by size, largest first: the first a MIG GPU answers is its whole GPU
+WHOLE_GPU_PROFILES = tuple(getattr(pynvml, f"NVML_GPU_INSTANCE_PROFILE_{n}_SLICE") for n in (8, 7, 6, 4, 3, 2, 1)
+                           if hasattr(pynvml, f"NVML_GPU_INSTANCE_PROFILE_{n}_SLICE"))
 __all__ = ["GpuMeter", "REOPEN_AFTER_READS", "REOPEN_MAX_S", "REOPEN_MIN_S", "error_kind", "advice", "opened", "usable"]
 NvmlStatus = GpuStatus  # the name this module used before the meter protocols
 
@@ -75,6 +79,7 @@ class GpuMeter(LibrarySession):
         self._util_sum: dict[int, dict[int, float]] = {}  # gpu -> pid -> Σ smUtil not yet read
         self._residents: dict[int, int] = {}  # gpu -> processes seen at its last read
         self._gpm: dict[tuple[int, int], Any] = {}  # (gpu, GPU instance) -> its previous GPM sample
+        self._gpm_members: dict[tuple[int, int], frozenset[str]] = {}  # … and the MIG UUIDs it had then
         self._gpm_free: list[Any] = []              # allocated sample buffers not in use
         self._proc_calls = [f for f in (getattr(lib, "nvmlDeviceGetComputeRunningProcesses", None),
                                         getattr(lib, "nvmlDeviceGetComputeRunningProcesses_v2", None)) if f]
@@ -89,13 +94,14 @@ class GpuMeter(LibrarySession):
                      pynvml.NVML_ERROR_DRIVER_NOT_LOADED: "driver_not_loaded"}.get(code, "error")
             return self._failed_open(GpuStatus(state, advice(e), backend=self.backend))
         driver = _text(_try(lib.nvmlSystemGetDriverVersion) or "")
+        try:
+            count = int(lib.nvmlDeviceGetCount())
+        except NVMLError as e:  # initialised, but no device list (yet): a failed open, retried
+            _try(lib.nvmlShutdown)
+            return self._failed_open(GpuStatus("error", f"nvmlDeviceGetCount: {advice(e)}", backend=self.backend))
         self.devices = []
-        for i in range(lib.nvmlDeviceGetCount()):
-            try:
-                self.devices.append(self._discover(i))
-            except NVMLError as e:
-                self.undiscovered[i] = error_kind(e)
-                log.warning("GPU %d not discovered yet (retried every sample): %s", i, advice(e))
+        for i in range(count):
+            self._discover_into(i, lambda i=i: self._discover(i), first=True)
         self.status = GpuStatus("ok", f"{len(self.devices)} GPU(s)", driver, self.backend)
         return self.status
 
@@ -124,15 +130,16 @@ class GpuMeter(LibrarySession):
         return d
 
     def _discover_mig(self, d: GpuDevice) -> None:
-        """The GPU's slices (the largest whole-GPU profile's sliceCount) and whether GPM works."""
+        """The GPU's slices (the largest GPU instance profile it answers, the whole-GPU one:
+        7 on A100/H100/H200, 4 on an A30, 8 where there is an 8-slice profile) and whether GPM works."""
         lib, h = self.lib, d.handle
-        for profile in (pynvml.NVML_GPU_INSTANCE_PROFILE_8_SLICE, pynvml.NVML_GPU_INSTANCE_PROFILE_7_SLICE):
+        for profile in WHOLE_GPU_PROFILES:
             info = _try(lambda: lib.nvmlDeviceGetGpuInstanceProfileInfo(h, profile))
             if info is not None and int(info.sliceCount) > 0:
                 d.mig_slices = int(info.sliceCount)
                 break
         else:
-            d.mig_slices = 7  # every MIG GPU so far (A100, H100, H200) has 7 compute slices
+            d.mig_slices = 7  # A100, H100, H200 have 7 compute slices
             log.warning("GPU %d: no whole-GPU MIG profile answered: assuming 7 slices", d.index)
         d.mig_activity, d.mig_activity_detail = "slice_share", ""
         try:
@@ -160,19 +167,15 @@ class GpuMeter(LibrarySession):
 
     def _new_session(self) -> None:
         self._util_ts, self._util_sum, self._residents = {}, {}, {}
-        self._gpm, self._gpm_free = {}, []  # samples of the old session are gone with it
+        self._gpm, self._gpm_free, self._gpm_members = {}, [], {}  # samples of the old session are gone with it
 
     def _retry_discovery(self) -> None:
         """A GPU that failed at start-up is tried again each sample; counted from its first good read."""
         for i in list(self.undiscovered):
-            try:
-                self.devices.append(self._discover(i))
-            except NVMLError as e:
-                self.undiscovered[i] = error_kind(e)
-                continue
-            del self.undiscovered[i]
-            self.devices.sort(key=lambda d: d.index)
-            log.info("GPU %d discovered", i)
+            self._discover_into(i, lambda i=i: self._discover(i), first=False)
+
+    def _error(self, e: Exception) -> tuple[str, str]:
+        return (error_kind(e), advice(e)) if isinstance(e, NVMLError) else super()._error(e)
 
     def _read_one(self, d: GpuDevice) -> GpuReading:
         """Energy (or power) first, each other field on its own: a field that fails degrades alone
@@ -204,6 +207,8 @@ class GpuMeter(LibrarySession):
             r.memory_used = int(lib.nvmlDeviceGetMemoryInfo(h).used)
         except NVMLError as e:
             r.field_errors["memory"] = error_kind(e)
+        if d.mig_mode != "unsupported":
+            self._check_mig_mode(d, r)
         if d.mig_mode == "enabled":
             self._read_mig(d, r)
             return r
@@ -217,9 +222,33 @@ class GpuMeter(LibrarySession):
         self._read_util(d, r)
         return r
 
+    def _check_mig_mode(self, d: GpuDevice, r: GpuReading) -> None:
+        """The MIG mode, asked anew each read: a pending mode (``nvidia-smi -mig``) takes effect
+        at the next GPU reset, under a running exporter. The current mode rules, never the
+        pending one. A change is logged and counted (``mig_mode: changed``); a MIG GPU's
+        slices and GPM support are looked up again. A failed query keeps the known mode, counted."""
+        try:
+            current, _pending = self.lib.nvmlDeviceGetMigMode(d.handle)
+        except NVMLError as e:
+            r.field_errors["mig_mode"] = error_kind(e)
+            return
+        mode = "enabled" if current == pynvml.NVML_DEVICE_MIG_ENABLE else "disabled"
+        if mode == d.mig_mode:
+            return
+        log.warning("GPU %d: MIG mode is now %s (was %s)", d.index, mode, d.mig_mode)
+        d.mig_mode = mode
+        r.field_errors["mig_mode"] = "changed"
+        for key in [k for k in self._gpm if k[0] == d.index]:  # GPM samples of the old layout
+            self._gpm_free.append(self._gpm.pop(key))
+        self._util_ts.pop(d.index, None)
+        self._util_sum.pop(d.index, None)
+        if mode == "enabled":
+            self._discover_mig(d)
+
     def _read_mig(self, d: GpuDevice, r: GpuReading) -> None:
-        """The GPU's MIG devices, each on its own: one that fails is left out and named in
-        ``field_errors`` (its slices then count as free: unallocated, never lost)."""
+        """The GPU's MIG devices, each on its own: one that fails, or whose attributes make no
+        sense (no slices, more compute than GPU instance slices, a UUID listed twice), is left
+        out and named in ``field_errors`` (its slices then count as free: unallocated, never lost)."""
         lib, h = self.lib, d.handle
         r.mig = []
         try:
@@ -235,9 +264,14 @@ class GpuMeter(LibrarySession):
                     r.field_errors["mig"] = error_kind(e)
                 continue
             try:
-                r.mig.append(self._mig_device(d, mh, r))
+                m = self._mig_device(d, mh, r)
             except NVMLError as e:
                 r.field_errors["mig"] = error_kind(e)
+                continue
+            if not 0 < m.ci_slices <= m.slices or any(o.uuid == m.uuid for o in r.mig):
+                r.field_errors["mig"] = "unexpected_data"  # no slices, or listed twice: left out
+                continue
+            r.mig.append(m)
         gi_ci: dict[int, int] = {}  # a GPU instance's slices are shared by its compute instances, by their slices
         for m in r.mig:
             gi_ci[m.gpu_instance] = gi_ci.get(m.gpu_instance, 0) + m.ci_slices
@@ -272,9 +306,12 @@ class GpuMeter(LibrarySession):
     def _read_gpm(self, d: GpuDevice, r: GpuReading) -> None:
         """Each GPU instance's SM utilisation since the previous read, from two GPM samples. The
         first read of an instance has no previous sample (sm_util None: the slice-share fallback
-        for that interval); an instance whose sample fails is counted in ``field_errors``."""
+        for that interval), nor has a GPU instance id whose MIG devices changed (destroyed and
+        made again between two reads, or a compute instance added); an instance whose sample fails, or whose value is not finite, is
+        counted in ``field_errors``."""
         lib = self.lib
         gis = {m.gpu_instance for m in r.mig}
+        members = {gi: frozenset(m.uuid for m in r.mig if m.gpu_instance == gi) for gi in gis}
         util: dict[int, float | None] = {}
         for gi in gis:
             key = (d.index, gi)
@@ -290,6 +327,10 @@ class GpuMeter(LibrarySession):
                 r.field_errors["gpm"] = error_kind(e)
                 continue
             prev, self._gpm[key] = self._gpm.get(key), sample
+            if prev is not None and self._gpm_members.get(key) != members[gi]:
+                self._gpm_free.append(prev)  # the GPU instance id was destroyed and made again (its
+                prev = None                  # MIG devices are new): the old sample is another instance's
+            self._gpm_members[key] = members[gi]
             if prev is None:
                 continue
             mg = pynvml.c_nvmlGpmMetricsGet_t()
@@ -300,13 +341,18 @@ class GpuMeter(LibrarySession):
                 ret = int(mg.metrics[0].nvmlReturn)
                 if ret != pynvml.NVML_SUCCESS:
                     raise NVMLError(ret)
-                util[gi] = max(0.0, min(100.0, float(mg.metrics[0].value)))
+                value = float(mg.metrics[0].value)
+                if math.isfinite(value):  # a little past 0..100 is rounding: clamped
+                    util[gi] = max(0.0, min(100.0, value))
+                else:  # NaN or ±inf (min/max would make NaN 100 %): this interval falls back
+                    r.field_errors["gpm"] = "not_finite"
             except NVMLError as e:
                 r.field_errors["gpm"] = error_kind(e)
             finally:
                 self._gpm_free.append(prev)
         for key in [k for k in self._gpm if k[0] == d.index and k[1] not in gis]:  # destroyed instances
             self._gpm_free.append(self._gpm.pop(key))
+            self._gpm_members.pop(key, None)
         for m in r.mig:
             m.sm_util = util.get(m.gpu_instance)
 

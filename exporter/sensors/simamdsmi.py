@@ -17,7 +17,12 @@ ROCm 6.3, commit 0ceca28) and ROCm/rocm-systems ``projects/amdsmi`` (commit 019d
 * ``amdsmi_get_gpu_vram_usage`` in MiB, ``amdsmi_get_power_cap_info`` in µW,
   ``amdsmi_get_gpu_process_list`` as 24.7's dicts (``mem`` bytes, ``engine_usage.gfx``
   cumulative ns of GFX engine time: a process at ``sm_util`` % accrues that share of wall time);
-* errors as ``AmdSmiLibraryException(code)`` with ``amdsmi_status_t`` codes (``amdsmi.h``).
+* errors as ``AmdSmiLibraryException(code)`` with ``amdsmi_status_t`` codes (``amdsmi.h``), as
+  ``_check_res`` raises them: RETRY as ``AmdSmiRetryException``, TIMEOUT as
+  ``AmdSmiTimeoutException`` (both subclasses of it); and ``AmdSmiParameterException``, which
+  derives from the base ``AmdSmiException`` only (no status code), for a handle that is not an
+  ``amdsmi_processor_handle`` (``amdsmi_interface.py``'s isinstance checks) or a fault
+  ``error: PARAMETER``.
 
 Power follows the scenario exactly as :mod:`exporter.sensors.simnvml`'s (the same YAML, parsed
 by its parser; see there), so the true energy of any interval is known. AMD-only keys::
@@ -36,6 +41,8 @@ by its parser; see there), so the true energy of any interval is known. AMD-only
         process_api: dicts           # handles: amdsmi before 6.2 (+ amdsmi_get_gpu_process_info)
         faults: [{call: processes, error: NO_PERM}]   # energy, power, memory, processes, name,
                                                       # uuid, bdf, handle; AMDSMI_STATUS_* names
+                                                      # (RETRY, TIMEOUT: their subclasses), or
+                                                      # PARAMETER (AmdSmiParameterException)
     driver_reloads: [{at_s: 60, down_s: 5, stale_error: NOT_INIT}]
 
 During a reload every call raises DRIVER_NOT_LOADED; afterwards the counters restart from 0 and
@@ -93,6 +100,46 @@ class AmdSmiLibraryException(AmdSmiException):
         return self.err_code
 
 
+class AmdSmiRetryException(AmdSmiLibraryException):
+    """amdsmi_exception.py's: ``_check_res`` raises it for AMDSMI_STATUS_RETRY."""
+
+    def __init__(self) -> None:
+        super().__init__(STATUS["RETRY"])
+
+
+class AmdSmiTimeoutException(AmdSmiLibraryException):
+    """amdsmi_exception.py's: ``_check_res`` raises it for AMDSMI_STATUS_TIMEOUT."""
+
+    def __init__(self) -> None:
+        super().__init__(STATUS["TIMEOUT"])
+
+
+class AmdSmiParameterException(AmdSmiException):
+    """amdsmi_exception.py's: a wrong argument type, no status code (not a library exception)."""
+
+    def __init__(self, receivedValue: Any, expectedType: Any, msg: str | None = None) -> None:
+        super().__init__(msg)
+        self.actualType, self.expectedType = type(receivedValue), expectedType
+        self.err_msg = msg or f"Invalid parameter:\nActual type: {self.actualType}\nExpected type: {expectedType}"
+
+    def __str__(self) -> str:
+        return self.err_msg
+
+
+PARAMETER = -1  # a scenario's ``error: PARAMETER``: AmdSmiParameterException, not a status code
+
+
+def _exception(code: int, arg: Any = None) -> AmdSmiException:
+    """The exception the real binding raises for ``code`` (``_check_res``)."""
+    if code == PARAMETER:
+        return AmdSmiParameterException(arg, "amdsmi_processor_handle")
+    if code == STATUS["RETRY"]:
+        return AmdSmiRetryException()
+    if code == STATUS["TIMEOUT"]:
+        return AmdSmiTimeoutException()
+    return AmdSmiLibraryException(code)
+
+
 class AmdSmiInitFlags(IntEnum):  # amdsmi_init_flags_t (amdsmi_wrapper.py)
     INIT_ALL_PROCESSORS = 0xFFFFFFFF
     INIT_AMD_CPUS = 1
@@ -103,6 +150,8 @@ class AmdSmiInitFlags(IntEnum):  # amdsmi_init_flags_t (amdsmi_wrapper.py)
 
 
 def _error_code(name: str, where: str) -> int:
+    if str(name).upper() == "PARAMETER":
+        return PARAMETER
     code = STATUS.get(str(name).upper().removeprefix("AMDSMI_STATUS_"))
     if code is None or code == 0:
         raise ScenarioError(f"{where}.error: unknown amdsmi status {name!r} (e.g. NO_PERM, NOT_SUPPORTED, NOT_INIT)")
@@ -149,6 +198,9 @@ class SimulatedAmdSmi(SimulatedLibrary):
 
     AmdSmiException = AmdSmiException
     AmdSmiLibraryException = AmdSmiLibraryException
+    AmdSmiRetryException = AmdSmiRetryException
+    AmdSmiTimeoutException = AmdSmiTimeoutException
+    AmdSmiParameterException = AmdSmiParameterException
     AmdSmiInitFlags = AmdSmiInitFlags
 
     def load(self, data: dict) -> None:
@@ -190,14 +242,14 @@ class SimulatedAmdSmi(SimulatedLibrary):
     def _gpu(self, handle: Any, call: str) -> tuple[SimulatedGpu, _Amd, float]:
         t = self.elapsed()
         if not isinstance(handle, SessionHandle):
-            raise AmdSmiLibraryException(STATUS["INVAL"])
+            raise AmdSmiParameterException(handle, "amdsmi_processor_handle")
         for r in self._reloads:
             if handle.session_s < r.end_s <= t:
-                raise AmdSmiLibraryException(r.stale_code)
+                raise _exception(r.stale_code, handle)
         gpu = handle.gpu
         for f in gpu.faults:
             if f.active(t) and (f.call == "all" or _CALLS[f.call] == call):
-                raise AmdSmiLibraryException(f.code)
+                raise _exception(f.code, handle)
         return gpu, self._amd[gpu.index], t
 
     def _gfx_ns(self, gpu: SimulatedGpu, t: float) -> dict[int, int]:
@@ -234,7 +286,7 @@ class SimulatedAmdSmi(SimulatedLibrary):
         for gpu in self._gpus:
             for f in gpu.faults:
                 if f.active(t) and f.call in ("handle", "all"):
-                    raise AmdSmiLibraryException(f.code)
+                    raise _exception(f.code)
         return [SessionHandle(gpu, self._session_s) for gpu in self._gpus]
 
     def amdsmi_get_gpu_device_uuid(self, handle: Any) -> str:
@@ -359,4 +411,5 @@ def _meter() -> Any:
 
 METER = _meter()
 
-__all__ = ["GIB", "SimulatedAmdSmi", "AmdSmiLibraryException", "AmdSmiInitFlags", "ScenarioError"]
+__all__ = ["GIB", "SimulatedAmdSmi", "AmdSmiLibraryException", "AmdSmiParameterException", "AmdSmiRetryException",
+           "AmdSmiTimeoutException", "AmdSmiInitFlags", "ScenarioError"]

@@ -70,6 +70,8 @@ _CALLS = {
     "name": "nvmlDeviceGetName",
     "handle": "nvmlDeviceGetHandleByIndex",
     "mig_handle": "nvmlDeviceGetMigDeviceHandleByIndex",
+    "mig_count": "nvmlDeviceGetMaxMigDeviceCount",
+    "mig_mode": "nvmlDeviceGetMigMode",
     "gpm": "nvmlGpmMigSampleGet",
 }
 
