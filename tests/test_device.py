@@ -117,3 +117,40 @@ def test_idle_baseline_shows_its_age():
     _quiet_run(a, 300.0, t, 100, quiet_=False)                # busy since: no new evidence
     assert a.idle_age_s(False) == pytest.approx(a.last_t - voted)
     assert a.idle_age_s(True) == pytest.approx(a.last_t)      # configured: in use since the first read
+
+
+def test_a_counter_jump_no_gpu_could_make_is_booked_from_power_and_flagged():
+    """A corrupt energy read (NVML on a flaky bus, a misread 32-bit wrap): 1 MJ in 1 s on a 700 W
+    GPU is not energy. The interval is booked from the power readings, then counting goes on."""
+    a = GpuAccount()
+    a.update(5_000_000, 300_000, 0.0, limit_w=700.0)
+    d = a.update(1_005_000_000, 300_000, 1.0, limit_w=700.0)
+    assert d.implausible and not d.counter_reset and d.joules == pytest.approx(300.0)
+    d = a.update(1_005_400_000, 400_000, 2.0, limit_w=700.0)  # the new value is the baseline
+    assert d.joules == pytest.approx(400.0) and not d.implausible
+    # no limit known: MAX_DEVICE_W bounds it; a real 5 s gap at full power is not a glitch
+    b = GpuAccount()
+    b.update(0, 700_000, 0.0)
+    d = b.update(3_500_000, 700_000, 5.0)
+    assert d.joules == pytest.approx(3500.0) and not d.implausible
+    d = b.update(3_500_000 + 10**12, 700_000, 6.0)
+    assert d.implausible and d.joules == pytest.approx(700.0)
+
+
+def test_short_intervals_at_full_power_are_not_called_implausible():
+    """The counter steps every ~20-100 ms: a 50 ms interval can carry a whole step at the limit."""
+    a = GpuAccount()
+    a.update(0, 700_000, 0.0, limit_w=700.0)
+    d = a.update(140_000, 700_000, 0.05, limit_w=700.0)  # 140 J in 50 ms: one step of 200 ms at 700 W
+    assert d.joules == pytest.approx(140.0) and not d.implausible
+
+
+def test_a_stalled_counter_catching_up_is_bounded_over_its_stall_not_one_interval():
+    """A counter that stood still for 10 s and then hands on what it missed (a backend's
+    catch-up after a stall) is judged over the 11 s since it last moved: energy, not a glitch."""
+    a = GpuAccount()
+    a.update(1_000_000, 500_000, 0.0, limit_w=750.0)
+    for t in range(1, 11):
+        assert a.update(1_000_000, 500_000, float(t), limit_w=750.0).joules == 0.0
+    d = a.update(1_000_000 + 5_500_000, 500_000, 11.0, limit_w=750.0)
+    assert d.joules == pytest.approx(5500.0) and not d.implausible

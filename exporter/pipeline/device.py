@@ -12,6 +12,7 @@ class Delta:
     joules: float | None      # None: nothing to book (first read, or no power)
     dt_s: float
     counter_reset: bool = False
+    implausible: bool = False   # the counter advanced more than any GPU can draw: booked from power
 
 
 QUIET_SETTLE_S = 3.0      # NVML power on Ampere+ is a 1-s average: the first seconds of quiet mix busy power
@@ -23,6 +24,9 @@ MAX_TABLE_FACTOR = 3.0    # nor one above this × the table's idle power …
 MAX_LIMIT_FRACTION = 0.5  # … or above half the GPU's power limit
 FLOOR_FRACTION = 0.5      # a counter advancing below this × the idle floor has restarted (a hidden reset) …
 FLOOR_MIN_DT_S = 2.0      # … judged over intervals at least this long (the counter updates in steps)
+MAX_DEVICE_W = 3000.0     # no accelerator draws more (B200 1 kW, MI355X 1.4 kW): when the limit is unknown
+IMPLAUSIBLE_FACTOR = 2.0  # a counter advancing faster than this × the power limit (or MAX_DEVICE_W) …
+IMPLAUSIBLE_MIN_DT_S = 1.0  # … over at least this long (a counter steps every ~20-100 ms) is a glitch
 
 
 def plausible_idle(p: float, table_w: float | None, limit_w: float | None) -> bool:
@@ -53,6 +57,7 @@ class GpuAccount:
     votes: list[tuple[float, float]] = field(default_factory=list)  # (time, median of a bucket)
     learned_w: float | None = None         # the median of the votes
     learned_t: float | None = None         # time of the newest vote
+    moved_t: float | None = None           # when the energy counter last moved (bounds an advance)
 
     def copy(self) -> "GpuAccount":
         """A checkpoint (every sample, every GPU: a plain __dict__ copy, ~4× cheaper than
@@ -72,11 +77,17 @@ class GpuAccount:
         be a count since a restart: it is one when the advance is below ``floor_w`` × Δt (less
         than the GPU draws idle), or when the new value is nearer the power readings' estimate
         of Δt than the advance is. Either way the count since the restart is an exact lower
-        bound, and the power readings around the gap bridge it when they say more."""
+        bound, and the power readings around the gap bridge it when they say more.
+
+        An advance no GPU could make — above IMPLAUSIBLE_FACTOR × ``limit_w`` (MAX_DEVICE_W when
+        unknown) over the time since the counter last moved (at least Δt and IMPLAUSIBLE_MIN_DT_S)
+        — is a glitch, not energy: the interval is
+        booked from the power readings (at most that ceiling), the counter's new value is the
+        baseline from then on, and ``implausible`` says so (the stage counts it)."""
         power_w = self.power_w if power_mw is None else power_mw / 1000.0  # unread power: the last one
         dt = 0.0 if self.last_t is None else now - self.last_t
         joules: float | None = None
-        reset = False
+        reset = implausible = False
         if energy_mj is not None:
             if self.last_mj is not None:
                 joules = (energy_mj - self.last_mj) / 1000.0
@@ -91,6 +102,15 @@ class GpuAccount:
                 if joules < 0 or hidden:  # the counter restarted: what it counted since is exact
                     reset = True
                     joules = max(bridged, since)
+                # over the time since the counter last moved: a backend may hand on, in one read,
+                # what a stalled counter missed (amdgpu's stuck accumulator, ROCm/amdsmi#22)
+                span = now - (self.moved_t if self.moved_t is not None else self.last_t or now)
+                ceiling = IMPLAUSIBLE_FACTOR * (limit_w or MAX_DEVICE_W) * max(dt, span, IMPLAUSIBLE_MIN_DT_S)
+                if joules > ceiling:  # a glitch (a corrupt read, a misread wrap): the power readings say it
+                    implausible = True
+                    joules = min(bridged, ceiling)
+            if energy_mj != self.last_mj:
+                self.moved_t = now
             self.last_mj = energy_mj
         elif self.last_t is not None:  # no counter (or it was given up on): integrate power
             prev = self.last_power_w if self.last_power_w is not None else power_w
@@ -99,7 +119,7 @@ class GpuAccount:
         if self.first_t is None:
             self.first_t = now
         self.last_t, self.last_power_w, self.power_w = now, power_w, power_w
-        return Delta(joules, dt, reset)
+        return Delta(joules, dt, reset, implausible)
 
     def learn_idle(self, quiet: bool, table_w: float | None = None, limit_w: float | None = None) -> None:
         """Learn the idle baseline from sustained quiet only: a reading counts once the GPU has

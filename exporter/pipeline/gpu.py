@@ -69,6 +69,9 @@ class GpuStage:
             delta = acct.update(r.energy_mj, r.power_mw, now, acct.power_floor_w(table) if long_gap else None, limit)
             if delta.counter_reset:
                 ledger.add("gpu_energy_resets_total", labels, 1)
+            if delta.implausible:
+                self.health.degraded("gpu", "energy_implausible", f"GPU {d.index} ({d.uuid}): the energy "
+                                     "counter advanced faster than the GPU can draw; booked from its power")
             acct.learn_idle(quiet(r.processes, r.sm_util), table, limit)
             power[labels], used[labels] = acct.power_w, float(r.memory_used or 0)
             total[labels], nprocs[labels] = float(d.memory_total), float(len(r.processes))
