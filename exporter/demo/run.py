@@ -56,7 +56,10 @@ class DemoError(RuntimeError):
 
 
 class _Stop(Exception):
-    """SIGTERM or SIGHUP: stop as on Ctrl-C."""
+    """Ctrl-C, SIGTERM or SIGHUP: stop."""
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def free_port() -> int:
@@ -65,13 +68,58 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _die_with_parent() -> None:  # in the child, before exec: no thread has been started yet
-    try:
-        import ctypes
+def _die_with_parent(parent: int) -> Any:
+    """A preexec_fn: the child gets SIGTERM when the demo dies (PR_SET_PDEATHSIG, kept across
+    exec), and exits at once when the demo died before it was set (its parent is then another)."""
+    def preexec() -> None:  # in the child, before exec: no thread has been started yet
+        try:
+            import ctypes
 
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+        if os.getppid() != parent:
+            os._exit(1)
+    return preexec
+
+
+# The watchdog: a process of its own (own process group, deaf to Ctrl-C and hang-ups) that learns
+# each process group the demo starts ("+PGID" / "-PGID" on its stdin) and the demo's working
+# directory ("dPATH"). When its stdin ends without the demo's "." (the demo was killed: SIGKILL
+# included), it stops every group still there, the servers' own children (same group) too:
+# SIGTERM, then SIGKILL after STOP_TIMEOUT_S; then removes the working directory.
+WATCHDOG = """
+import os, shutil, signal, sys, time
+for s in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+    signal.signal(s, signal.SIG_IGN)
+groups, workdir = set(), None
+for line in sys.stdin:
+    op, arg = line[:1], line[1:].rstrip("\\n")
+    if op == ".":
+        sys.exit(0)
+    if op == "d":
+        workdir = arg
+    else:
+        (groups.add if op == "+" else groups.discard)(int(arg))
+def alive(g):
+    try:
+        os.killpg(g, 0)
+        return True
+    except OSError:
+        return False
+for sig in (signal.SIGTERM, signal.SIGKILL):
+    groups = {g for g in groups if alive(g)}
+    for g in groups:
+        try:
+            os.killpg(g, sig)
+        except OSError:
+            pass
+    end = time.monotonic() + %r
+    while time.monotonic() < end and any(alive(g) for g in groups):
+        time.sleep(0.05)
+if workdir:
+    shutil.rmtree(workdir, ignore_errors=True)
+"""
 
 
 @dataclass
@@ -92,15 +140,45 @@ class Processes:
     """The processes the demo started, each the leader of its own process group."""
 
     children: list[Child] = field(default_factory=list)
+    workdir: Path | None = None  # removed by the watchdog if the demo is killed
+    watchdog: subprocess.Popen | None = None
+
+    def _tell(self, line: str) -> None:
+        if self.watchdog is None:
+            self.watchdog = subprocess.Popen([sys.executable, "-c", WATCHDOG % STOP_TIMEOUT_S], stdin=subprocess.PIPE,
+                                             stdout=subprocess.DEVNULL, process_group=0, text=True)
+        try:
+            self.watchdog.stdin.write(line + "\n")
+            self.watchdog.stdin.flush()
+        except OSError:  # it died: the stop below is still done by the demo itself
+            pass
+
+    def close(self) -> None:
+        """After stop(): the watchdog ends (nothing left for it to stop), leaving the working
+        directory to the demo."""
+        if self.watchdog is not None:
+            self._tell(".")
+            try:
+                self.watchdog.stdin.close()
+            except OSError:
+                pass
+            try:
+                self.watchdog.wait(STOP_TIMEOUT_S * 3)
+            except subprocess.TimeoutExpired:
+                self.watchdog.kill()
+                self.watchdog.wait()
 
     def start(self, name: str, argv: Sequence[str], log: Path, env: dict[str, str] | None = None,
               cwd: Path | None = None) -> Child:
+        if self.watchdog is None:  # before the first server: none outlives the demo
+            self._tell(f"d{self.workdir}" if self.workdir else "-0")
         fh = open(log, "wb")
         try:
             proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
-                                    env=env, cwd=cwd, process_group=0, preexec_fn=_die_with_parent)
+                                    env=env, cwd=cwd, process_group=0, preexec_fn=_die_with_parent(os.getpid()))
         finally:
             fh.close()
+        self._tell(f"+{proc.pid}")
         child = Child(name, proc, log)
         self.children.append(child)
         return child
@@ -134,6 +212,8 @@ class Processes:
                 time.sleep(0.05)
             if _group_alive(c.proc.pid):
                 left.append(f"{c.name}'s process group {c.proc.pid}")
+            else:
+                self._tell(f"-{c.proc.pid}")  # gone: the watchdog must not signal the group id again
         return left
 
 
@@ -183,16 +263,6 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-def _wait(what: str, ok: Any, procs: Processes, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not ok():
-        if (dead := procs.dead()) is not None:
-            raise DemoError(f"{dead.name} exited with status {dead.proc.returncode}:\n{dead.tail()}")
-        if time.monotonic() > deadline:
-            raise DemoError(f"{what} not ready in {timeout:.0f}s")
-        time.sleep(0.1)
-
-
 @dataclass
 class Options:
     gpus: int = 4
@@ -205,10 +275,35 @@ class Options:
 class Demo:
     def __init__(self, opts: Options, console: Any) -> None:
         self.opts, self.console = opts, console
-        self.procs = Processes()
         self.dir = Path(tempfile.mkdtemp(prefix="wattprint-demo-"))
+        self.procs = Processes(workdir=self.dir)
         self.urls: dict[str, str] = {}
         self.start_unix = 0.0
+        self.signals: list[int] = []  # the stop signals received, by the handler of main()
+
+    def check(self) -> None:
+        """Raise _Stop once a stop signal came: signals only set a flag, so that one arriving
+        while a process starts (between its fork and its record) cannot lose it."""
+        if self.signals:
+            raise _Stop(self.signals[0])
+
+    def sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while True:
+            self.check()
+            if (left := end - time.monotonic()) <= 0:
+                return
+            time.sleep(min(0.1, left))
+
+    def _wait(self, what: str, ok: Any, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not ok():
+            self.check()
+            if (dead := self.procs.dead()) is not None:
+                raise DemoError(f"{dead.name} exited with status {dead.proc.returncode}:\n{dead.tail()}")
+            if time.monotonic() > deadline:
+                raise DemoError(f"{what} not ready in {timeout:.0f}s")
+            time.sleep(0.1)
 
     # --- starting ---------------------------------------------------------------------------
     def _env(self, **extra: str) -> dict[str, str]:
@@ -245,7 +340,7 @@ class Demo:
             self.procs.start(kind, argv, self.dir / f"{kind}.log", env=env, cwd=self.dir)
             checks.append((kind, url))
         for kind, url in checks:
-            _wait(f"the {kind} server", lambda u=url: _http_ok(u), self.procs, 30)
+            self._wait(f"the {kind} server", lambda u=url: _http_ok(u), 30)
             self.urls[kind] = url
 
     def procfs(self) -> Path:
@@ -268,7 +363,7 @@ class Demo:
                 "--engines.interval=1s", f"--config.file={cfg}", f"--path.procfs={self.procfs()}"]
         self.procs.start("wattprint serve", argv, self.dir / "wattprint.log", env=self._env(), cwd=self.dir)
         base = f"http://127.0.0.1:{port}"
-        _wait("wattprint serve", lambda: _http_ok(base + "/readyz"), self.procs, 60)
+        self._wait("wattprint serve", lambda: _http_ok(base + "/readyz"), 60)
         self.urls["exporter"] = base + "/"
         self.urls["metrics"] = base + "/metrics"
 
@@ -291,7 +386,7 @@ class Demo:
                 f"--web.listen-address=127.0.0.1:{port}"]
         self.procs.start("prometheus", argv, self.dir / "prometheus.log", cwd=self.dir)
         base = f"http://127.0.0.1:{port}"
-        _wait("Prometheus", lambda: _http_ok(base + "/-/ready"), self.procs, 60)
+        self._wait("Prometheus", lambda: _http_ok(base + "/-/ready"), 60)
         self.urls["prometheus"] = base + "/"
 
     # --- running ----------------------------------------------------------------------------
@@ -340,7 +435,7 @@ class Demo:
                 elif now >= next_print:  # not a terminal (a pipe, a log): a table every 10 s
                     self.console.print(frame)
                     next_print = now + 10.0
-                time.sleep(max(0.05, SAMPLE_S - (time.monotonic() - now)))
+                self.sleep(max(0.05, SAMPLE_S - (time.monotonic() - now)))
         finally:
             if live is not None:
                 live.stop()
@@ -355,7 +450,9 @@ class Demo:
         status = 0
         try:
             self.start_servers()
+            self.check()
             self.start_exporter()
+            self.check()
             self.start_prometheus()
             for name in ("exporter", "metrics", "prometheus"):
                 if name in self.urls:
@@ -366,15 +463,14 @@ class Demo:
             for kind, *_ in SERVERS:
                 con.print(f"{kind}: {self.urls[kind]}", highlight=False, soft_wrap=True)
             self.loop()
-        except (KeyboardInterrupt, _Stop):
-            con.print("stopping …")
+        except (KeyboardInterrupt, _Stop) as e:
+            con.print(f"stopping ({_signal_name(e)}) …", highlight=False)
         except DemoError as e:
             con.print(f"[red]wattprint demo: {e}[/]", highlight=False)
             status = 1
         finally:
-            for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a second Ctrl-C must not cut the stop short
-                signal.signal(s, signal.SIG_IGN)
-            left = self.procs.stop()
+            left = self.procs.stop()  # a second Ctrl-C only sets the flag again: it cannot cut this short
+            self.procs.close()
             if self.last_frame is not None and not con.is_terminal:
                 con.print(self.last_frame)
             if self.opts.svg and self.last_frame is not None:
@@ -400,20 +496,24 @@ class Demo:
         rec.save_svg(self.opts.svg, title="wattprint demo")
 
 
+def _signal_name(e: BaseException) -> str:
+    if isinstance(e, _Stop) and e.args:
+        return signal.Signals(e.args[0]).name
+    return "SIGINT"
+
+
 def main(opts: Options) -> int:
     from rich.console import Console
 
-    def stop(signum: int, frame: Any) -> None:
-        raise _Stop(signum)
-
-    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGHUP, stop)
+    old = {s: signal.getsignal(s) for s in STOP_SIGNALS}
     try:
         console = Console(highlight=False)
         if not console.is_terminal and "COLUMNS" not in os.environ:
             console = Console(highlight=False, width=160)  # a pipe or a log: the whole table on a line
-        return Demo(opts, console).run()
+        demo = Demo(opts, console)
+        for s in STOP_SIGNALS:
+            signal.signal(s, lambda signum, frame: demo.signals.append(signum))
+        return demo.run()
     finally:
         for s, h in old.items():
             signal.signal(s, h)

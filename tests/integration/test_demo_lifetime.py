@@ -1,0 +1,194 @@
+"""`wattprint demo` stopped the hard ways: killed with SIGKILL (no chance to clean up), hung up
+(SIGHUP, its terminal closed), Ctrl-C twice, SIGTERM while it is still starting; and a server that
+forks. Every process it started, grandchildren included, must be gone within a few seconds, and
+its working directory with them; real processes, checked with psutil."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from support import ROOT, still_alive
+
+pytestmark = pytest.mark.integration
+
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+GONE_WITHIN_S = 10.0
+
+
+def _gone(started: dict[int, tuple[float, str]], within: float = GONE_WITHIN_S) -> list[str]:
+    """What is still alive of ``started`` after ``within`` seconds ([] as soon as all are gone)."""
+    end = time.monotonic() + within
+    while (left := still_alive(started)) and time.monotonic() < end:
+        time.sleep(0.1)
+    return left
+
+
+class Demo:
+    """`wattprint demo` in its own session (as a shell's job), stdout read by a thread."""
+
+    def __init__(self, tmp: Path, *args: str) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "exporter", "demo", "--without-prometheus", *args],
+                                     cwd=tmp, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     start_new_session=True)
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True)
+        self.reader.start()
+        self.started: dict[int, tuple[float, str]] = {}
+
+    @property
+    def out(self) -> str:
+        return "".join(self.lines)
+
+    def record(self) -> None:
+        try:
+            kids = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.Error:
+            return
+        for c in kids:
+            try:
+                self.started[c.pid] = (c.create_time(), " ".join(c.cmdline()))
+            except psutil.Error:
+                pass
+
+    def wait_until(self, ok, timeout: float = 60) -> None:
+        end = time.monotonic() + timeout
+        while not ok():
+            assert self.proc.poll() is None and time.monotonic() < end, self.out[-3000:]
+            self.record()
+            time.sleep(0.1)
+        self.record()
+
+    def up(self) -> None:
+        self.wait_until(lambda: any(line.startswith("sglang: ") for line in self.lines))
+
+    def workdir(self) -> Path:
+        return Path(re.search(r"Working directory (\S+)", self.out).group(1))
+
+    def wait(self, timeout: float = 40) -> int:
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.cleanup()
+
+    def cleanup(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.reader.join(10)
+
+
+@pytest.fixture
+def demo(tmp_path):
+    made: list[Demo] = []
+
+    def make(*args: str) -> Demo:
+        made.append(Demo(tmp_path, *args))
+        return made[-1]
+    yield make
+    for d in made:  # a failed test leaves nothing either (only the very processes it started)
+        d.cleanup()
+        for left in still_alive(d.started):
+            try:
+                os.kill(int(left.split()[0]), signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def test_sigkill_on_the_demo_leaves_no_process_and_no_working_directory(demo):
+    d = demo()
+    d.up()
+    servers = [c for _, c in d.started.values() if "serve" in c or "tritonserver" in c or "sglang" in c]
+    assert len(servers) == 4, d.started
+    d.proc.kill()  # SIGKILL: no handler runs, no finally
+    d.proc.wait()
+    assert not _gone(d.started), d.out[-2000:]
+    end = time.monotonic() + GONE_WITHIN_S
+    while d.workdir().exists() and time.monotonic() < end:
+        time.sleep(0.1)
+    assert not d.workdir().exists()
+
+
+def test_sighup_stops_everything_with_status_0(demo):
+    d = demo()
+    d.up()
+    os.killpg(d.proc.pid, signal.SIGHUP)  # its terminal closed
+    assert d.wait() == 0, d.out[-3000:]
+    assert "stopping (SIGHUP)" in d.out and "stopped all 4 processes it started" in d.out, d.out[-2000:]
+    assert not still_alive(d.started)
+    assert not d.workdir().exists()
+
+
+def test_ctrl_c_twice_quickly_still_stops_everything(demo):
+    d = demo()
+    d.up()
+    os.killpg(d.proc.pid, signal.SIGINT)
+    time.sleep(0.05)
+    os.killpg(d.proc.pid, signal.SIGINT)  # the second Ctrl-C, during the stop
+    assert d.wait() == 0, d.out[-3000:]
+    assert "stopped all 4 processes it started" in d.out and "Traceback" not in d.out, d.out[-3000:]
+    assert not still_alive(d.started)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_during_start_up_stops_what_was_started(demo, sig):
+    d = demo()
+    # the first server started, the exporter not yet ready
+    d.wait_until(lambda: any("bin/vllm" in c for _, c in d.started.values()), timeout=30)
+    os.killpg(d.proc.pid, sig)
+    assert d.wait() == 0, d.out[-3000:]
+    assert f"stopping ({sig.name})" in d.out and "Traceback" not in d.out, d.out[-3000:]
+    assert re.search(r"stopped all \d processes it started", d.out), d.out[-3000:]
+    assert not still_alive(d.started)
+    assert not d.workdir().exists()
+
+
+FORKING = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from exporter.demo.run import Processes
+    procs = Processes(workdir=Path(sys.argv[1]))
+    # a server that forks: its children stay in its process group
+    procs.start("forking", ["sh", "-c", "sleep 300 & sleep 300 & wait"], Path(sys.argv[1]) / "forking.log")
+    procs.start("plain", [sys.executable, "-c", "import time; time.sleep(300)"], Path(sys.argv[1]) / "plain.log")
+    print("started", flush=True)
+    time.sleep(300)
+""")
+
+
+def test_a_forking_servers_children_do_not_outlive_a_killed_demo(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = subprocess.Popen([sys.executable, "-c", FORKING, str(work)], env=ENV, stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        assert proc.stdout.readline().strip() == "started"
+        started: dict[int, tuple[float, str]] = {}
+        end = time.monotonic() + 10
+        while sum("sleep 300" == " ".join(c) for _, c in started.values()) < 2 and time.monotonic() < end:
+            for c in psutil.Process(proc.pid).children(recursive=True):
+                try:
+                    started[c.pid] = (c.create_time(), c.cmdline())
+                except psutil.Error:
+                    pass
+            time.sleep(0.1)
+        grandchildren = [pid for pid, (_, c) in started.items() if c == ["sleep", "300"]]
+        assert len(grandchildren) == 2, started
+        proc.kill()
+        proc.wait()
+        assert not _gone({p: (t, " ".join(c)) for p, (t, c) in started.items()})
+        assert not work.exists()  # the working directory goes too
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
