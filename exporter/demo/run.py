@@ -272,6 +272,20 @@ class Options:
     svg: str | None = None
 
 
+def preflight(opts: Options) -> str | None:
+    """What stops the demo before it starts anything, in words; None when nothing does."""
+    if opts.prometheus and shutil.which("prometheus") is None:
+        return "--with-prometheus: no `prometheus` on PATH (Debian: apt-get install prometheus)"
+    if opts.port:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the exporter binds: only a listener is in the way
+            try:
+                s.bind(("127.0.0.1", opts.port))
+            except OSError as e:
+                return f"--port {opts.port}: cannot listen on 127.0.0.1:{opts.port}: {e.strerror or e}"
+    return None
+
+
 class Demo:
     def __init__(self, opts: Options, console: Any) -> None:
         self.opts, self.console = opts, console
@@ -369,6 +383,9 @@ class Demo:
 
     def start_prometheus(self) -> None:
         binary = shutil.which("prometheus")
+        if self.opts.prometheus is None and binary is None:
+            self.console.print("Prometheus: not started (no `prometheus` on PATH; Debian: apt-get install prometheus)",
+                               highlight=False, soft_wrap=True)
         if self.opts.prometheus is False or (self.opts.prometheus is None and binary is None):
             return
         if binary is None:
