@@ -49,10 +49,17 @@ SERVERS = [
     ("sglang", ["SIMULATED/Llama-3.1-8B-Instruct"], 0.012, 0.10, 29),
 ]
 STOP_TIMEOUT_S = 5.0
+PORT_TRIES = 3  # a port chosen free but taken before the server binds it: a fresh one, this many times a server
 
 
 class DemoError(RuntimeError):
     pass
+
+
+class ChildDied(DemoError):
+    def __init__(self, child: "Child") -> None:
+        super().__init__(f"{child.name} exited with status {child.proc.returncode}:\n{child.tail()}")
+        self.child = child
 
 
 class _Stop(Exception):
@@ -60,6 +67,18 @@ class _Stop(Exception):
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _pid_in(path: Path) -> int | None:
+    try:
+        return int(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _port_taken(child: "Child") -> bool:
+    """Whether ``child`` exited because its address was in use (its log says so)."""
+    return child.proc.returncode == engines.ADDRESS_IN_USE or "address already in use" in child.tail().lower()
 
 
 def free_port() -> int:
@@ -182,6 +201,12 @@ class Processes:
         child = Child(name, proc, log)
         self.children.append(child)
         return child
+
+    def forget(self, child: Child) -> None:
+        """A child that exited at start and is replaced (it is gone: nothing to stop)."""
+        child.proc.wait()
+        self.children.remove(child)
+        self._tell(f"-{child.proc.pid}")
 
     def dead(self) -> Child | None:
         return next((c for c in self.children if c.proc.poll() is not None), None)
@@ -314,7 +339,7 @@ class Demo:
         while not ok():
             self.check()
             if (dead := self.procs.dead()) is not None:
-                raise DemoError(f"{dead.name} exited with status {dead.proc.returncode}:\n{dead.tail()}")
+                raise ChildDied(dead)
             if time.monotonic() > deadline:
                 raise DemoError(f"{what} not ready in {timeout:.0f}s")
             time.sleep(0.1)
@@ -326,59 +351,94 @@ class Demo:
         return {**os.environ, "PYTHONPATH": path, **extra}
 
     def start_servers(self) -> None:
-        launch = engines.launchers(self.dir)
+        self.launch = engines.launchers(self.dir)
         sim = self.dir / "scenario.yaml"
         self.start_unix = time.time() + 1.0
         sim.write_text(yaml.safe_dump(scenario(self.opts.gpus, self.dir, self.start_unix)))
         self.sim = sim
-        checks = []
-        for i, (kind, models, *_rest) in enumerate(SERVERS):
-            port = free_port()
-            if kind == "vllm":
-                argv = [*launch["vllm"], "serve", models[0], "--port", str(port)]
-                url = f"http://127.0.0.1:{port}/metrics"
-            elif kind == "triton":
-                repo = self.dir / "models"
-                for m in models:  # a model repository: one directory a model, a version directory in it
-                    (repo / m / "1").mkdir(parents=True, exist_ok=True)
-                    (repo / m / "config.pbtxt").write_text(f'name: "{m}"\nbackend: "python"\n')
-                metrics = free_port()
-                argv = [*launch["triton"], "--model-repository", str(repo), "--http-port", str(port),
-                        "--metrics-port", str(metrics)]
-                url = f"http://127.0.0.1:{metrics}/metrics"
-            else:
-                argv = [*launch["sglang"], "--model-path", models[0], "--port", str(port), "--enable-metrics"]
-                url = f"http://127.0.0.1:{port}/metrics"
-            env = self._env(SIM_TRAFFIC=f"{sim}:{i}", SIM_PID_FILE=str(self.dir / f"{kind}.pid"),
-                            PYTHONPATH=str(self.dir / "py"))
-            self.procs.start(kind, argv, self.dir / f"{kind}.log", env=env, cwd=self.dir)
-            checks.append((kind, url))
-        for kind, url in checks:
-            self._wait(f"the {kind} server", lambda u=url: _http_ok(u), 30)
-            self.urls[kind] = url
+        pending = {i: self._launch_server(i) for i in range(len(SERVERS))}  # all at once, then wait
+        retries = PORT_TRIES * len(SERVERS)
+        while pending:
+            i = min(pending)
+            child, url = pending[i]
+            pid_file = self.dir / f"{SERVERS[i][0]}.pid"
+            try:  # up: its own pid written (after its bind) and its metrics served
+                self._wait(f"the {child.name} server", lambda: _pid_in(pid_file) == child.proc.pid and _http_ok(url), 30)
+            except ChildDied as e:
+                died = next((k for k, (c, _) in pending.items() if c is e.child), None)
+                if died is None or not _port_taken(e.child) or retries <= 0:
+                    raise
+                retries -= 1  # its port was taken between choosing and binding it: another one
+                self.procs.forget(e.child)
+                pending[died] = self._launch_server(died)
+                continue
+            self.urls[child.name] = url
+            del pending[i]
+
+    def _launch_server(self, i: int) -> tuple[Child, str]:
+        """Start SERVERS[i] on fresh free ports: (its process, its metrics URL)."""
+        kind, models, *_rest = SERVERS[i]
+        launch = self.launch
+        port = free_port()
+        if kind == "vllm":
+            argv = [*launch["vllm"], "serve", models[0], "--port", str(port)]
+            url = f"http://127.0.0.1:{port}/metrics"
+        elif kind == "triton":
+            repo = self.dir / "models"
+            for m in models:  # a model repository: one directory a model, a version directory in it
+                (repo / m / "1").mkdir(parents=True, exist_ok=True)
+                (repo / m / "config.pbtxt").write_text(f'name: "{m}"\nbackend: "python"\n')
+            metrics = free_port()
+            argv = [*launch["triton"], "--model-repository", str(repo), "--http-port", str(port),
+                    "--metrics-port", str(metrics)]
+            url = f"http://127.0.0.1:{metrics}/metrics"
+        else:
+            argv = [*launch["sglang"], "--model-path", models[0], "--port", str(port), "--enable-metrics"]
+            url = f"http://127.0.0.1:{port}/metrics"
+        env = self._env(SIM_TRAFFIC=f"{self.sim}:{i}", SIM_PID_FILE=str(self.dir / f"{kind}.pid"),
+                        PYTHONPATH=str(self.dir / "py"))
+        return self.procs.start(kind, argv, self.dir / f"{kind}.log", env=env, cwd=self.dir), url
 
     def procfs(self) -> Path:
         """A procfs holding the node's /proc/stat and only the demo's servers (links into /proc):
         the simulated node is theirs alone, whatever else runs on this machine (a real vLLM, another
         demo), as a GPU node runs only its own servers. Their CPU time still counts in the node's."""
         root = self.dir / "proc"
+        shutil.rmtree(root, ignore_errors=True)  # made again for a restarted exporter
         root.mkdir()
         (root / "stat").symlink_to("/proc/stat")
         for c in self.procs.children:
             (root / str(c.proc.pid)).symlink_to(f"/proc/{c.proc.pid}")
         return root
 
+    def _up(self, what: str, start: Any, timeout: float, fixed_port: bool = False) -> None:
+        """``start()`` → (its process, whether it is ready), waited for; started again on a fresh
+        port when the one chosen was taken before it could bind it (not a port the user chose)."""
+        for attempt in range(PORT_TRIES):
+            child, ready = start()
+            try:
+                self._wait(what, ready, timeout)
+                return
+            except ChildDied as e:
+                if e.child is not child or fixed_port or not _port_taken(child) or attempt + 1 == PORT_TRIES:
+                    raise
+                self.procs.forget(child)
+
     def start_exporter(self) -> None:
-        port = self.opts.port or free_port()
         cfg = self.dir / "wattprint.yaml"
         cfg.write_text(yaml.safe_dump({"carbon": {"region": REGION, "counterfactual_regions": CANDIDATES}}))
-        argv = [sys.executable, "-m", "exporter", "serve", f"--web.listen-address=127.0.0.1:{port}",
-                "--gpu.backend=simulated", f"--gpu.simulation-file={self.sim}", f"--sample.interval={SAMPLE_S:g}s",
-                "--engines.interval=1s", f"--config.file={cfg}", f"--path.procfs={self.procfs()}"]
-        self.procs.start("wattprint serve", argv, self.dir / "wattprint.log", env=self._env(), cwd=self.dir)
-        base = f"http://127.0.0.1:{port}"
-        self._wait("wattprint serve", lambda: _http_ok(base + "/readyz"), 60)
-        self.urls["exporter"] = base + "/"
+
+        def start() -> tuple[Child, Any]:
+            port = self.opts.port or free_port()
+            argv = [sys.executable, "-m", "exporter", "serve", f"--web.listen-address=127.0.0.1:{port}",
+                    "--gpu.backend=simulated", f"--gpu.simulation-file={self.sim}",
+                    f"--sample.interval={SAMPLE_S:g}s", "--engines.interval=1s", f"--config.file={cfg}",
+                    f"--path.procfs={self.procfs()}"]
+            child = self.procs.start("wattprint serve", argv, self.dir / "wattprint.log", env=self._env(), cwd=self.dir)
+            self.urls["exporter"] = f"http://127.0.0.1:{port}/"
+            return child, lambda: _http_ok(self.urls["exporter"] + "readyz")
+        self._up("wattprint serve", start, 60, fixed_port=bool(self.opts.port))
+        base = self.urls["exporter"].rstrip("/")
         self.urls["metrics"] = base + "/metrics"
 
     def start_prometheus(self) -> None:
@@ -392,19 +452,21 @@ class Demo:
             raise DemoError("--with-prometheus: no `prometheus` on PATH (Debian: apt-get install prometheus)")
         from .. import rules
 
-        port = free_port()
         (self.dir / "wattprint.rules.yaml").write_text(rules.generate())
         target = self.urls["metrics"].split("//", 1)[1].split("/", 1)[0]
         (self.dir / "prometheus.yml").write_text(yaml.safe_dump({
             "global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
             "rule_files": [str(self.dir / "wattprint.rules.yaml")],
             "scrape_configs": [{"job_name": "wattprint", "static_configs": [{"targets": [target]}]}]}))
-        argv = [binary, f"--config.file={self.dir / 'prometheus.yml'}", f"--storage.tsdb.path={self.dir / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{port}"]
-        self.procs.start("prometheus", argv, self.dir / "prometheus.log", cwd=self.dir)
-        base = f"http://127.0.0.1:{port}"
-        self._wait("Prometheus", lambda: _http_ok(base + "/-/ready"), 60)
-        self.urls["prometheus"] = base + "/"
+
+        def start() -> tuple[Child, Any]:
+            port = free_port()
+            argv = [binary, f"--config.file={self.dir / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={self.dir / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"]
+            child = self.procs.start("prometheus", argv, self.dir / "prometheus.log", cwd=self.dir)
+            self.urls["prometheus"] = f"http://127.0.0.1:{port}/"
+            return child, lambda: _http_ok(self.urls["prometheus"] + "-/ready")
+        self._up("Prometheus", start, 60)
 
     # --- running ----------------------------------------------------------------------------
     def phase(self) -> str:
@@ -434,7 +496,7 @@ class Demo:
         try:
             while True:
                 if (dead := self.procs.dead()) is not None:
-                    raise DemoError(f"{dead.name} exited with status {dead.proc.returncode}:\n{dead.tail()}")
+                    raise ChildDied(dead)
                 now = time.monotonic()
                 elapsed = now - started
                 try:

@@ -192,3 +192,43 @@ def test_a_forking_servers_children_do_not_outlive_a_killed_demo(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_port_taken_between_choosing_and_binding_it_is_replaced(monkeypatch):
+    """The demo chooses its servers' and the exporter's ports free, then they bind them: another
+    program (another demo) may take one in between. That server then starts again on another."""
+    import io
+    import shutil
+    import socket
+
+    from rich.console import Console
+
+    from exporter.demo import run
+
+    busy = [socket.socket() for _ in range(2)]
+    for s in busy:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+    taken = [s.getsockname()[1] for s in busy]
+    calls = []
+    real = run.free_port
+
+    def racy_free_port() -> int:  # the 1st (vLLM's) and the 5th (the exporter's) are taken meanwhile
+        calls.append(real())
+        return {1: taken[0], 5: taken[1]}.get(len(calls), calls[-1])
+    monkeypatch.setattr(run, "free_port", racy_free_port)
+    monkeypatch.setenv("PYTHONPATH", ENV["PYTHONPATH"])
+    demo = run.Demo(run.Options(prometheus=False), Console(file=io.StringIO()))
+    try:
+        demo.start_servers()
+        demo.start_exporter()
+        ports = {k: int(u.split(":")[2].split("/")[0]) for k, u in demo.urls.items()}
+        assert set(ports) >= {"vllm", "triton", "sglang", "exporter"} and not set(ports.values()) & set(taken), ports
+        assert len(demo.procs.children) == 4 and demo.procs.dead() is None
+        assert run._http_ok(demo.urls["metrics"]) and run._http_ok(demo.urls["vllm"])
+    finally:
+        assert demo.procs.stop() == []
+        demo.procs.close()
+        shutil.rmtree(demo.dir, ignore_errors=True)
+        for s in busy:
+            s.close()
