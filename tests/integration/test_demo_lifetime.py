@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,9 +38,10 @@ def _gone(started: dict[int, tuple[float, str]], within: float = GONE_WITHIN_S) 
 class Demo:
     """`wattprint demo` in its own session (as a shell's job), stdout read by a thread."""
 
-    def __init__(self, tmp: Path, *args: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "exporter", "demo", "--without-prometheus", *args],
-                                     cwd=tmp, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    def __init__(self, tmp: Path, *args: str, env: dict | None = None) -> None:
+        args = args if "--with-prometheus" in args else ("--without-prometheus", *args)
+        self.proc = subprocess.Popen([sys.executable, "-m", "exporter", "demo", *args],
+                                     cwd=tmp, env=env or ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      start_new_session=True)
         self.lines: list[str] = []
         self.reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True)
@@ -92,8 +94,8 @@ class Demo:
 def demo(tmp_path):
     made: list[Demo] = []
 
-    def make(*args: str) -> Demo:
-        made.append(Demo(tmp_path, *args))
+    def make(*args: str, env: dict | None = None) -> Demo:
+        made.append(Demo(tmp_path, *args, env=env))
         return made[-1]
     yield make
     for d in made:  # a failed test leaves nothing either (only the very processes it started)
@@ -198,7 +200,6 @@ def test_a_port_taken_between_choosing_and_binding_it_is_replaced(monkeypatch):
     """The demo chooses its servers' and the exporter's ports free, then they bind them: another
     program (another demo) may take one in between. That server then starts again on another."""
     import io
-    import shutil
     import socket
 
     from rich.console import Console
@@ -232,3 +233,35 @@ def test_a_port_taken_between_choosing_and_binding_it_is_replaced(monkeypatch):
         shutil.rmtree(demo.dir, ignore_errors=True)
         for s in busy:
             s.close()
+
+
+def _path_without_prometheus() -> str:
+    return os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if not (Path(p) / "prometheus").exists())
+
+
+def test_prometheus_failing_to_start_stops_everything_with_a_clear_error(demo, tmp_path):
+    real = "/usr/bin/prometheus"
+    assert os.access(real, os.X_OK), "Debian package 'prometheus' is not installed"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    # the real Prometheus, refusing to start (an unknown flag: it exits 1 saying so)
+    (bin_dir / "prometheus").write_text(f'#!/bin/sh\nexec {real} --no-such-flag "$@"\n')
+    (bin_dir / "prometheus").chmod(0o755)
+    d = demo("--with-prometheus", "--duration", "20s",
+             env={**ENV, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"})
+    d.wait_until(lambda: d.proc.poll() is not None or any("prometheus" in c for _, c in d.started.values()))
+    assert d.wait() == 1, d.out[-3000:]
+    assert "wattprint demo: prometheus exited with status 1" in d.out and "no-such-flag" in d.out, d.out[-3000:]
+    assert "stopped all 5 processes it started" in d.out, d.out[-3000:]
+    assert not still_alive(d.started)
+    kept = Path(re.search(r"logs kept in (\S+)", d.out).group(1))
+    assert (kept / "prometheus.log").exists()
+    shutil.rmtree(kept)
+
+
+def test_without_prometheus_installed_the_demo_runs_and_says_so():
+    r = subprocess.run([sys.executable, "-m", "exporter", "demo", "--duration", "1s"], capture_output=True, text=True,
+                       timeout=60, env={**ENV, "PATH": _path_without_prometheus()})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "Prometheus: not started (no `prometheus` on PATH" in r.stdout
+    assert "stopped all 4 processes it started" in r.stdout
