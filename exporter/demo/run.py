@@ -474,13 +474,13 @@ class Demo:
         return "quiet period: no traffic, idle cost only" if t % QUIET_EVERY_S >= QUIET_EVERY_S - QUIET_FOR_S \
             else "traffic"
 
-    def frame(self, rows: list[endpoint_table.Row], elapsed: float) -> Any:
+    def frame(self, rows: list[endpoint_table.Row], elapsed: float, console: Any = None) -> Any:
         until = f" of {self.opts.duration_s:g}s" if self.opts.duration_s else " (Ctrl-C stops)"
         title = (f"[bold]Wattprint demo[/] — [bold yellow]SIMULATED[/] node: {self.opts.gpus} × {GPU_NAME} · "
                  f"{elapsed:.0f}s{until} · {self.phase()}")
         caption = (f"exporter {self.urls.get('exporter', '')} · grid {REGION} · cleanest of "
                    f"{', '.join(CANDIDATES)}" + (f" · Prometheus {self.urls['prometheus']}" if "prometheus" in self.urls else ""))
-        return view.table(rows, title, caption)
+        return view.render(rows, title, caption, console or self.console)
 
     def loop(self) -> list[endpoint_table.Row]:
         from rich.live import Live
@@ -489,7 +489,7 @@ class Demo:
         prev: tuple[float, dict] | None = None
         rows: list[endpoint_table.Row] = []
         live = Live(self.frame(rows, 0.0), console=self.console, refresh_per_second=4,
-                    auto_refresh=False) if self.console.is_terminal else None
+                    auto_refresh=False) if self.console.is_terminal and not self.console.is_dumb_terminal else None
         next_print = started + 10.0
         if live is not None:
             live.start()
@@ -518,7 +518,8 @@ class Demo:
         finally:
             if live is not None:
                 live.stop()
-            self.last_frame = self.frame(rows, time.monotonic() - started)
+            self.last = (rows, time.monotonic() - started)
+            self.last_frame = self.frame(*self.last)
 
     def run(self) -> int:
         con = self.console
@@ -550,10 +551,10 @@ class Demo:
         finally:
             left = self.procs.stop()  # a second Ctrl-C only sets the flag again: it cannot cut this short
             self.procs.close()
-            if self.last_frame is not None and not con.is_terminal:
+            if self.last_frame is not None and (not con.is_terminal or con.is_dumb_terminal):
                 con.print(self.last_frame)
             if self.opts.svg and self.last_frame is not None:
-                self._svg(self.last_frame)
+                self._svg(*self.last)
             if left:
                 con.print(f"[red]wattprint demo: could not stop {', '.join(left)}[/]")
                 status = 1
@@ -566,12 +567,12 @@ class Demo:
                 shutil.rmtree(self.dir, ignore_errors=True)
         return status
 
-    def _svg(self, frame: Any) -> None:
+    def _svg(self, rows: list[endpoint_table.Row], elapsed: float) -> None:
         from rich.console import Console
 
         with open(os.devnull, "w") as sink:
             rec = Console(record=True, width=160, file=sink, force_terminal=True)
-            rec.print(frame)
+            rec.print(self.frame(rows, elapsed, rec))
         rec.save_svg(self.opts.svg, title="wattprint demo")
 
 
