@@ -265,3 +265,42 @@ def test_without_prometheus_installed_the_demo_runs_and_says_so():
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "Prometheus: not started (no `prometheus` on PATH" in r.stdout
     assert "stopped all 4 processes it started" in r.stdout
+
+
+def test_two_demos_at_once_each_see_only_their_own_servers(demo):
+    """Two demos on one machine: their own working directories, ports and servers; each exporter's
+    simulated node holds only its own demo's three servers (its procfs view), not the other's."""
+    import urllib.request
+
+    from support import parse_metrics
+
+    a, b = demo(), demo()
+    a.up()
+    b.up()
+    assert a.workdir() != b.workdir()
+
+    def urls(d: Demo) -> dict[str, str]:
+        return dict(re.findall(r"^(\w+): (http://\S+)$", d.out, re.M))
+
+    def endpoints(d: Demo) -> set[str]:
+        with urllib.request.urlopen(urls(d)["metrics"], timeout=5) as r:
+            m = parse_metrics(r.read().decode())
+        return {dict(k)["endpoint"] for k in m.get("wattprint_endpoint_energy_joules_total", {})} - {"unallocated", "system"}
+
+    def own(d: Demo) -> set[str]:  # vLLM and SGLang are named by their --port, Triton by its --http-port
+        cmds = [c for _, c in d.started.values()]
+        vllm = next(re.search(r"--port (\d+)", c).group(1) for c in cmds if "bin/vllm serve" in c)
+        triton = next(re.search(r"--http-port (\d+)", c).group(1) for c in cmds if "tritonserver" in c)
+        sglang = next(re.search(r"--port (\d+)", c).group(1) for c in cmds if "sglang.launch_server" in c)
+        return {f"vllm-{vllm}", f"triton-{triton}", f"sglang-{sglang}"}
+
+    end = time.monotonic() + 30
+    while not (endpoints(a) == own(a) and endpoints(b) == own(b)) and time.monotonic() < end:
+        time.sleep(0.5)
+    time.sleep(3)  # a few samples more: the other demo's servers (busy on the CPU) never show up
+    assert endpoints(a) == own(a) and endpoints(b) == own(b), (endpoints(a), own(a), endpoints(b), own(b))
+    assert not own(a) & own(b)
+    for d in (a, b):
+        os.killpg(d.proc.pid, signal.SIGINT)
+    assert a.wait() == 0 and b.wait() == 0, (a.out[-2000:], b.out[-2000:])
+    assert not still_alive(a.started) and not still_alive(b.started)
