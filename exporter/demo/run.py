@@ -590,9 +590,11 @@ def main(opts: Options) -> int:
         console = Console(highlight=False)
         if not console.is_terminal and "COLUMNS" not in os.environ:
             console = Console(highlight=False, width=160)  # a pipe or a log: the whole table on a line
-        demo = Demo(opts, console)
+        signals: list[int] = []  # handled from here on: a stop before the first process is not lost
         for s in STOP_SIGNALS:
-            signal.signal(s, lambda signum, frame: demo.signals.append(signum))
+            signal.signal(s, lambda signum, frame: signals.append(signum))
+        demo = Demo(opts, console)
+        demo.signals = signals
         return demo.run()
     finally:
         for s, h in old.items():
