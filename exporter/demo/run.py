@@ -14,8 +14,12 @@ It starts, as real local processes, each in its own process group:
   Prometheus with the project's rules, on 127.0.0.1.
 
 It shows a live table per endpoint (:mod:`exporter.demo.view`) refreshed every sample, until
-``--duration`` ends, Ctrl-C or SIGTERM; then, or when one of its processes dies, it stops every
-process group it started, waits for them and checks that none of their processes remains.
+``--duration`` ends, Ctrl-C, SIGTERM or SIGHUP; then, or when one of its processes dies, it stops
+every process group it started, waits for them and checks that none of their processes remains.
+Should the demo itself be killed (SIGKILL: no handler runs), each process gets SIGTERM from the
+kernel (PR_SET_PDEATHSIG) and the watchdog process (:data:`WATCHDOG`) stops every group it was
+told of, a server's own children included, and removes the working directory. Ports are chosen
+free and chosen again when taken before a server binds one (another demo on the machine).
 """
 
 from __future__ import annotations
