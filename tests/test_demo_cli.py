@@ -73,3 +73,10 @@ def test_with_prometheus_without_prometheus_installed_is_an_error_before_anythin
     assert r.returncode == 1, (r.stdout, r.stderr)
     assert "wattprint demo: --with-prometheus: no `prometheus` on PATH" in r.stderr
     assert "Working directory" not in r.stdout
+
+
+def test_an_svg_path_that_cannot_be_written_is_an_error_before_anything_starts(tmp_path):
+    r = demo("--svg", str(tmp_path / "no-such-dir" / "out.svg"), "--duration", "5s", "--without-prometheus")
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert f"wattprint demo: --svg {tmp_path / 'no-such-dir' / 'out.svg'}: cannot write there" in r.stderr
+    assert "Working directory" not in r.stdout

@@ -305,6 +305,10 @@ def preflight(opts: Options) -> str | None:
     """What stops the demo before it starts anything, in words; None when nothing does."""
     if opts.prometheus and shutil.which("prometheus") is None:
         return "--with-prometheus: no `prometheus` on PATH (Debian: apt-get install prometheus)"
+    if opts.svg is not None:
+        parent = Path(opts.svg).resolve().parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK):
+            return f"--svg {opts.svg}: cannot write there (no writable directory {parent})"
     if opts.port:
         with socket.socket() as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the exporter binds: only a listener is in the way
@@ -558,7 +562,11 @@ class Demo:
             if self.last_frame is not None and (not con.is_terminal or con.is_dumb_terminal):
                 con.print(self.last_frame)
             if self.opts.svg and self.last_frame is not None:
-                self._svg(*self.last)
+                try:
+                    self._svg(*self.last)
+                except OSError as e:
+                    con.print(f"[red]wattprint demo: --svg {self.opts.svg}: {e.strerror or e}[/]", highlight=False)
+                    status = 1
             if left:
                 con.print(f"[red]wattprint demo: could not stop {', '.join(left)}[/]")
                 status = 1
