@@ -24,6 +24,7 @@ free and chosen again when taken before a server binds one (another demo on the 
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -71,6 +72,7 @@ class _Stop(Exception):
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+OUTPUT_GONE = (errno.EIO, errno.EPIPE)  # writing to a hung-up terminal, to a closed pipe
 
 
 def _pid_in(path: Path) -> int | None:
@@ -531,12 +533,12 @@ class Demo:
 
     def run(self) -> int:
         con = self.console
-        con.print(f"[bold yellow]SIMULATED[/] GPUs: {self.opts.gpus} × {GPU_NAME} (--gpu.backend=simulated): "
-                  "every number below comes from a test double, not from hardware. Working directory "
-                  f"{self.dir}", soft_wrap=True)
         self.last_frame: Any = None
         status = 0
         try:
+            con.print(f"[bold yellow]SIMULATED[/] GPUs: {self.opts.gpus} × {GPU_NAME} (--gpu.backend=simulated): "
+                      "every number below comes from a test double, not from hardware. Working directory "
+                      f"{self.dir}", soft_wrap=True)
             self.start_servers()
             self.check()
             self.start_exporter()
@@ -556,28 +558,42 @@ class Demo:
         except DemoError as e:
             con.print(f"[red]wattprint demo: {e}[/]", highlight=False)
             status = 1
+        except OSError as e:  # its terminal hung up: nothing left to show, stop as on SIGHUP
+            if e.errno not in OUTPUT_GONE:
+                raise
         finally:
             left = self.procs.stop()  # a second Ctrl-C only sets the flag again: it cannot cut this short
             self.procs.close()
-            if self.last_frame is not None and (not con.is_terminal or con.is_dumb_terminal):
-                con.print(self.last_frame)
+            svg_error = None
             if self.opts.svg and self.last_frame is not None:
                 try:
                     self._svg(*self.last)
                 except OSError as e:
-                    con.print(f"[red]wattprint demo: --svg {self.opts.svg}: {e.strerror or e}[/]", highlight=False)
-                    status = 1
-            if left:
-                con.print(f"[red]wattprint demo: could not stop {', '.join(left)}[/]")
-                status = 1
-            else:
-                con.print(f"stopped all {len(self.procs.children)} processes it started "
-                          f"({', '.join(c.name for c in self.procs.children)})")
-            if status:
-                con.print(f"logs kept in {self.dir}", highlight=False, soft_wrap=True)
-            else:
+                    svg_error = e
+            status = 1 if left or svg_error else status
+            if not status:
                 shutil.rmtree(self.dir, ignore_errors=True)
+            try:
+                self._report(left, svg_error, status)
+            except OSError as e:
+                if e.errno not in OUTPUT_GONE:
+                    raise
         return status
+
+    def _report(self, left: list[str], svg_error: OSError | None, status: int) -> None:
+        con = self.console
+        if self.last_frame is not None and (not con.is_terminal or con.is_dumb_terminal):
+            con.print(self.last_frame)
+        if svg_error is not None:
+            con.print(f"[red]wattprint demo: --svg {self.opts.svg}: {svg_error.strerror or svg_error}[/]",
+                      highlight=False)
+        if left:
+            con.print(f"[red]wattprint demo: could not stop {', '.join(left)}[/]")
+        else:
+            con.print(f"stopped all {len(self.procs.children)} processes it started "
+                      f"({', '.join(c.name for c in self.procs.children)})")
+        if status:
+            con.print(f"logs kept in {self.dir}", highlight=False, soft_wrap=True)
 
     def _svg(self, rows: list[endpoint_table.Row], elapsed: float) -> None:
         from rich.console import Console

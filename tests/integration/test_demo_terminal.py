@@ -11,11 +11,13 @@ import os
 import pty
 import re
 import select
+import signal
 import struct
 import subprocess
 import sys
 import termios
 import time
+from pathlib import Path
 
 import pytest
 
@@ -111,3 +113,43 @@ def test_a_narrow_console_gets_blocks_a_wide_one_the_table():
         for cell in cells:  # every number shown, whole (a line never breaks a block's pair)
             assert cell in text, (width, cell, text)
         assert ("┃ endpoint" in text) == (width >= view.width_needed([row]))
+
+
+@pytest.mark.integration
+def test_its_terminal_hanging_up_stops_everything_and_leaves_nothing(tmp_path):
+    """The terminal closes (the pty's other end gone: every write fails with EIO) and SIGHUP
+    comes: every process it started stops, its working directory goes, no traceback."""
+    import psutil
+
+    from support import still_alive
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
+    env = {**{k: v for k, v in ENV.items() if k not in ("COLUMNS", "LINES")}, "TERM": "xterm-256color"}
+    proc = subprocess.Popen([sys.executable, "-m", "exporter", "demo", "--without-prometheus"],
+                            stdin=slave, stdout=slave, stderr=slave, env=env, cwd=tmp_path, start_new_session=True)
+    os.close(slave)
+    out, started = b"", {}
+    try:
+        end = time.monotonic() + 60
+        while b"sglang: " not in out:
+            assert proc.poll() is None and time.monotonic() < end, out.decode(errors="replace")[-3000:]
+            if select.select([master], [], [], 0.5)[0]:
+                out += os.read(master, 65536)
+        time.sleep(2)  # the live view drawing
+        for c in psutil.Process(proc.pid).children(recursive=True):
+            started[c.pid] = (c.create_time(), " ".join(c.cmdline()))
+        workdir = Path(re.search(rb"Working directory (\S+)", SGR.sub("", out.decode(errors="replace")).encode())
+                       .group(1).decode())
+        os.close(master)  # hung up
+        master = None
+        os.kill(proc.pid, signal.SIGHUP)
+        assert proc.wait(40) == 0
+        assert not still_alive(started)
+        assert not workdir.exists()
+    finally:
+        if master is not None:
+            os.close(master)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
