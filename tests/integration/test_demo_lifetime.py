@@ -135,8 +135,9 @@ def test_ctrl_c_twice_quickly_still_stops_everything(demo):
     d = demo()
     d.up()
     os.killpg(d.proc.pid, signal.SIGINT)
-    time.sleep(0.05)
+    d.wait_until(lambda: "stopping (SIGINT)" in d.out, timeout=10)
     os.killpg(d.proc.pid, signal.SIGINT)  # the second Ctrl-C, during the stop
+    os.killpg(d.proc.pid, signal.SIGINT)  # and a third
     assert d.wait() == 0, d.out[-3000:]
     assert "stopped all 4 processes it started" in d.out and "Traceback" not in d.out, d.out[-3000:]
     assert not still_alive(d.started)
