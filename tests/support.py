@@ -304,6 +304,22 @@ def process_tree(pids: set[int]) -> set[int]:
     return out
 
 
+def still_alive(started: dict[int, tuple[float, str]]) -> list[str]:
+    """Of the processes seen (pid → (create time, command line)), the very ones (same create
+    time: not a reused pid) still running, zombies aside: ``"PID COMMAND"`` each."""
+    import psutil
+
+    out = []
+    for pid, (created, cmd) in started.items():
+        try:
+            p = psutil.Process(pid)
+            if p.create_time() == created and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(f"{pid} {cmd}")
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
 def procfs_view(root: Path, pids: set[int]) -> Path:
     """A procfs tree holding the node's /proc/stat and only ``pids`` and their descendants
     (symlinks into /proc): a daemon reading it sees only those processes, as a node would see

@@ -140,3 +140,66 @@ def test_the_demo_view_reads_back_the_same_rows_from_metrics_and_shows_markup_as
     console = console_mod.Console(record=True, width=400, file=open(tmp_path / "out", "w"))
     console.print(view.table(demo, "t"))
     assert markup in console.export_text()
+
+
+class _Wellformed:
+    """Checks a page with the standard library's HTML parser: every element opened is closed, in
+    order (void elements aside), and no script element or event-handler attribute in it."""
+
+    VOID = {"meta", "br", "img", "hr", "input", "link"}
+
+    def __init__(self, page: str) -> None:
+        from html.parser import HTMLParser
+
+        self.stack: list[str] = []
+        self.problems: list[str] = []
+        check = self
+
+        class P(HTMLParser):
+            def handle_starttag(self, tag, attrs):
+                if tag == "script" or any(name.startswith("on") for name, _ in attrs):
+                    check.problems.append(f"<{tag} {attrs}>")
+                if tag not in check.VOID:
+                    check.stack.append(tag)
+
+            def handle_endtag(self, tag):
+                if not check.stack or check.stack.pop() != tag:
+                    check.problems.append(f"</{tag}> out of order")
+        P().feed(page)
+        if self.stack:
+            self.problems.append(f"not closed: {self.stack}")
+
+
+def test_plain_serve_without_engines_and_before_the_first_sample_is_valid_html(tmp_path):
+    """`wattprint serve` with no inference server at all: before a sample, then with only the
+    catch-all rows (the idle GPU, the system), the page is whole."""
+    node = FaultNode(tmp_path, [{**H100, "processes": []}], {})
+    server = _Server(node.sampler)
+    try:
+        assert endpoint_table_html((None, None)) == "<p>No sample yet.</p>"
+        _, first = server.get("/")
+        assert not _Wellformed(first).problems, _Wellformed(first).problems
+        node.step()
+        node.step()
+        _, page = server.get("/")
+        assert not _Wellformed(page).problems, _Wellformed(page).problems
+        found = endpoint_table.rows(node.sampler.table_views[1][1])
+        assert found and {r.endpoint for r in found} <= endpoint_table.CATCH_ALL
+        assert all(f'data-endpoint="{r.endpoint}"' in page for r in found)
+    finally:
+        server.close()
+
+
+def test_hostile_values_in_every_label_stay_text_and_the_page_stays_whole():
+    """Not only the model: a namespace or endpoint name (pod names, command lines) and a region
+    (configuration) with markup and quotes, in the cells and in the data-endpoint attribute."""
+    labels = ("ns" + HOSTILE, "ep" + HOSTILE, "m" + HOSTILE)
+    view = {"endpoint_energy_joules_total": {(*labels, "gpu", "busy"): 100.0, (*labels, "gpu", "idle"): 20.0},
+            "endpoint_co2e_grams_total": {(*labels, "operational"): 1.0, (*labels, "embodied"): 0.1},
+            "endpoint_requests_total": {labels: 10.0},
+            "counterfactual_co2e_grams_total": {(*labels, "r" + HOSTILE): 0.2}}
+    page = endpoint_table_html(((0.0, view), (1.0, view)))
+    assert not _Wellformed(page).problems, _Wellformed(page).problems
+    assert "<script" not in page and "<img" not in page
+    assert page.count(html.escape(HOSTILE)) == 4  # the endpoint (cell and attribute), the model, the region
+    assert f'data-endpoint="{html.escape("ep" + HOSTILE)}"' in page

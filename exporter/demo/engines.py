@@ -32,6 +32,7 @@ family that no rule names reads 0, as a pre-created series that never grew):
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import sys
@@ -46,6 +47,7 @@ import yaml
 
 from ..sensors.simtraffic import Traffic
 
+ADDRESS_IN_USE = 98  # the exit status when the port is taken (EADDRINUSE's number): the demo takes another
 Counters = dict[str, float]
 # a rule: (a substring the sample line holds, or "" for any; the counter; its factor)
 Rule = tuple[str, str, float]
@@ -203,7 +205,12 @@ def main(kind: str, argv: list[str] | None = None) -> None:
             self.end_headers()
             self.wfile.write(data)
 
-    httpd = ThreadingHTTPServer(shape.listen(argv), Handler)
+    host, port = shape.listen(argv)
+    try:
+        httpd = ThreadingHTTPServer((host, port), Handler)
+    except OSError as e:
+        print(f"{kind}: cannot listen on {host}:{port}: {e.strerror or e}", file=sys.stderr, flush=True)
+        sys.exit(ADDRESS_IN_USE if e.errno == errno.EADDRINUSE else 1)
     Path(os.environ["SIM_PID_FILE"]).write_text(str(os.getpid()))
     try:
         httpd.serve_forever()

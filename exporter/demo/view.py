@@ -45,3 +45,44 @@ def table(rows: list[endpoint_table.Row], title: str, caption: str = "") -> Any:
         t.add_row(*(Text(c) for c in endpoint_table.cells(row)),
                   style="dim" if row.endpoint in endpoint_table.CATCH_ALL else None)
     return t
+
+
+def width_needed(rows: list[endpoint_table.Row]) -> int:
+    """The table's width with every cell on one line: each column its widest cell or heading, and
+    the borders (a box line and two spaces of padding a column, one line to close)."""
+    from rich.cells import cell_len
+
+    cols = [endpoint_table.HEADERS, *(endpoint_table.cells(r) for r in rows)]
+    return sum(max(cell_len(c[i]) for c in cols) + 3 for i in range(len(endpoint_table.HEADERS))) + 1
+
+
+def records(rows: list[endpoint_table.Row], title: str, caption: str = "", width: int = 80) -> Any:
+    """The rows for a terminal too narrow for the table: one block an endpoint, its ``header
+    value`` pairs on indented lines of at most ``width``, a pair never split (Text, not markup,
+    as in :func:`table`)."""
+    from rich.cells import cell_len
+    from rich.console import Group
+    from rich.markup import render
+    from rich.text import Text
+
+    parts: list[Any] = [render(title)]
+    for row in rows:
+        c = endpoint_table.cells(row)
+        head = Text(f"{c[0]} · {c[1]}", style="bold" if row.endpoint not in endpoint_table.CATCH_ALL else "dim")
+        lines: list[str] = []
+        for pair in (f"{h} {v}" for h, v in zip(endpoint_table.HEADERS[2:], c[2:])):
+            if lines and cell_len(lines[-1] + " · " + pair) <= width:
+                lines[-1] += " · " + pair
+            else:
+                lines.append("  " + pair)
+        parts += [head, *(Text(line) for line in lines)]
+    if caption:
+        parts.append(Text(caption, style="dim"))
+    return Group(*parts)
+
+
+def render(rows: list[endpoint_table.Row], title: str, caption: str, console: Any) -> Any:
+    """The table, or the records where the console is too narrow for it."""
+    if width_needed(rows) <= console.width:
+        return table(rows, title, caption)
+    return records(rows, title, caption, console.width)

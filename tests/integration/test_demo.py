@@ -27,7 +27,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from support import ROOT, parse_metrics
+from support import ROOT, parse_metrics, still_alive
 
 pytestmark = pytest.mark.integration
 
@@ -144,14 +144,7 @@ def test_the_demo_ends_and_every_process_it_started_is_gone(demo):
     for what in ("bin/vllm serve", "bin/tritonserver --model-repository", "-m sglang.launch_server",
                  "-m exporter serve", "prometheus --config.file"):
         assert any(what in c for c in cmdlines), (what, cmdlines, demo["stdout"][-2000:])
-    left = []
-    for pid, (created, cmd) in demo["started"].items():
-        try:
-            p = psutil.Process(pid)
-            if p.create_time() == created and p.status() != psutil.STATUS_ZOMBIE:
-                left.append(f"{pid} {cmd}")
-        except psutil.NoSuchProcess:
-            pass
+    left = still_alive(demo["started"])
     assert not left, (left, demo["stdout"][-2000:])
     workdir = Path(re.search(r"Working directory (\S+)", demo["stdout"]).group(1))
     assert workdir.name.startswith("wattprint-demo-") and not workdir.exists()  # nothing left behind
@@ -229,7 +222,8 @@ class Running:
                 time.sleep(0.2)
             for c in psutil.Process(self.proc.pid).children(recursive=True):
                 self.started[c.pid] = (c.create_time(), " ".join(c.cmdline()))
-            assert len(self.started) == 4, self.started  # three servers and the exporter, no Prometheus
+            servers = [cmd for _, cmd in self.started.values() if " -c " not in cmd]  # not the watchdog
+            assert len(servers) == 4, self.started  # three servers and the exporter, no Prometheus
         except BaseException:
             os.killpg(self.proc.pid, signal.SIGTERM)  # the demo stops its own
             self.wait()
@@ -244,15 +238,7 @@ class Running:
             self.reader.join(10)
 
     def left(self) -> list[str]:
-        out = []
-        for pid, (created, cmd) in self.started.items():
-            try:
-                p = psutil.Process(pid)
-                if p.create_time() == created and p.status() != psutil.STATUS_ZOMBIE:
-                    out.append(f"{pid} {cmd}")
-            except psutil.NoSuchProcess:
-                pass
-        return out
+        return still_alive(self.started)
 
 
 def test_ctrl_c_stops_every_process(tmp_path):
