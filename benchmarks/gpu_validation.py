@@ -78,6 +78,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_all(procs: list[subprocess.Popen]) -> None:
+    """Terminate the workloads, then kill any that has not exited 10 s later."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 def http_get(url: str, timeout: float = 5) -> str:
     with urllib.request.urlopen(url, timeout=timeout) as r:
         return r.read().decode()
@@ -461,13 +472,7 @@ def main() -> int:
         report["shares"]["raw_first_samples"] = nvml.raw
         report["shares"]["nvidia_smi_pmon"] = pmon
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
         daemon.stop()
         logs = Path(args.out) / "logs"
         logs.mkdir(parents=True, exist_ok=True)
@@ -538,13 +543,7 @@ def mig(args) -> int:
         time.sleep(args.window)
         m1, e1, t1 = daemon.next_sample(), nvml.energy_mj(), time.time()
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
         daemon.stop()
     log("4/4 report")
     name = "wattprint_gpu_mig_instance_energy_joules_total"
